@@ -1,0 +1,275 @@
+"""The ``logpipe`` command: collect / sink / rotate — parsing and help only.
+
+Every LogpipeError becomes ``logpipe: <one line>`` on stderr with a non-zero exit; the work
+itself lives in collector.py, runner.py and rotate.py (imported when a command runs, so
+``logpipe --help`` stays fast).
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+from logpipe._version import __version__
+from logpipe.errors import LogpipeError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+
+def parse_size(text: str) -> int:
+    """``100M`` → 104857600. Units K/M/G/T are powers of 1024 (like logrotate and PM2)."""
+    m = _SIZE_RE.match(text)
+    if not m:
+        raise ValueError(f"{text!r} is not a size (examples: 512K, 100M, 2G)")
+    return int(float(m[1]) * _UNITS[m[2].lower()])
+
+
+class SizeParam(click.ParamType):
+    """A byte size such as ``512K``, ``100M``, ``2G``."""
+
+    name = "size"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int):
+            return value
+        try:
+            size = parse_size(str(value))
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+        if size <= 0:
+            self.fail("must be greater than zero", param, ctx)
+        return size
+
+
+SIZE = SizeParam()
+
+
+class LogpipeGroup(click.Group):
+    """Translates LogpipeError into a one-line message and its exit code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except LogpipeError as exc:
+            click.echo(f"logpipe: {exc}", err=True)
+            ctx.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            ctx.exit(130)
+
+
+@click.group(cls=LogpipeGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "-V", "--version", prog_name="logpipe")
+def main() -> None:
+    """Structured logs from every process, collected loss-free and shipped to the console,
+    rotated zstd files and Splunk HEC.
+
+    \b
+    Quick start:
+      logpipe collect --run api="python api.py" --to console --to file:./logs
+      logpipe collect --pm2 | logpipe sink splunk      # token in LOGPIPE_SPLUNK_TOKEN
+      logpipe rotate '/var/log/app/*.log' --retain 7    # from cron
+    """
+
+
+# --- sink options shared by `collect --to` and `sink` ------------------------------------------
+def sink_options(f: F) -> F:
+    """Options of the console, file and splunk sinks; each also reads a LOGPIPE_* variable."""
+    opts = [
+        click.option("--format", "console_format", type=click.Choice(["text", "json"]),
+                     default="text", show_default=True, envvar="LOGPIPE_CONSOLE_FORMAT",
+                     help="console sink: human text, or NDJSON. [env LOGPIPE_CONSOLE_FORMAT]"),
+        click.option("--dir", "file_dir", type=click.Path(file_okay=False), envvar="LOGPIPE_FILE_DIR",
+                     help="file sink: directory for <service>.log files. [env LOGPIPE_FILE_DIR]"),
+        click.option("--max-size", "file_max_size", type=SIZE, envvar="LOGPIPE_FILE_MAX_SIZE",
+                     help="file sink: rotate a file when it reaches SIZE (e.g. 100M). "
+                          "[env LOGPIPE_FILE_MAX_SIZE]"),
+        click.option("--daily", "file_daily", is_flag=True, envvar="LOGPIPE_FILE_DAILY",
+                     help="file sink: also rotate at the first write of each UTC day."),
+        click.option("--retain", "file_retain", type=click.IntRange(min=0), envvar="LOGPIPE_FILE_RETAIN",
+                     help="file sink: rotated files to keep per log (default: all)."),
+        click.option("--no-compress", "file_no_compress", is_flag=True,
+                     help="file sink: keep rotated files uncompressed."),
+        click.option("--url", "splunk_url", envvar="LOGPIPE_SPLUNK_URL", metavar="URL[,URL…]",
+                     help="splunk sink: HEC base URL(s), comma-separated to spread load and fail "
+                          "over. The token is read from LOGPIPE_SPLUNK_TOKEN or --token-file, "
+                          "never from the command line. [env LOGPIPE_SPLUNK_URL]"),
+        click.option("--token-file", "splunk_token_file", type=click.Path(dir_okay=False),
+                     envvar="LOGPIPE_SPLUNK_TOKEN_FILE",
+                     help="splunk sink: file holding the HEC token. [env LOGPIPE_SPLUNK_TOKEN_FILE]"),
+        click.option("--index", "splunk_index", envvar="LOGPIPE_SPLUNK_INDEX",
+                     help="splunk sink: target index. [env LOGPIPE_SPLUNK_INDEX]"),
+        click.option("--sourcetype", "splunk_sourcetype", default="_json", show_default=True,
+                     envvar="LOGPIPE_SPLUNK_SOURCETYPE", help="splunk sink: sourcetype."),
+        click.option("--source", "splunk_source", envvar="LOGPIPE_SPLUNK_SOURCE",
+                     help="splunk sink: override each event's source (default: the record's)."),
+        click.option("--host", "splunk_host", envvar="LOGPIPE_SPLUNK_HOST",
+                     help="splunk sink: override each event's host (default: the record's)."),
+        click.option("--spool-dir", "splunk_spool_dir", type=click.Path(file_okay=False),
+                     envvar="LOGPIPE_SPLUNK_SPOOL_DIR",
+                     help="splunk sink: disk spool (default: <state dir>/spool/splunk)."),
+        click.option("--spool-max", "splunk_spool_max", type=SIZE, envvar="LOGPIPE_SPLUNK_SPOOL_MAX",
+                     help="splunk sink: spool bound; when reached, reading stops (back-pressure). "
+                          "Default 1G."),
+        click.option("--ack", "splunk_ack", is_flag=True, envvar="LOGPIPE_SPLUNK_ACK",
+                     help="splunk sink: indexer acknowledgement; a batch is delivered when acked."),
+        click.option("--ca-file", "splunk_ca_file", type=click.Path(dir_okay=False, exists=True),
+                     envvar="LOGPIPE_SPLUNK_CA_FILE", help="splunk sink: CA bundle to verify TLS."),
+        click.option("--insecure", "splunk_insecure", is_flag=True, envvar="LOGPIPE_SPLUNK_INSECURE",
+                     help="splunk sink: do not verify TLS certificates (warns)."),
+        click.option("--batch-size", "splunk_batch_bytes", type=SIZE, envvar="LOGPIPE_SPLUNK_BATCH_SIZE",
+                     help="splunk sink: max uncompressed bytes per request (default 1M, as "
+                          "Vector's HEC sink)."),
+        click.option("--batch-timeout", "splunk_batch_timeout", type=click.FloatRange(min=0.001),
+                     envvar="LOGPIPE_SPLUNK_BATCH_TIMEOUT",
+                     help="splunk sink: seconds before a partial batch is sent (default 1)."),
+        click.option("--concurrency", "splunk_concurrency", type=click.IntRange(min=1),
+                     envvar="LOGPIPE_SPLUNK_CONCURRENCY",
+                     help="splunk sink: requests in flight (default 4)."),
+    ]
+    for opt in reversed(opts):
+        f = opt(f)
+    return f
+
+
+def state_dir_option(f: F) -> F:
+    """``--state-dir`` with the SPEC's default chain."""
+    return click.option(
+        "--state-dir", type=click.Path(file_okay=False), envvar="LOGPIPE_STATE_DIR",
+        help="checkpoints and spools (default $LOGPIPE_STATE_DIR, else $XDG_STATE_HOME/logpipe, "
+             "else ~/.local/state/logpipe).",
+    )(f)
+
+
+def build_sink_options(state_dir: str | None, kw: dict[str, Any]) -> Any:
+    """Click keyword arguments → SinkOptions (pops the sink keys from ``kw``)."""
+    from logpipe.sinks import SinkOptions, default_state_dir
+
+    url = kw.pop("splunk_url")
+    no_compress = kw.pop("file_no_compress")
+    fields = {k: kw.pop(k) for k in list(kw) if k.startswith(("console_", "file_", "splunk_"))}
+    return SinkOptions(
+        state_dir=state_dir or default_state_dir(),
+        splunk_urls=[u.strip() for u in (url or "").split(",") if u.strip()],
+        file_compress=not no_compress,
+        **{k: v for k, v in fields.items() if v is not None},
+    )
+
+
+def _run(fn: Callable[[], int]) -> None:
+    """Run a command's work and exit with its status."""
+    code = fn()
+    sys.exit(code)
+
+
+# --- collect ------------------------------------------------------------------------------------
+@main.command(context_settings={"show_default": True})
+@click.argument("paths", nargs=-1, metavar="[PATH_OR_GLOB|-]...")
+@click.option("--pm2", "pm2_home", is_flag=False, flag_value="", default=None, metavar="[PM2_HOME]",
+              help="tail every file in $PM2_HOME/logs (PM2_HOME defaults to $PM2_HOME or ~/.pm2).")
+@click.option("--run", "runs", multiple=True, metavar="NAME=COMMAND",
+              help="start COMMAND and collect its stdout/stderr as service NAME; repeat a NAME "
+                   "for more instances. Restarted with backoff when it exits (not with --once).")
+@click.option("--service", help="service name for stdin ('-') lines that do not say.")
+@state_dir_option
+@click.option("--once", is_flag=True,
+              help="read what is there now (run children to their exit), emit, commit, exit 0.")
+@click.option("--to", "to", multiple=True, metavar="SINK",
+              help="deliver in-process to SINK instead of NDJSON on stdout: console, "
+                   "file:DIR, splunk (repeatable; options below or LOGPIPE_* env).")
+@click.option("--max-line-bytes", type=SIZE, default="1M",
+              help="longer lines are truncated and flagged (truncated: true).")
+@sink_options
+def collect(paths: tuple[str, ...], pm2_home: str | None, runs: tuple[str, ...], service: str | None,
+            state_dir: str | None, once: bool, to: tuple[str, ...], max_line_bytes: int,
+            **kw: Any) -> None:
+    """Gather every process's output (files, PM2 logs, children, stdin) as NDJSON records.
+
+    Files and quoted globs are tailed (rotation-aware, restart-safe: checkpoints in the state
+    dir); globs are re-scanned for new files every second. Records go to stdout as NDJSON, or
+    to the sinks named with --to. logpipe's own diagnostics go to stderr.
+    """
+    from logpipe.collector import CollectOptions
+    from logpipe.collector import main as collect_main
+
+    sink_opts = build_sink_options(state_dir, kw)
+    opts = CollectOptions(
+        paths=list(paths),
+        pm2_home=pm2_home,
+        runs=list(runs),
+        service=service,
+        state_dir=sink_opts.state_dir,
+        once=once,
+        to=list(to),
+        max_line_bytes=max_line_bytes,
+        sink_options=sink_opts,
+    )
+    _run(lambda: collect_main(opts))
+
+
+# --- sink ---------------------------------------------------------------------------------------
+@main.command(context_settings={"show_default": True})
+@click.argument("names", nargs=-1, required=True, metavar="NAME [NAME...]",
+                type=click.Choice(["console", "file", "splunk", "ndjson"]))
+@state_dir_option
+@click.option("--service", help="service name for plain-text lines that do not say.")
+@sink_options
+def sink(names: tuple[str, ...], state_dir: str | None, service: str | None, **kw: Any) -> None:
+    """Read NDJSON records (or plain lines) from stdin and deliver each to every named sink.
+
+    \b
+    Sinks:
+      console  human-readable lines on stdout (--format json for NDJSON)
+      file     DIR/<service>.log, rotated by --max-size/--daily, zstd, --retain N
+      splunk   Splunk HTTP Event Collector (batched, gzip, retried, spooled, --ack)
+
+    Exits non-zero only when records could not be delivered or spooled. EOF and SIGTERM flush
+    everything.
+    """
+    from logpipe.runner import sink_main
+
+    sink_opts = build_sink_options(state_dir, kw)
+    _run(lambda: sink_main(list(names), sink_opts, service=service))
+
+
+# --- rotate -------------------------------------------------------------------------------------
+@main.command(context_settings={"show_default": True})
+@click.argument("paths", nargs=-1, required=True, metavar="PATH_OR_GLOB...")
+@click.option("--retain", type=click.IntRange(min=0), default=7,
+              help="rotated files to keep per log (0 keeps none: each rotation deletes the "
+                   "previous ones).")
+@click.option("--max-size", type=SIZE, help="rotate files larger than SIZE (e.g. 100M).")
+@click.option("--daily", is_flag=True, help="rotate files last rotated on an earlier UTC day.")
+@click.option("--max-age", type=click.IntRange(min=0), metavar="DAYS",
+              help="also delete rotated files older than DAYS.")
+@click.option("--copytruncate", is_flag=True,
+              help="copy then truncate in place, for writers that cannot reopen their file. Lines "
+                   "written between the copy and the truncate are lost (logrotate's known window).")
+@click.option("--no-compress", is_flag=True, help="keep rotated files uncompressed.")
+@click.option("--dry-run", is_flag=True, help="print the plan; change nothing.")
+@state_dir_option
+def rotate(paths: tuple[str, ...], retain: int, max_size: int | None, daily: bool,
+           max_age: int | None, copytruncate: bool, no_compress: bool, dry_run: bool,
+           state_dir: str | None) -> None:
+    """Rotate log files from cron: rename (or copytruncate), compress with zstd, keep --retain.
+
+    With neither --max-size nor --daily, every matched non-empty file is rotated (forced).
+    Safe beside logpipe's file sink and collector, and against a second run (lock).
+    """
+    from logpipe.rotate import RotateOptions
+    from logpipe.rotate import main as rotate_main
+    from logpipe.sinks import default_state_dir
+
+    opts = RotateOptions(
+        paths=list(paths), retain=retain, max_size=max_size, daily=daily, max_age_days=max_age,
+        copytruncate=copytruncate, compress=not no_compress, dry_run=dry_run,
+        state_dir=state_dir or default_state_dir(),
+    )
+    _run(lambda: rotate_main(opts))
+

@@ -71,3 +71,11 @@ def test_normaliser_never_raises_and_emits_valid_json(data: bytes) -> None:
     assert b"\n" not in enc
     assert orjson.loads(enc) == orjson.loads(orjson.dumps(rec))
     assert "time" in rec and "level" in rec
+
+
+def test_helpers_importable() -> None:
+    """tests.helpers is importable under --import-mode=importlib (shared by every test module)."""
+    from tests.helpers import LOGPIPE, wait_for
+
+    assert wait_for(lambda: 1) == 1
+    assert LOGPIPE[-1] == "logpipe"

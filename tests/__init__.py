@@ -1,0 +1,1 @@
+"""logpipe's test suite (a package so tests can share ``tests.helpers``)."""

@@ -1,0 +1,250 @@
+"""Joins Python tracebacks and indented continuation lines into the record that started them.
+
+Only non-JSON writers need this: logpipe's logger (and structlog) put a traceback inside one
+JSON line, but a crash before logging is configured, ``traceback.print_exc()`` or a plain
+``logging`` formatter writes it as many physical lines on stderr (research/collector.md §1.2,
+"What the best do" 8).
+
+The rules are Fluent Bit's built-in ``python`` multiline parser (flb_ml_parser_python.c),
+written as a small state machine over bytes, plus what it misses:
+
+- a group starts at ``Traceback (most recent call last):`` (exactly that line), or at an
+  exception group's ``+ Exception Group Traceback (most recent call last):``;
+- inside a traceback every indented line (``  File …``, code lines, ``^^^^`` markers) continues
+  it; the first non-indented line is the ``ExcType: msg`` line and ends the traceback body;
+- a chained traceback (``During handling of the above exception, another exception
+  occurred:`` / ``The above exception was the direct cause of the following exception:``,
+  with the blank lines Python prints around it) continues the same group;
+- an indented line that follows a plain (non-JSON, non-blank) line joins it — the
+  Filebeat/Vector ``^[[:space:]]`` "continue after" rule for wrapped messages;
+- a JSON line (starts with ``{``) is never joined and ends any pending group; with nothing
+  pending it is returned at once, without a regex or a state change (the hot path);
+- a group is capped at 500 lines or 2 MiB (Filebeat's ``max_lines: 500``; Fluent Bit's 2 MB
+  multiline buffer cap); what follows the cap starts a new group;
+- held lines must be flushed after ``idle_deadline`` (≤ 1 s idle; Fluent Bit waits 4 s and
+  Filebeat 5 s, which delays every plain line that long — research asks for ≤ 1 s).
+
+A traceback that follows a plain line is *not* joined to it (Fluent Bit's rule): an unrelated
+earlier line ("starting worker") would otherwise swallow a later crash. Physical lines are
+joined with ``\\n``; a trailing ``\\r`` (CRLF writers) is dropped from each joined line.
+Every byte of every line comes out exactly once, in order: joins only replace the newline
+between lines.
+"""
+
+from __future__ import annotations
+
+import time
+
+#: Fluent Bit's python parser start state: ``^Traceback \(most recent call last\):$``
+TRACEBACK_START = b"Traceback (most recent call last):"
+#: PEP 654 exception groups print their header indented, with a ``+`` gutter.
+GROUP_START = b"+ Exception Group Traceback (most recent call last):"
+#: Lines Python prints between chained tracebacks (traceback.py ``_cause_message`` /
+#: ``_context_message``).
+CHAIN_LINES = (
+    b"During handling of the above exception, another exception occurred:",
+    b"The above exception was the direct cause of the following exception:",
+)
+
+MAX_LINES = 500
+MAX_BYTES = 2 << 20
+IDLE_SECONDS = 0.5
+
+# states
+_IDLE = 0  # nothing held
+_PLAIN = 1  # a plain line (+ indented continuations) held
+_TB = 2  # inside a traceback body: indented lines continue, first unindented line ends it
+_AFTER = 3  # traceback complete; held in case a chain (or an indented note) follows
+_CHAIN = 4  # saw "During handling…": blank lines and the next Traceback line continue
+_EGROUP = 5  # exception group: every indented line continues
+
+_INDENT = (32, 9)  # ord(" "), ord("\t")
+
+
+def _strip_cr(line: bytes) -> bytes:
+    return line[:-1] if line.endswith(b"\r") else line
+
+
+class Joiner:
+    """Per-stream joiner: feed physical lines with ``push``, get logical lines back.
+
+    ``push(line, end_offset)`` returns the logical lines completed by this line, each with the
+    offset just after its last physical line (what a checkpoint may commit once it is
+    delivered). Lines held back are returned by a later ``push``, by ``flush()`` (EOF,
+    shutdown), or by ``poll()`` once ``idle_deadline`` has passed.
+    """
+
+    __slots__ = ("_bytes", "_end", "_held", "_state", "_tentative", "idle_deadline", "max_bytes",
+                 "max_lines", "timeout")
+
+    def __init__(self, *, timeout: float = IDLE_SECONDS, max_lines: int = MAX_LINES,
+                 max_bytes: int = MAX_BYTES) -> None:
+        self.timeout = min(timeout, 1.0)
+        self.max_lines = max_lines
+        self.max_bytes = max_bytes
+        self._state = _IDLE
+        self._held: list[bytes] = []
+        self._bytes = 0
+        self._end = 0
+        # blank lines after a finished traceback: part of the group only if a chain line follows
+        self._tentative: list[tuple[bytes, int]] = []
+        #: monotonic time after which held lines must be flushed; None when nothing is held
+        self.idle_deadline: float | None = None
+
+    @property
+    def pending(self) -> int:
+        """Number of physical lines held back."""
+        return len(self._held) + len(self._tentative)
+
+    def push(self, line: bytes, end_offset: int) -> list[tuple[bytes, int]]:
+        """Feed one physical line (no newline); return the logical lines it completes."""
+        state = self._state
+        if state == _IDLE and line[:1] == b"{":
+            return [(line, end_offset)]  # hot path: JSON, nothing pending
+        out: list[tuple[bytes, int]] = []
+        self._step(line, end_offset, out)
+        if self._state == _IDLE:
+            self.idle_deadline = None
+        else:
+            self.idle_deadline = time.monotonic() + self.timeout
+        return out
+
+    def _step(self, line: bytes, end: int, out: list[tuple[bytes, int]]) -> None:
+        state = self._state
+        first = line[:1]
+        if first == b"{":
+            self._emit(out)
+            out.append((line, end))
+            return
+        body = _strip_cr(line)
+        indented = bool(body) and body[0] in _INDENT
+        blank = not body.strip()
+        if state == _IDLE:
+            self._start(line, end, out)
+            return
+        if state == _PLAIN:
+            if indented and not blank and not self._is_group_start(body):
+                self._add(line, end, out)
+                return
+            self._emit(out)
+            self._start(line, end, out)
+            return
+        if state == _TB:
+            if indented and not blank:
+                self._add(line, end, out)
+                return
+            if blank or body == TRACEBACK_START:
+                self._emit(out)
+                self._start(line, end, out)
+                return
+            # the "ExcType: msg" line (or a bare "KeyboardInterrupt") ends the body
+            self._add(line, end, out)
+            if self._state == _TB:
+                self._state = _AFTER
+            return
+        if state == _AFTER:
+            if blank:
+                self._tentative.append((line, end))
+                return
+            if body in CHAIN_LINES:
+                self._adopt_tentative()
+                self._add(line, end, out)
+                if self._state == _AFTER:
+                    self._state = _CHAIN
+                return
+            if indented and not self._tentative:
+                self._add(line, end, out)  # e.g. an indented note after the exception line
+                return
+            self._emit(out)
+            self._start(line, end, out)
+            return
+        if state == _CHAIN:
+            if blank:
+                self._tentative.append((line, end))
+                return
+            if body == TRACEBACK_START:
+                self._adopt_tentative()
+                self._add(line, end, out)
+                if self._state == _CHAIN:
+                    self._state = _TB
+                return
+            self._emit(out)
+            self._start(line, end, out)
+            return
+        # _EGROUP
+        if indented and not blank:
+            self._add(line, end, out)
+            return
+        self._emit(out)
+        self._start(line, end, out)
+
+    @staticmethod
+    def _is_group_start(body: bytes) -> bool:
+        return body.lstrip(b" \t") == GROUP_START
+
+    def _start(self, line: bytes, end: int, out: list[tuple[bytes, int]]) -> None:
+        """``line`` with nothing held: hold it as the start of a group, or pass it through."""
+        body = _strip_cr(line)
+        if not body.strip():
+            out.append((line, end))  # a blank line joins nothing and starts nothing
+            return
+        if body == TRACEBACK_START:
+            state = _TB
+        elif body[0] in _INDENT and self._is_group_start(body):
+            state = _EGROUP
+        else:
+            state = _PLAIN
+        self._state = state
+        self._held = [line]
+        self._bytes = len(line)
+        self._end = end
+
+    def _add(self, line: bytes, end: int, out: list[tuple[bytes, int]]) -> None:
+        if len(self._held) >= self.max_lines or self._bytes + len(line) + 1 > self.max_bytes:
+            # cap reached: what is held goes out; the rest of the group starts a new one
+            state = self._state
+            self._emit(out)
+            self._held = [line]
+            self._bytes = len(line)
+            self._end = end
+            self._state = state
+            return
+        self._held.append(line)
+        self._bytes += len(line) + 1
+        self._end = end
+
+    def _adopt_tentative(self) -> None:
+        for line, end in self._tentative:
+            self._held.append(line)
+            self._bytes += len(line) + 1
+            self._end = end
+        self._tentative = []
+
+    def _emit(self, out: list[tuple[bytes, int]]) -> None:
+        held = self._held
+        if held:
+            if len(held) == 1:
+                out.append((held[0], self._end))
+            else:
+                out.append((b"\n".join([_strip_cr(x) for x in held]), self._end))
+        if self._tentative:
+            out.extend(self._tentative)
+            self._tentative = []
+        self._held = []
+        self._bytes = 0
+        self._state = _IDLE
+
+    def flush(self) -> list[tuple[bytes, int]]:
+        """Return everything held (EOF, shutdown, idle timeout) and forget it."""
+        out: list[tuple[bytes, int]] = []
+        self._emit(out)
+        self.idle_deadline = None
+        return out
+
+    def poll(self, now: float | None = None) -> list[tuple[bytes, int]]:
+        """``flush()`` if the idle deadline has passed, else nothing."""
+        if self.idle_deadline is None:
+            return []
+        if (time.monotonic() if now is None else now) < self.idle_deadline:
+            return []
+        return self.flush()

@@ -2,13 +2,14 @@
 
 The model (ARCHITECTURE.md)::
 
-    sources ──► Pipeline.put(batch) ──► one bounded queue per sink ──► sink.write(batch)
+    sources ──► Pipeline.put(batch) ──► one bounded buffer per sink ──► sink.write(batch)
        ▲                                                                      │
        └──── batch.ack() once every sink has accepted it, in put order ◄─────┘
 
 A source commits its checkpoint only from ``batch.ack`` — Vector's end-to-end
 acknowledgements, Filebeat's registry rule — so a record is never checkpointed before every
-sink holds it durably.
+sink holds it durably. Acks come in the order batches were put, never out of order, and none
+after a sink has failed fatally.
 
 The Sink contract
 -----------------
@@ -32,8 +33,10 @@ Every sink subclasses :class:`Sink`. A sink:
   HEC) and raise ``SinkError`` with a clear message when the destination is unusable, or warn
   (diagnostics) and carry on when it is only unreachable for now.
 - MAY keep its own internal buffers, but they count against its bound: when full, ``write``
-  blocks. The pipeline gives each sink its own bounded queue, so a stalled sink stalls the
-  others only once its queue is full.
+  blocks. The pipeline gives each sink its own buffer, bounded in batches and in bytes, so a
+  stalled sink stalls the others only once its buffer is full.
+- MUST NOT keep a reference to ``batch`` (or mutate its records) after ``write`` returns
+  unless it copied what it needs: the same batch object goes to every sink.
 - SHOULD keep ``write`` cheap per record: use ``batch.lines`` (pre-encoded NDJSON) where bytes
   are what it needs.
 
@@ -58,11 +61,15 @@ from typing import Any
 from logpipe import diagnostics, record
 from logpipe.errors import LogpipeError, PipelineAborted, SinkError, SourceError
 
-#: Default per-sink buffer, in batches. Sources cap a batch at BATCH_MAX_RECORDS records /
-#: BATCH_MAX_BYTES bytes, so a sink's buffer stays under ~16 MiB.
-SINK_BUFFER_BATCHES = 16
+#: Sources cap a batch at BATCH_MAX_RECORDS records / BATCH_MAX_BYTES bytes of NDJSON.
 BATCH_MAX_RECORDS = 2048
 BATCH_MAX_BYTES = 1 << 20
+#: Default per-sink buffer: whichever bound is reached first, batches or NDJSON bytes. 16 MiB
+#: per sink stays well under the 64 MiB in-memory queue research/collector.md §9 allows.
+SINK_BUFFER_BATCHES = 16
+SINK_BUFFER_BYTES = 16 << 20
+#: After a fatal sink error, how long the healthy sinks may take to drain what they buffered.
+DRAIN_AFTER_FAILURE_SECONDS = 10.0
 
 
 class Outcome(enum.Enum):
@@ -142,130 +149,274 @@ class Source(abc.ABC):
         """After the pipeline drained: commit final checkpoints, release resources."""
 
 
-class Pipeline:
-    """Fans batches out to sinks over bounded per-sink queues; acks batches in order."""
+class _Lane:
+    """One sink's bounded FIFO buffer of batches it has not accepted yet, and its worker.
 
-    def __init__(self, sinks: Sequence[Sink], buffer_batches: int = SINK_BUFFER_BATCHES) -> None:
+    The bound counts the batch being written too, so a stalled sink holds at most
+    ``max_batches`` batches / ``max_bytes`` bytes; an empty lane still admits one oversize
+    batch so nothing can deadlock on a batch larger than the byte bound.
+    """
+
+    __slots__ = ("bytes", "closed", "dead", "items", "max_batches", "max_bytes", "ready", "room",
+                 "sink", "task")
+
+    def __init__(self, sink: Sink, max_batches: int, max_bytes: int) -> None:
+        self.sink = sink
+        self.max_batches = max_batches
+        self.max_bytes = max_bytes
+        self.items: deque[tuple[Batch, int]] = deque()
+        self.bytes = 0
+        self.ready = asyncio.Event()  # set when an item arrives or the lane closes
+        self.room = asyncio.Event()  # set when an item leaves
+        self.closed = False
+        self.dead = False  # the sink failed fatally: nothing more goes to it
+        self.task: asyncio.Task[None] | None = None
+
+    def has_room(self, size: int) -> bool:
+        return self.dead or not self.items or (
+            len(self.items) < self.max_batches and self.bytes + size <= self.max_bytes
+        )
+
+    def push(self, batch: Batch, size: int) -> None:
+        if self.dead:
+            return
+        self.items.append((batch, size))
+        self.bytes += size
+        self.ready.set()
+
+    def pop(self) -> None:
+        _, size = self.items.popleft()
+        self.bytes -= size
+        self.room.set()
+
+
+class Pipeline:
+    """Fans batches out to sinks over bounded per-sink buffers; acks batches in put order.
+
+    Each sink has its own lane bounded by ``buffer_batches`` batches and ``buffer_bytes`` bytes
+    (research/collector.md §9: a dead Splunk must not stall the console or the files beyond
+    its own buffer). ``put`` blocks only while some lane is full, which is how back-pressure
+    reaches the sources. A batch is acked once every sink has accepted it and every earlier
+    batch has been acked; after a fatal sink error nothing more is acked (the healthy sinks
+    still get what is already buffered, so ``logpipe sink`` loses nothing it read that they
+    can take).
+    """
+
+    def __init__(self, sinks: Sequence[Sink], buffer_batches: int = SINK_BUFFER_BATCHES,
+                 buffer_bytes: int = SINK_BUFFER_BYTES) -> None:
         if not sinks:
             raise ValueError("a pipeline needs at least one sink")
+        if buffer_batches < 1 or buffer_bytes < 1:
+            raise ValueError("sink buffers must hold at least one batch and one byte")
         self.sinks = list(sinks)
-        self._queues: list[asyncio.Queue[Batch | None]] = [
-            asyncio.Queue(maxsize=buffer_batches) for _ in self.sinks
-        ]
+        self._lanes = [_Lane(s, buffer_batches, buffer_bytes) for s in self.sinks]
         self._inflight: deque[Batch] = deque()
-        self._workers: list[asyncio.Task[None]] = []
+        self._put_lock = asyncio.Lock()
         self._error: BaseException | None = None
         self._failed = asyncio.Event()
+        self._started = False
         self._closed = False
+        #: records per outcome, per sink name (sinks sharing a name share a row)
         self.outcomes: dict[str, dict[Outcome, int]] = {
             s.name: dict.fromkeys(Outcome, 0) for s in self.sinks
         }
+        #: batches acked so far (what the sources may have committed)
+        self.acked_batches = 0
 
     @property
     def error(self) -> BaseException | None:
         """The fatal sink error that stopped the pipeline, if any."""
         return self._error
 
+    @property
+    def failed(self) -> asyncio.Event:
+        """Set once a sink has failed fatally."""
+        return self._failed
+
+    def buffered(self, sink: Sink) -> tuple[int, int]:
+        """(batches, bytes) that ``sink`` has not accepted yet, the one being written included."""
+        for lane in self._lanes:
+            if lane.sink is sink:
+                return len(lane.items), lane.bytes
+        raise ValueError("not a sink of this pipeline")
+
     async def start(self) -> None:
-        """Start every sink (health checks), then their workers."""
-        for sink in self.sinks:
-            await sink.start()
-        self._workers = [
-            asyncio.create_task(self._work(sink, q), name=f"sink:{sink.name}")
-            for sink, q in zip(self.sinks, self._queues, strict=True)
-        ]
+        """Start every sink (health checks), then their workers. When a sink's start fails,
+        the sinks already started are closed again and the error propagates."""
+        started: list[Sink] = []
+        try:
+            for sink in self.sinks:
+                await sink.start()
+                started.append(sink)
+        except BaseException:
+            for sink in started:
+                try:
+                    await sink.close()
+                except Exception as exc:  # noqa: BLE001 - the start error is the one to report
+                    diagnostics.error(f"closing sink {sink.name} after a failed start: {exc}",
+                                      key=f"close:{sink.name}")
+            raise
+        for lane in self._lanes:
+            lane.task = asyncio.create_task(self._work(lane), name=f"sink:{lane.sink.name}")
+        self._started = True
 
     async def put(self, batch: Batch) -> None:
-        """Hand ``batch`` to every sink; blocks while any sink's queue is full.
+        """Hand ``batch`` to every sink; blocks while any sink's buffer is full.
 
         Raises PipelineAborted once a sink has failed fatally.
         """
-        if self._error is not None:
-            raise PipelineAborted(str(self._error)) from self._error
         if self._closed:
             raise RuntimeError("pipeline is closed")
-        if not batch.records:
-            if batch.ack is not None:
-                # nothing to deliver, but the source's position still moves (e.g. dropped lines)
-                if self._inflight:
-                    batch._pending = len(self.sinks)
+        if not self._started:
+            raise RuntimeError("pipeline is not started")
+        # One put at a time, so every lane and the ack queue see batches in the same order
+        # (asyncio.Lock is FIFO, so concurrent sources take turns).
+        async with self._put_lock:
+            self._raise_if_failed()
+            if not batch.records:
+                # nothing to deliver, but the source's position still moves (e.g. dropped
+                # lines): acked once everything before it is.
+                if batch.ack is not None:
+                    batch._pending = 0
                     self._inflight.append(batch)
-                    for q in self._queues:
-                        await self._put_or_fail(q, batch)
+                    self._ack_ready()
+                return
+            size = batch_bytes(batch)
+            for lane in self._lanes:
+                while not lane.has_room(size):
+                    lane.room.clear()
+                    await _first(lane.room.wait(), self._failed.wait())
+                    self._raise_if_failed()
+            batch._pending = len(self._lanes)
+            self._inflight.append(batch)
+            for lane in self._lanes:
+                if lane.dead:
+                    batch._pending -= 1
                 else:
-                    batch.ack()
-            return
-        batch._pending = len(self.sinks)
-        self._inflight.append(batch)
-        for q in self._queues:
-            await self._put_or_fail(q, batch)
+                    lane.push(batch, size)
 
-    async def _put_or_fail(self, q: asyncio.Queue[Batch | None], batch: Batch) -> None:
-        if not q.full():
-            q.put_nowait(batch)
-            return
-        put = asyncio.ensure_future(q.put(batch))
-        fail = asyncio.ensure_future(self._failed.wait())
-        try:
-            await asyncio.wait({put, fail}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            fail.cancel()
-        if not put.done():
-            put.cancel()
+    def _raise_if_failed(self) -> None:
+        if self._error is not None:
             raise PipelineAborted(str(self._error)) from self._error
 
-    async def _work(self, sink: Sink, q: asyncio.Queue[Batch | None]) -> None:
+    async def _work(self, lane: _Lane) -> None:
+        sink = lane.sink
+        counts = self.outcomes[sink.name]
         while True:
-            batch = await q.get()
-            if batch is None:
-                return
-            if self._error is not None:
-                continue  # drain the queue without writing; nothing after a fatal error commits
+            if not lane.items:
+                if lane.closed:
+                    return
+                lane.ready.clear()
+                await lane.ready.wait()
+                continue
+            batch, _ = lane.items[0]
             try:
-                if batch.records:
-                    outcome = await sink.write(batch)
-                    self.outcomes[sink.name][outcome] += 1
+                outcome = await sink.write(batch)
             except asyncio.CancelledError:
                 raise
-            except SinkError as exc:
-                self._fail(exc)
-                continue
             except LogpipeError as exc:
-                self._fail(exc)
-                continue
+                self._sink_failed(lane, exc)
+                return
             except Exception as exc:  # noqa: BLE001 - a sink bug must stop the pipeline, not hang it
                 diagnostics.error(f"sink {sink.name} failed: {exc!r}", key=f"sink-bug:{sink.name}")
-                self._fail(SinkError(f"{sink.name} sink failed unexpectedly: {exc!r}"))
-                continue
-            self._settle(batch)
+                self._sink_failed(lane, SinkError(f"{sink.name} sink failed unexpectedly: {exc!r}"))
+                return
+            if not isinstance(outcome, Outcome):
+                self._sink_failed(lane, SinkError(
+                    f"{sink.name} sink returned {outcome!r} instead of an Outcome"))
+                return
+            counts[outcome] += len(batch.records)
+            lane.pop()
+            batch._pending -= 1
+            self._ack_ready()
+
+    def _sink_failed(self, lane: _Lane, exc: BaseException) -> None:
+        lane.dead = True
+        lane.items.clear()
+        lane.bytes = 0
+        lane.room.set()
+        if self._error is None:
+            self._error = exc
+            self._failed.set()
+
+    def _ack_ready(self) -> None:
+        """Ack, in put order, every batch at the head that all sinks have accepted."""
+        while self._inflight and self._inflight[0]._pending <= 0:
+            done = self._inflight.popleft()
+            if self._error is not None:
+                continue  # after a fatal error nothing more commits
+            self.acked_batches += 1
+            if done.ack is not None:
+                try:
+                    done.ack()
+                except Exception as exc:  # noqa: BLE001 - a failed checkpoint means re-reading, not loss
+                    diagnostics.error(f"source {done.source or '?'} could not record an ack: {exc}",
+                                      key=f"ack:{done.source}")
+
+    async def close(self) -> None:
+        """Drain every buffer, then close every sink. Raises PipelineAborted after a fatal error
+        (the other sinks are still drained, for at most DRAIN_AFTER_FAILURE_SECONDS, and
+        closed first)."""
+        if not self._closed:
+            self._closed = True
+            for lane in self._lanes:
+                lane.closed = True
+                lane.ready.set()
+            tasks = [lane.task for lane in self._lanes if lane.task is not None]
+            if tasks:
+                await self._join(tasks)
+            for sink in self.sinks:
+                try:
+                    await sink.close()
+                except LogpipeError as exc:
+                    self._fail(exc)
+                except Exception as exc:  # noqa: BLE001 - report a sink bug as that sink's failure
+                    self._fail(SinkError(f"{sink.name} sink failed to close: {exc!r}"))
+        self._raise_if_failed()
+
+    async def _join(self, tasks: list[asyncio.Task[None]]) -> None:
+        """Wait for the workers; after a fatal error, for at most DRAIN_AFTER_FAILURE_SECONDS."""
+        pending: set[asyncio.Future[Any]] = set(tasks)
+        failed = asyncio.ensure_future(self._failed.wait())
+        try:
+            while pending:
+                if self._failed.is_set():
+                    _, pending = await asyncio.wait(pending, timeout=DRAIN_AFTER_FAILURE_SECONDS)
+                    break
+                _, pending = await asyncio.wait({*pending, failed},
+                                                return_when=asyncio.FIRST_COMPLETED)
+                pending.discard(failed)
+        finally:
+            failed.cancel()
+        if pending:
+            # A sink still stuck after another one failed: nothing will be acked anyway, so do
+            # not hang the exit on it (its buffered records stay unacked: re-read or lost with
+            # stdin, and counted as not delivered).
+            names = ", ".join(sorted(t.get_name() for t in pending if isinstance(t, asyncio.Task)))
+            diagnostics.error(f"gave up draining {names} after a fatal sink error", key="drain")
+            for t in pending:
+                t.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
 
     def _fail(self, exc: BaseException) -> None:
         if self._error is None:
             self._error = exc
             self._failed.set()
 
-    def _settle(self, batch: Batch) -> None:
-        batch._pending -= 1
-        while self._inflight and self._inflight[0]._pending <= 0:
-            done = self._inflight.popleft()
-            if done.ack is not None and self._error is None:
-                done.ack()
 
-    async def close(self) -> None:
-        """Drain every queue, then close every sink. Raises PipelineAborted after a fatal error
-        (the other sinks are still drained and closed first)."""
-        if not self._closed:
-            self._closed = True
-            for q in self._queues:
-                await q.put(None)
-            await asyncio.gather(*self._workers, return_exceptions=True)
-            for sink in self.sinks:
-                try:
-                    await sink.close()
-                except LogpipeError as exc:
-                    self._fail(exc)
-        if self._error is not None:
-            raise PipelineAborted(str(self._error)) from self._error
+def batch_bytes(batch: Batch) -> int:
+    """A batch's size as the buffers count it: its NDJSON bytes (encoded once, then cached)."""
+    return sum(map(len, batch.encoded())) + len(batch.records)
+
+
+async def _first(*aws: Awaitable[Any]) -> None:
+    """Wait until the first of ``aws`` completes; cancel the rest."""
+    futs = [asyncio.ensure_future(a) for a in aws]
+    try:
+        await asyncio.wait(futs, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for f in futs:
+            f.cancel()
 
 
 async def run(
@@ -273,26 +424,39 @@ async def run(
     sinks: Sequence[Sink],
     stop: asyncio.Event,
     buffer_batches: int = SINK_BUFFER_BATCHES,
+    buffer_bytes: int = SINK_BUFFER_BYTES,
+    pipeline: Pipeline | None = None,
 ) -> Pipeline:
-    """Run ``sources`` into ``sinks`` until every source finishes or ``stop`` is set; then stop
-    the sources, drain the pipeline, and let the sources commit (``aclose``).
+    """Run ``sources`` into ``sinks`` until every source finishes, ``stop`` is set, a sink fails
+    fatally or a source fails; then stop the sources, drain the pipeline, and let the sources
+    commit (``aclose``).
 
-    Returns the pipeline (for its outcomes); raises PipelineAborted after a fatal sink error.
+    Returns the pipeline (for its outcomes); raises PipelineAborted after a fatal sink error and
+    the source's error when a source failed. Pass ``pipeline`` (built on ``sinks``) to watch it
+    while it runs.
     """
-    pipeline = Pipeline(sinks, buffer_batches=buffer_batches)
+    if pipeline is None:
+        pipeline = Pipeline(sinks, buffer_batches=buffer_batches, buffer_bytes=buffer_bytes)
     await pipeline.start()
     tasks = [asyncio.create_task(src.run(pipeline.put), name=f"source:{src.name}") for src in sources]
-    all_done = asyncio.ensure_future(asyncio.gather(*tasks, return_exceptions=True))
     stopper = asyncio.ensure_future(stop.wait())
-    failer = asyncio.ensure_future(pipeline._failed.wait())
+    failer = asyncio.ensure_future(pipeline.failed.wait())
     try:
-        await asyncio.wait({all_done, stopper, failer}, return_when=asyncio.FIRST_COMPLETED)
+        pending: set[asyncio.Future[Any]] = set(tasks)
+        while pending:
+            done, _ = await asyncio.wait({*pending, stopper, failer},
+                                         return_when=asyncio.FIRST_COMPLETED)
+            pending -= done
+            if stopper in done or failer in done:
+                break
+            if any(t.exception() is not None for t in done if not t.cancelled()):
+                break  # a source crashed: stop the others and drain what was read
     finally:
         for src in sources:
             src.stop()
         stopper.cancel()
         failer.cancel()
-    results = await all_done
+    results = await asyncio.gather(*tasks, return_exceptions=True)
     try:
         await pipeline.close()
     finally:

@@ -1,8 +1,9 @@
-"""Runs a pipeline as a command: one event loop, SIGTERM/SIGINT → drain, exit status.
+"""Runs a pipeline as a command: one event loop, SIGTERM/SIGINT → drain, summary, exit status.
 
 Both ``logpipe collect`` (sources → sinks) and ``logpipe sink`` (stdin → sinks) end here, so
 both drain and exit the same way: everything read is delivered or spooled before exit; the
-exit status is non-zero only when records could not be delivered or spooled.
+exit status is non-zero only when records could not be delivered or spooled (a fatal sink
+error, or records a sink rejected as permanently undeliverable).
 """
 
 from __future__ import annotations
@@ -13,8 +14,13 @@ from collections.abc import Callable, Sequence
 
 from logpipe import diagnostics
 from logpipe.errors import LogpipeError, PipelineAborted
-from logpipe.pipeline import Sink, Source, run
+from logpipe.pipeline import Outcome, Pipeline, Sink, Source, run
 from logpipe.sinks import SinkOptions
+
+#: exit status when every record was delivered or spooled
+EXIT_OK = 0
+#: exit status when some records could not be delivered or spooled
+EXIT_UNDELIVERED = 1
 
 
 def run_command(
@@ -22,17 +28,23 @@ def run_command(
     make_sinks: Callable[[], Sequence[Sink]],
     *,
     on_stop: Callable[[], None] | None = None,
+    summary: bool = True,
 ) -> int:
     """Build sources and sinks inside a fresh event loop, run them until the sources end or a
-    SIGTERM/SIGINT arrives, drain, and return the exit status (0, or 1 after a fatal sink
-    error, which is printed as one line by raising it to the CLI)."""
-    return asyncio.run(_main(make_sources, make_sinks, on_stop))
+    SIGTERM/SIGINT arrives, drain, and return the exit status.
+
+    A fatal sink error is raised (as the sink's own LogpipeError) for the CLI to print as one
+    line; records a sink rejected make the status EXIT_UNDELIVERED. With ``summary``, one
+    diagnostic line on stderr gives each sink's counts at exit (also after a fatal error).
+    """
+    return asyncio.run(_main(make_sources, make_sinks, on_stop, summary))
 
 
 async def _main(
     make_sources: Callable[[], Sequence[Source]],
     make_sinks: Callable[[], Sequence[Sink]],
     on_stop: Callable[[], None] | None,
+    summary: bool,
 ) -> int:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -50,17 +62,48 @@ async def _main(
     try:
         sinks = make_sinks()
         sources = make_sources()
+        pipeline = Pipeline(sinks)
         try:
-            await run(sources, sinks, stop)
+            await run(sources, sinks, stop, pipeline=pipeline)
         except PipelineAborted as exc:
             cause = exc.__cause__
             if isinstance(cause, LogpipeError):
                 raise cause from None
             raise
+        finally:
+            if summary:
+                report_summary(pipeline)
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
-    return 0
+    rejected = sum(counts[Outcome.REJECTED] for counts in pipeline.outcomes.values())
+    return EXIT_UNDELIVERED if rejected else EXIT_OK
+
+
+def summary_line(pipeline: Pipeline) -> str:
+    """``console: 120 delivered; file: 120 delivered`` — each sink's own ``summary()`` where it
+    has one, else the records it reported per outcome."""
+    parts: list[str] = []
+    seen: set[str] = set()
+    for sink in pipeline.sinks:
+        own = sink.summary()
+        if own:
+            parts.append(own)
+            continue
+        if sink.name in seen:  # sinks sharing a name share one row of counts
+            continue
+        seen.add(sink.name)
+        counts = pipeline.outcomes[sink.name]
+        shown = [f"{counts[o]} {o.value}" for o in Outcome if counts[o] or o is Outcome.DELIVERED]
+        parts.append(f"{sink.name}: {', '.join(shown)}")
+    return "; ".join(parts)
+
+
+def report_summary(pipeline: Pipeline) -> None:
+    """One diagnostic line on stderr with every sink's counts (error level after a failure)."""
+    counts = {name: {o.value: n for o, n in c.items()} for name, c in pipeline.outcomes.items()}
+    level = "error" if pipeline.error is not None else "info"
+    diagnostics.emit(level, f"summary: {summary_line(pipeline)}", key="summary", sinks=counts)
 
 
 def sink_main(names: list[str], options: SinkOptions, service: str | None = None) -> int:

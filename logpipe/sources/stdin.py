@@ -3,90 +3,112 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
+import select
+import stat
 import sys
-import threading
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from logpipe import identity, record
-from logpipe.pipeline import BATCH_MAX_BYTES, Batch, Source
+from logpipe import diagnostics, identity, record
+from logpipe.errors import SourceError
+from logpipe.pipeline import BATCH_MAX_BYTES, BATCH_MAX_RECORDS, Batch, Source
 from logpipe.sources._lines import LineSplitter
 
+#: Bytes taken from stdin per turn (several pipe-buffers' worth, so batches are large).
 READ_SIZE = 1 << 20
 
 
 class StdinSource(Source):
-    """Reads stdin in large chunks on a daemon thread, splits lines, normalises, emits batches.
+    """Reads stdin in large chunks, splits lines, normalises them, emits batches.
 
-    A daemon thread (not the default executor) does the blocking reads so a SIGTERM can end the
-    run while stdin stays open: ``stop()`` stops taking chunks; what was read is emitted.
+    Nothing read is ever dropped: bytes are taken from the descriptor only when the source is
+    about to process them, so a SIGTERM (``stop()``) ends the run after the chunk in hand and
+    leaves the rest in the pipe — daemontools multilog's rule ("on TERM it reads up to the next
+    newline and exits, leaving stdin at the first unprocessed byte", research/collector.md §5).
+    Pipes, sockets and terminals are read when the event loop reports them readable (a read
+    then returns at once); regular files and other unpollable inputs are read in a worker
+    thread, one chunk at a time. A partial last line is emitted at EOF and at stop.
     """
 
     name = "stdin"
 
     def __init__(self, service: str | None = None, fd: int | None = None,
-                 max_line: int = 1 << 20) -> None:
+                 max_line: int = 1 << 20, plain_level: str = "info") -> None:
         self._fd = fd
         defaults: dict[str, Any] = {record.SOURCE: "stdin"}
         if service:
             defaults[record.SERVICE] = service
         defaults.setdefault(record.HOST, identity.hostname())
-        self._normalise = record.LineNormaliser(defaults)
+        self._normalise = record.LineNormaliser(defaults, plain_level=plain_level)
         self._split = LineSplitter(max_line)
         self._stopping = False
         self._wake: asyncio.Event | None = None
+        #: records emitted so far
         self.lines_read = 0
+        #: bytes taken from the descriptor so far
+        self.bytes_read = 0
 
     def stop(self) -> None:
-        """Stop after the chunk in hand."""
+        """Stop after the chunk in hand; what is still in the pipe stays there."""
         self._stopping = True
         if self._wake is not None:
             self._wake.set()
 
     async def run(self, emit: Callable[[Batch], Awaitable[None]]) -> None:
         """Read until EOF or stop()."""
-        loop = asyncio.get_running_loop()
         fd = self._fd if self._fd is not None else sys.stdin.fileno()
-        queue: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=4)
+        try:
+            mode = os.fstat(fd).st_mode
+        except OSError as exc:
+            raise SourceError(f"standard input cannot be read: {exc.strerror}") from exc
+        if stat.S_ISDIR(mode):
+            raise SourceError("standard input is a directory")
         self._wake = asyncio.Event()
-
-        def reader() -> None:
-            while True:
-                try:
-                    chunk = os.read(fd, READ_SIZE)
-                except InterruptedError:
-                    continue
-                except OSError:
-                    chunk = b""
-                fut = asyncio.run_coroutine_threadsafe(queue.put(chunk or None), loop)
-                try:
-                    fut.result()
-                except Exception:  # noqa: BLE001 - loop closed: nobody wants more input
-                    return
+        if self._stopping:
+            self._wake.set()
+        loop = asyncio.get_running_loop()
+        pollable = not stat.S_ISREG(mode) and _can_poll(loop, fd)
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        try:
+            while not self._stopping:
+                if pollable:
+                    if not await self._readable(loop, fd):
+                        break  # stop() while waiting: nothing taken from the pipe
+                    chunk = _read_available(fd, poller)
+                else:
+                    chunk = await asyncio.to_thread(_read, fd, READ_SIZE)
                 if not chunk:
-                    return
-
-        threading.Thread(target=reader, name="logpipe-stdin", daemon=True).start()
-        while not self._stopping:
-            get = asyncio.ensure_future(queue.get())
-            wake = asyncio.ensure_future(self._wake.wait())
-            await asyncio.wait({get, wake}, return_when=asyncio.FIRST_COMPLETED)
-            wake.cancel()
-            if not get.done():
-                get.cancel()
-                break
-            chunk = get.result()
-            if chunk is None:
-                tail = self._split.flush()
-                if tail is not None:
-                    await self._emit_lines([tail], [False], emit)
-                return
-            lines, flags = self._split.feed(chunk)
-            await self._emit_lines(lines, flags, emit)
+                    break  # EOF (or an unreadable input, already reported)
+                self.bytes_read += len(chunk)
+                lines, flags = self._split.feed(chunk)
+                if lines:
+                    await self._emit_lines(lines, flags, emit)
+        finally:
+            poller.unregister(fd)
         tail = self._split.flush()
         if tail is not None:
             await self._emit_lines([tail], [False], emit)
+
+    async def _readable(self, loop: asyncio.AbstractEventLoop, fd: int) -> bool:
+        """Wait until ``fd`` is readable (True) or stop() is called (False)."""
+        assert self._wake is not None
+        ready = loop.create_future()
+
+        def on_ready() -> None:
+            if not ready.done():
+                ready.set_result(None)
+
+        loop.add_reader(fd, on_ready)
+        wake = asyncio.ensure_future(self._wake.wait())
+        try:
+            await asyncio.wait({ready, wake}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            loop.remove_reader(fd)
+            wake.cancel()
+        return ready.done()
 
     async def _emit_lines(self, lines: list[bytes], flags: list[bool],
                           emit: Callable[[Batch], Awaitable[None]]) -> None:
@@ -94,8 +116,9 @@ class StdinSource(Source):
         recs: list[dict[str, Any]] = []
         out: list[bytes] = []
         size = 0
+        normalise = self._normalise
         for line, cut in zip(lines, flags, strict=True):
-            res = self._normalise(line, received)
+            res = normalise(line, received)
             if res is None:
                 continue
             rec, enc = res
@@ -105,10 +128,55 @@ class StdinSource(Source):
             recs.append(rec)
             out.append(enc)
             size += len(enc)
-            if size >= BATCH_MAX_BYTES or len(recs) >= 2048:
+            if size >= BATCH_MAX_BYTES or len(recs) >= BATCH_MAX_RECORDS:
                 self.lines_read += len(recs)
                 await emit(Batch(recs, out, source=self.name))
                 recs, out, size = [], [], 0
         if recs:
             self.lines_read += len(recs)
             await emit(Batch(recs, out, source=self.name))
+
+
+def _can_poll(loop: asyncio.AbstractEventLoop, fd: int) -> bool:
+    """True when the event loop can watch ``fd`` (epoll refuses regular files and /dev/null)."""
+    try:
+        loop.add_reader(fd, lambda: None)
+    except (OSError, ValueError, NotImplementedError):
+        return False
+    loop.remove_reader(fd)
+    return True
+
+
+def _read(fd: int, size: int) -> bytes:
+    """One ``os.read``; EINTR retried; an input error is reported once and read as EOF."""
+    while True:
+        try:
+            return os.read(fd, size)
+        except InterruptedError:
+            continue
+        except BlockingIOError:
+            # someone put the descriptor in non-blocking mode: wait for data like a blocking read
+            select.select([fd], [], [])
+            continue
+        except OSError as exc:
+            if exc.errno == errno.EIO:  # the terminal went away (SIGHUP'd session)
+                return b""
+            diagnostics.error(f"stopped reading standard input: {exc.strerror}", key="stdin-read")
+            return b""
+
+
+def _read_available(fd: int, poller: select.poll) -> bytes:
+    """Read what a readable descriptor holds, up to READ_SIZE, without ever blocking for more:
+    each further read happens only while poll() says data (or EOF) is waiting."""
+    first = _read(fd, READ_SIZE)
+    if not first:
+        return b""
+    parts = [first]
+    total = len(first)
+    while total < READ_SIZE and poller.poll(0):
+        more = _read(fd, READ_SIZE - total)
+        if not more:
+            break  # EOF: the next turn's read returns b"" again and ends the run
+        parts.append(more)
+        total += len(more)
+    return b"".join(parts) if len(parts) > 1 else first

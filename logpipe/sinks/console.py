@@ -1,0 +1,208 @@
+"""The ``console`` sink: one human line per record on stdout (or NDJSON with ``--format json``).
+
+A line reads ``TIME LEVEL service[instance] message key=value ...``; the ``exception`` follows
+on indented lines. Colour only on a terminal, with the two common overrides: ``NO_COLOR``
+(https://no-color.org: "when present and not an empty string, prevents the addition of ANSI
+color") and ``FORCE_COLOR`` (https://force-color.org, as chalk/supports-color and CPython 3.13
+read it; ``0``/``false`` mean no colour, as supports-color reads them). ``NO_COLOR`` wins when
+both are set, as in CPython's ``_colorize``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import orjson
+
+from logpipe import record
+from logpipe.errors import UsageError
+from logpipe.pipeline import Batch, Outcome, Sink
+from logpipe.sinks import SinkOptions
+from logpipe.sinks.ndjson import write_all
+
+# SGR sequences (ECMA-48)
+RESET = "\x1b[0m"
+DIM = "\x1b[2m"
+BOLD = "\x1b[1m"
+RED = "\x1b[31m"
+GREEN = "\x1b[32m"
+YELLOW = "\x1b[33m"
+BLUE = "\x1b[34m"
+MAGENTA = "\x1b[35m"
+CYAN = "\x1b[36m"
+
+LEVEL_LABELS = {"debug": "DEBUG", "info": "INFO ", "warning": "WARN ", "error": "ERROR",
+                "critical": "CRIT "}
+LEVEL_COLOURS = {"debug": BLUE, "info": GREEN, "warning": YELLOW, "error": RED,
+                 "critical": BOLD + RED}
+
+#: shown in the line's head, so not repeated as key=value
+HEAD_KEYS = frozenset((record.TIME, record.LEVEL, record.MESSAGE, record.SERVICE,
+                       record.INSTANCE_ID, record.EXCEPTION))
+#: where a line came from: the same on most lines, so printed after the application's own keys
+ORIGIN_KEYS = (record.FEATURE, record.HOST, record.PID, record.PM_ID, record.SOURCE)
+_ORIGIN = frozenset(ORIGIN_KEYS)
+#: characters that make a value ambiguous in ``key=value`` unless quoted
+_NEEDS_QUOTES = frozenset(' "=\n\r\t\\')
+EXCEPTION_INDENT = "    "
+
+
+def use_colour(fd: int, environ: Mapping[str, str] | None = None) -> bool:
+    """Colour decision for output on ``fd``: NO_COLOR, then FORCE_COLOR, then TERM=dumb, then
+    whether ``fd`` is a terminal."""
+    env = os.environ if environ is None else environ
+    if env.get("NO_COLOR"):
+        return False
+    force = env.get("FORCE_COLOR")
+    if force:
+        return force.strip().lower() not in ("0", "false")
+    if env.get("TERM") == "dumb":
+        return False
+    try:
+        return os.isatty(fd)
+    except OSError:
+        return False
+
+
+def format_value(value: Any) -> str:
+    """A value for ``key=value``: plain text as is, quoted (JSON string) when it holds spaces,
+    quotes, ``=`` or control characters or is empty; numbers, booleans and null as JSON; nested
+    values as compact JSON."""
+    if isinstance(value, str):
+        if not value or not _NEEDS_QUOTES.isdisjoint(value) or not value.isprintable():
+            return orjson.dumps(value).decode()
+        return value
+    if isinstance(value, bool) or value is None:
+        return "true" if value is True else "false" if value is False else "null"
+    if isinstance(value, int | float):
+        return repr(value) if isinstance(value, float) else str(value)
+    if isinstance(value, dict | list):
+        try:
+            return orjson.dumps(value, default=repr, option=orjson.OPT_NON_STR_KEYS).decode()
+        except TypeError:  # e.g. an int beyond 64 bits deep inside
+            return repr(value)
+    return repr(value)
+
+
+class ConsoleFormatter:
+    """Renders records as human lines; colour is decided once, at construction."""
+
+    __slots__ = ("colour",)
+
+    def __init__(self, colour: bool) -> None:
+        self.colour = colour
+
+    def format(self, rec: Mapping[str, Any]) -> str:
+        """One record → its line(s), ending with a newline."""
+        c = self.colour
+        time = rec.get(record.TIME)
+        time_s = _short_time(time) if isinstance(time, str) else format_value(time) if time else "-"
+        level = rec.get(record.LEVEL)
+        level_name = level if isinstance(level, str) else "info"
+        label = LEVEL_LABELS.get(level_name) or f"{str(level_name).upper():<5}"
+        service = rec.get(record.SERVICE)
+        instance = rec.get(record.INSTANCE_ID)
+        who = "" if service is None else _text(service)
+        if instance is not None and instance != "":
+            who += f"[{_text(instance)}]"
+        message = rec.get(record.MESSAGE, "")
+        msg = message if isinstance(message, str) else format_value(message)
+        if "\n" in msg:
+            msg = msg.rstrip("\n").replace("\n", "\n" + EXCEPTION_INDENT)
+        pairs = _pairs(rec)
+        if c:
+            head = f"{DIM}{time_s}{RESET} {LEVEL_COLOURS.get(level_name, MAGENTA)}{label}{RESET}"
+            if who:
+                head += f" {BOLD}{who}{RESET}"
+            line = f"{head} {msg}"
+            if pairs:
+                line += " " + " ".join(f"{CYAN}{k}{RESET}={v}" for k, v in pairs)
+        else:
+            line = f"{time_s} {label}"
+            if who:
+                line += f" {who}"
+            line += f" {msg}"
+            if pairs:
+                line += " " + " ".join(f"{k}={v}" for k, v in pairs)
+        exc = rec.get(record.EXCEPTION)
+        if exc:
+            text = exc if isinstance(exc, str) else orjson.dumps(
+                exc, default=repr, option=orjson.OPT_INDENT_2).decode()
+            body = EXCEPTION_INDENT + text.rstrip("\n").replace("\n", "\n" + EXCEPTION_INDENT)
+            line += f"\n{RED}{body}{RESET}" if c else f"\n{body}"
+        return line + "\n"
+
+    def format_many(self, records: Iterable[Mapping[str, Any]]) -> bytes:
+        """Many records → one UTF-8 block (one write per batch)."""
+        fmt = self.format
+        return "".join([fmt(r) for r in records]).encode("utf-8", "replace")
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else format_value(value)
+
+
+def _short_time(value: str) -> str:
+    """``2026-11-23T14:01:51.123456Z`` → ``2026-11-23T14:01:51.123Z`` (milliseconds are enough
+    to read; the files and Splunk keep the microseconds)."""
+    if len(value) == 27 and value[19] == "." and value[26] == "Z":
+        return value[:23] + "Z"
+    return value
+
+
+def _pairs(rec: Mapping[str, Any]) -> list[tuple[str, str]]:
+    own: list[tuple[str, str]] = []
+    for key, value in rec.items():
+        if key in HEAD_KEYS or key in _ORIGIN:
+            continue
+        own.append((_key(key), format_value(value)))
+    for key in ORIGIN_KEYS:
+        if key in rec:
+            own.append((key, format_value(rec[key])))
+    return own
+
+
+def _key(key: Any) -> str:
+    k = str(key)
+    if not k or not _NEEDS_QUOTES.isdisjoint(k) or not k.isprintable():
+        return orjson.dumps(k).decode()
+    return k
+
+
+class ConsoleSink(Sink):
+    """Human lines (or NDJSON) on standard output; a batch is one full write."""
+
+    name = "console"
+
+    def __init__(self, fmt: str = "text", fd: int | None = None, colour: bool | None = None) -> None:
+        if fmt not in ("text", "json"):
+            raise UsageError(f"console format must be 'text' or 'json', not {fmt!r}")
+        self._format = fmt
+        self._fd = fd
+        self._colour = colour
+        self._formatter: ConsoleFormatter | None = None
+
+    @classmethod
+    def from_options(cls, options: SinkOptions) -> ConsoleSink:
+        """Standard output, in ``options.console_format``."""
+        return cls(fmt=options.console_format)
+
+    async def start(self) -> None:
+        """Resolve the descriptor (stdout unless given) and the colour decision."""
+        if self._fd is None:
+            sys.stdout.flush()
+            self._fd = sys.stdout.fileno()
+        colour = self._colour if self._colour is not None else use_colour(self._fd)
+        self._formatter = ConsoleFormatter(colour)
+
+    async def write(self, batch: Batch) -> Outcome:
+        """Format the whole batch, then write it fully (delivered once the bytes are in the OS)."""
+        assert self._fd is not None and self._formatter is not None
+        fmt = self._formatter
+        data = batch.ndjson() if self._format == "json" else fmt.format_many(batch.records)
+        await asyncio.to_thread(write_all, self._fd, data, self.name)
+        return Outcome.DELIVERED

@@ -1,0 +1,708 @@
+"""The service-side logger: ``logger``, process-wide ``bind``/``unbind``, ``context()``, ``configure()``.
+
+SPEC §2. One JSON line per call on stdout, written with a single ``os.write`` under a lock, so each
+line reaches the OS before the call returns (no block buffering, even on the pipe or socket PM2
+gives a Python app) and lines from threads never interleave.
+
+How it stays fast and still sees later changes (ARCHITECTURE "Ten examples" 2 and 3):
+
+* Level methods live on the :class:`BoundLogger` *class* and are rebuilt by :func:`configure`:
+  a disabled level is a plain ``return None`` (structlog's filtering-logger trick), and every
+  logger — including ``logger.bind(...)`` copies cached in other modules — sees the change at
+  once, because they all look the method up on the same class.
+* Process-wide bindings are one merged dict plus its pre-rendered orjson fragment (pino's
+  "chindings"), held by one immutable :class:`_State` that ``bind``/``configure`` swap
+  atomically. A call serialises only its own fields and splices bytes.
+* The common call (JSON format, string message, no secret/clashing/nested keys, no exception)
+  takes that fused fast path; everything else runs the structlog processor chain from
+  :mod:`logpipe._processors`. Both produce the same line (tests/test_processors.py).
+
+A call never raises into the application: unserialisable values become their ``repr``, invalid
+text is replaced, and a failed write (closed stdout, EPIPE) is dropped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import io
+import logging
+import os
+import select
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextvars import ContextVar
+from typing import IO, Any, ClassVar
+
+import orjson
+import structlog
+
+from logpipe import identity
+from logpipe._processors import (
+    DEFAULT_REDACT,
+    LEVEL_ALIASES,
+    LEVEL_NUMBERS,
+    OPTIONS,
+    REDACTED,
+    ConsoleRenderer,
+    JSONRenderer,
+    Redactor,
+    TimeStamper,
+    default,
+    dumps,
+    format_exception,
+    level_name,
+)
+from logpipe.errors import UsageError
+from logpipe.record import HOST, INSTANCE_ID, LEVEL, MESSAGE, PID, PM_ID, SERVICE, TIME
+
+__all__ = [
+    "DEFAULT_REDACT",
+    "ENV_FORMAT",
+    "ENV_LEVEL",
+    "BoundLogger",
+    "bind",
+    "configure",
+    "context",
+    "get_bindings",
+    "logger",
+    "unbind",
+]
+
+ENV_LEVEL = "LOGPIPE_LEVEL"
+ENV_FORMAT = "LOGPIPE_FORMAT"
+FORMATS = ("json", "console", "auto")
+
+#: Keys the logger itself sets on every line; a call's own field of that name never splices.
+_RESERVED = frozenset((TIME, LEVEL, MESSAGE, "exc_info"))
+#: Bound on the per-state set of call keys known to need no work (see ``_State.safe``).
+_SAFE_MAX = 2048
+
+
+# --- output -----------------------------------------------------------------------------------
+class _FdWriter:
+    """Writes whole lines to a file descriptor: one ``os.write`` per line under a lock.
+
+    Looping on short writes is under the lock too, so a line larger than the pipe buffer is
+    still never interleaved with another thread's line. EPIPE/EBADF (reader gone, stdout
+    closed) drop the line: logging must not raise into the application.
+    """
+
+    __slots__ = ("_owner", "fd", "lock")
+
+    def __init__(self, fd: int, owner: Any = None) -> None:
+        self.fd = fd
+        self._owner = owner  # keep the file object alive (and know when its owner closed it)
+        self.lock = threading.Lock()
+
+    def write(self, line: bytes) -> None:
+        owner = self._owner
+        if owner is not None and owner.closed:
+            return  # its fd may already belong to another file
+        with self.lock:
+            try:
+                n = os.write(self.fd, line)
+            except OSError:
+                n = 0  # the loop below retries or gives up, by errno
+            if n == len(line):
+                return
+            view = memoryview(line)[n:]
+            while view:
+                try:
+                    n = os.write(self.fd, view)
+                except InterruptedError:
+                    continue
+                except BlockingIOError:
+                    # someone made the fd non-blocking (asyncio does for pipes): wait, like a
+                    # blocking write would, instead of losing the line
+                    try:
+                        select.select([], [self.fd], [], 1.0)
+                    except (OSError, ValueError):
+                        return
+                    continue
+                except OSError as exc:
+                    if exc.errno in (errno.EPIPE, errno.EBADF, errno.EINVAL, errno.ENOSPC, errno.EIO):
+                        return
+                    return
+                view = view[n:]
+
+    def isatty(self) -> bool:
+        try:
+            return os.isatty(self.fd)
+        except OSError:
+            return False
+
+
+class _StreamWriter:
+    """Writes lines to a file-like object without a usable file descriptor (``io.StringIO``,
+    ``io.BytesIO``, a test's capture), flushing after each line."""
+
+    __slots__ = ("_binary", "lock", "stream")
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+        self._binary = isinstance(stream, io.RawIOBase | io.BufferedIOBase) or "b" in str(
+            getattr(stream, "mode", "")
+        )
+        self.lock = threading.Lock()
+
+    def write(self, line: bytes) -> None:
+        with self.lock:
+            try:
+                if self._binary:
+                    self.stream.write(line)
+                else:
+                    self.stream.write(line.decode("utf-8", "replace"))
+                flush = getattr(self.stream, "flush", None)
+                if flush is not None:
+                    flush()
+            except Exception:  # noqa: BLE001, S110 - a closed or broken stream must not raise into the app
+                pass
+
+    def isatty(self) -> bool:
+        try:
+            return bool(self.stream.isatty())
+        except Exception:  # noqa: BLE001
+            return False
+
+
+_Writer = _FdWriter | _StreamWriter
+
+
+def _writer_for(stream: Any) -> _Writer:
+    if stream is None:
+        return _FdWriter(1)
+    if isinstance(stream, int) and not isinstance(stream, bool):
+        return _FdWriter(stream)
+    if not callable(getattr(stream, "write", None)):
+        raise UsageError(f"stream must be a file object or a file descriptor, not {type(stream).__name__}")
+    try:
+        fd = stream.fileno()
+    except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+        return _StreamWriter(stream)
+    with contextlib.suppress(Exception):
+        stream.flush()  # what the object buffered so far goes out before our lines
+    owner = None if stream in (sys.__stdout__, sys.__stderr__) else stream
+    return _FdWriter(fd, owner)
+
+
+# --- state ------------------------------------------------------------------------------------
+class _State:
+    """Everything a call needs, swapped as one object by ``bind``/``unbind``/``configure``."""
+
+    __slots__ = (
+        "bound",
+        "chain",
+        "colors",
+        "fmt",
+        "frag",
+        "level",
+        "redactor",
+        "safe",
+        "stdlib",
+        "writer",
+    )
+
+    def __init__(
+        self,
+        bound: dict[str, Any],
+        level: str,
+        fmt: str,
+        redactor: Redactor,
+        writer: _Writer,
+        stdlib: bool,
+    ) -> None:
+        self.bound = bound
+        self.level = level
+        self.redactor = redactor
+        self.writer = writer
+        self.stdlib = stdlib
+        self.fmt = "console" if fmt == "console" or (fmt == "auto" and writer.isatty()) else "json"
+        self.colors = self.fmt == "console" and writer.isatty() and "NO_COLOR" not in os.environ
+        rendered = dumps(redactor.redact(bound))
+        #: ``,"service":"api",...`` — the bindings as bytes, spliced into every line
+        self.frag = b"," + rendered[1:-1] if len(rendered) > 2 else b""
+        #: call keys known to be plain (not secret, not reserved, not bound): the fast path's
+        #: whole test is ``safe.issuperset(kw)``, one C-level set operation
+        self.safe: set[str] = set()
+        renderer = ConsoleRenderer(self.colors) if self.fmt == "console" else JSONRenderer()
+        self.chain: tuple[Callable[[Any, str, dict[str, Any]], Any], ...] = (
+            format_exception,
+            redactor,
+            renderer,
+        )
+
+    def learn(self, kw: Mapping[Any, Any]) -> None:
+        """Remember the call's plain keys so the next call with them takes the fast path."""
+        if len(self.safe) >= _SAFE_MAX:
+            return
+        for k in kw:
+            if (
+                type(k) is str
+                and k not in _RESERVED
+                and k not in self.bound
+                and not self.redactor.is_secret(k)
+            ):
+                self.safe.add(k)
+
+
+class _Ctx:
+    """One ``context()`` level: the merged values, their keys, and their pre-rendered fragment."""
+
+    __slots__ = ("fast_for", "frag", "keys", "values")
+
+    def __init__(self, values: dict[str, Any], st: _State) -> None:
+        self.values = values
+        self.keys = frozenset(values)
+        rendered = dumps(st.redactor.redact(values))
+        self.frag = b"," + rendered[1:-1] if len(rendered) > 2 else b""
+        #: the state this fragment was checked against (no clash with its bindings/reserved keys)
+        self.fast_for: _State | None = None
+        self.check(st)
+
+    def check(self, st: _State) -> None:
+        ok = self.keys.isdisjoint(st.bound) and self.keys.isdisjoint(_RESERVED)
+        self.fast_for = st if ok else None
+
+
+_ctxvar: ContextVar[_Ctx | None] = ContextVar("logpipe_context", default=None)
+_stamper = TimeStamper()
+_now = _stamper.now
+_time_ns = time.time_ns
+
+
+class _Clock:
+    """The fast path's clock: ``{"time":"YYYY-MM-DDTHH:MM:SS.`` as bytes, rendered once a second."""
+
+    __slots__ = ("head", "sec")
+
+    def __init__(self, sec: int) -> None:
+        self.sec = sec
+        self.head = b'{"time":"' + _stamper.format(float(sec))[:20].encode()
+
+
+_clock = _Clock(0)
+
+
+def _tick(sec: int) -> _Clock:
+    """A new second: swap in a new clock object (atomic for other threads)."""
+    global _clock
+    _clock = _Clock(sec)
+    return _clock
+
+
+def _default_bindings() -> dict[str, Any]:
+    """SPEC §2 defaults from the environment: LOGPIPE_*, then PM2's, then the program."""
+    env = os.environ
+    bound: dict[str, Any] = {
+        SERVICE: identity.service_from_env(env),
+        INSTANCE_ID: identity.instance_from_env(env),
+        HOST: identity.hostname(),
+        PID: os.getpid(),
+    }
+    if identity.under_pm2(env):
+        pm_id = env.get("pm_id", "")
+        bound[PM_ID] = int(pm_id) if pm_id.isdigit() else pm_id
+    return bound
+
+
+def _parse_level(value: Any) -> str:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return level_name(value)
+    if isinstance(value, str):
+        name = value.strip().lower()
+        name = LEVEL_ALIASES.get(name, name)
+        if name in LEVEL_NUMBERS:
+            return name
+    raise UsageError(
+        f"unknown log level {value!r}: use one of {', '.join(LEVEL_NUMBERS)}"
+    )
+
+
+def _parse_format(value: Any) -> str:
+    if isinstance(value, str) and value.strip().lower() in FORMATS:
+        return value.strip().lower()
+    raise UsageError(f"unknown log format {value!r}: use json, console or auto")
+
+
+# --- the emit paths ---------------------------------------------------------------------------
+def _interpolate(event: Any, args: tuple[Any, ...]) -> Any:
+    """``logger.info("user %s", name)`` as the stdlib does it; a mismatch keeps both, never raises."""
+    try:
+        if len(args) == 1 and isinstance(args[0], Mapping) and args[0]:
+            return event % args[0]
+        return event % args
+    except Exception:  # noqa: BLE001
+        try:
+            return f"{event} {args!r}"
+        except Exception:  # noqa: BLE001
+            return str(event)
+
+
+def _slow(st: _State, level: str, event: Any, kw: dict[str, Any]) -> None:
+    """The processor chain: build the full event dict, redact, format the exception, render."""
+    if event is None:
+        event = kw.pop(MESSAGE, None)
+    else:
+        kw.pop(MESSAGE, None)
+    ev: dict[str, Any] = {TIME: kw.pop(TIME, None) or _now(), LEVEL: level}
+    if event is not None:
+        ev[MESSAGE] = event
+    ev.update(st.bound)
+    cv = _ctxvar.get()
+    if cv is not None:
+        ev.update(cv.values)
+        if cv.fast_for is not st:
+            cv.check(st)
+    kw.pop(LEVEL, None)  # the method's level is authoritative: filtering downstream relies on it
+    ev.update(kw)
+    st.learn(kw)
+    out: Any = ev
+    for proc in st.chain:
+        out = proc(None, level, out)
+    st.writer.write(out)
+
+
+def _last_resort(level: str, event: Any, kw: Mapping[str, Any]) -> None:
+    """Something above raised (a hostile ``__eq__``/``__hash__``, a broken mapping …): still write
+    one line, with every field as its repr, rather than raise into the application."""
+    try:
+        ev: dict[str, Any] = {TIME: _now(), LEVEL: level, MESSAGE: default(event)}
+        ev.update(_state.bound)
+        for k, v in list(kw.items()):
+            key = k if isinstance(k, str) else default(k)
+            ev[key] = REDACTED if _state.redactor.is_secret(key) else default(v)
+        _state.writer.write(dumps(ev) + b"\n")
+    except Exception:  # noqa: BLE001, S110 - nothing more can be done; logging must not raise
+        pass
+
+
+def _nop(self: Any, event: Any = None, /, *args: Any, **kw: Any) -> None:
+    """A disabled level: nothing to do (structlog's ``_nop``)."""
+    return None
+
+
+def _make_method(level: str, fast: bool) -> Callable[..., None]:
+    """The ``info``/``error``/… method for an enabled level."""
+    # the whole line as one bytes %-format: one C call instead of a join of many pieces
+    lvl = b'%b%06dZ","level":"' + level.encode() + b'","message":%b%b%b%b'
+
+    if fast:
+
+        def meth(self: BoundLogger, event: Any = None, /, *args: Any, **kw: Any) -> None:
+            try:
+                if args:
+                    event = _interpolate(event, args)
+                if self._context:
+                    kw = {**self._context, **kw}
+                st = _state
+                cv = _ctxvar.get()
+                if (
+                    type(event) is str
+                    and st.safe.issuperset(kw)
+                    and (cv is None or (cv.fast_for is st and cv.keys.isdisjoint(kw)))
+                ):
+                    try:
+                        body = orjson.dumps(kw, default=default, option=OPTIONS)
+                        ns = _time_ns()
+                        sec = ns // 1_000_000_000
+                        clock = _clock
+                        if sec != clock.sec:
+                            clock = _tick(sec)
+                        line = lvl % (
+                            clock.head,
+                            (ns // 1000) % 1_000_000,
+                            orjson.dumps(event),
+                            st.frag,
+                            b"" if cv is None else cv.frag,
+                            b"}\n" if len(body) == 2 else b"," + body[1:] + b"\n",
+                        )
+                    except Exception:  # noqa: BLE001 - surrogates, huge ints …: the chain copes
+                        line = b""
+                    # no nested object/array (whose keys would need redaction): the spliced line
+                    # is the record; otherwise the chain redacts inside them
+                    if line and body.find(b"{", 1) < 0 and body.find(b"[") < 0:
+                        st.writer.write(line)
+                        return None
+                _slow(st, level, event, kw)
+            except Exception:  # noqa: BLE001 - SPEC §2: a logging call never raises
+                _last_resort(level, event, kw)
+            return None
+
+    else:
+
+        def meth(self: BoundLogger, event: Any = None, /, *args: Any, **kw: Any) -> None:
+            try:
+                if args:
+                    event = _interpolate(event, args)
+                if self._context:
+                    kw = {**self._context, **kw}
+                _slow(_state, level, event, kw)
+            except Exception:  # noqa: BLE001 - SPEC §2: a logging call never raises
+                _last_resort(level, event, kw)
+            return None
+
+    meth.__name__ = level
+    meth.__qualname__ = f"BoundLogger.{level}"
+    meth.__doc__ = f"Log ``event`` (and the keyword fields) at level ``{level}``."
+    return meth
+
+
+class BoundLogger(structlog.BoundLoggerBase):
+    """logpipe's logger: structlog's ``bind``/``unbind``/``new`` plus level methods that
+    :func:`configure` rebuilds on the class (disabled ones are ``return None``)."""
+
+    _logger: Any
+    _context: dict[str, Any]
+
+    # Filled in by _install_methods(); declared for type checkers.
+    debug: ClassVar[Callable[..., None]]
+    info: ClassVar[Callable[..., None]]
+    warning: ClassVar[Callable[..., None]]
+    error: ClassVar[Callable[..., None]]
+    critical: ClassVar[Callable[..., None]]
+    warn: ClassVar[Callable[..., None]]
+    fatal: ClassVar[Callable[..., None]]
+    msg: ClassVar[Callable[..., None]]
+
+    def exception(self, event: Any = None, /, *args: Any, **kw: Any) -> None:
+        """Log at ``error`` with the exception being handled as ``exception`` (its traceback)."""
+        kw.setdefault("exc_info", True)
+        self.error(event, *args, **kw)
+
+    def log(self, level: int | str, event: Any = None, /, *args: Any, **kw: Any) -> None:
+        """Log at a level given as a stdlib number or a name."""
+        try:
+            name = _parse_level(level)
+        except UsageError:
+            name = "info"
+        getattr(self, name)(event, *args, **kw)
+
+    def is_enabled_for(self, level: int | str) -> bool:
+        """True when a call at ``level`` would write a line."""
+        return LEVEL_NUMBERS[_parse_level(level)] >= LEVEL_NUMBERS[_state.level]
+
+    def get_effective_level(self) -> int:
+        """The current minimum level as a stdlib number (structlog's FilteringBoundLogger API)."""
+        return LEVEL_NUMBERS[_state.level]
+
+
+def _install_methods(st: _State) -> None:
+    """Rebuild the level methods on the class for ``st``'s level and format."""
+    floor = LEVEL_NUMBERS[st.level]
+    fast = st.fmt == "json"
+    for name, number in LEVEL_NUMBERS.items():
+        setattr(BoundLogger, name, _make_method(name, fast) if number >= floor else _nop)
+    BoundLogger.warn = BoundLogger.warning
+    BoundLogger.fatal = BoundLogger.critical
+    BoundLogger.msg = BoundLogger.info
+
+
+# --- public API -------------------------------------------------------------------------------
+_config_lock = threading.RLock()
+
+
+def bind(**values: Any) -> None:
+    """Bind ``values`` process-wide: every module's ``logger`` (and its bound copies) writes them
+    on every line from now on."""
+    with _config_lock:
+        st = _state
+        _set_state(dict(st.bound, **values), st.level, st.fmt_setting, st.redactor, st.writer, st.stdlib)
+
+
+def unbind(*keys: str) -> None:
+    """Remove process-wide bindings; keys that are not bound are ignored."""
+    with _config_lock:
+        st = _state
+        bound = {k: v for k, v in st.bound.items() if k not in keys}
+        _set_state(bound, st.level, st.fmt_setting, st.redactor, st.writer, st.stdlib)
+
+
+def get_bindings() -> dict[str, Any]:
+    """A copy of the process-wide bindings (defaults from the environment included)."""
+    return dict(_state.bound)
+
+
+@contextlib.contextmanager
+def context(**values: Any) -> Iterator[None]:
+    """Bind ``values`` for the current thread / asyncio task until the block ends (contextvars).
+
+    Nests: an inner block adds to (and may override) the outer one. Also a decorator.
+    """
+    parent = _ctxvar.get()
+    merged = dict(parent.values, **values) if parent is not None else dict(values)
+    token = _ctxvar.set(_Ctx(merged, _state))
+    try:
+        yield
+    finally:
+        _ctxvar.reset(token)
+
+
+def configure(
+    *,
+    level: str | int | None = None,
+    format: str | None = None,
+    redact: Iterable[str] | None = None,
+    stream: IO[Any] | int | None = None,
+    stdlib: bool | None = None,
+) -> None:
+    """Change the logger for the whole process; arguments left out keep their current value.
+
+    - ``level``: ``debug`` … ``critical`` (or a stdlib number); default ``LOGPIPE_LEVEL``, else
+      ``info``.
+    - ``format``: ``json``; ``console`` (for people, coloured on a TTY unless ``NO_COLOR``);
+      ``auto`` — console when the stream is a TTY, else JSON. Default ``LOGPIPE_FORMAT``, else
+      ``auto``: under PM2, a collector or any pipe/file it is always JSON.
+    - ``redact``: the key names whose values are written as ``"[REDACTED]"`` (replaces the
+      default list; ``()`` turns redaction off).
+    - ``stream``: a file object or descriptor to write to instead of stdout (fd 1).
+    - ``stdlib``: route the standard ``logging`` module's records through this logger (a handler
+      on the root logger); on by default when the root logger had no handler at import.
+
+    Raises :class:`logpipe.errors.UsageError` for an unknown level or format.
+    """
+    with _config_lock:
+        st = _state
+        new_level = st.level if level is None else _parse_level(level)
+        new_fmt = st.fmt_setting if format is None else _parse_format(format)
+        redactor = st.redactor if redact is None else Redactor(_names(redact))
+        writer = st.writer if stream is None else _writer_for(stream)
+        use_stdlib = st.stdlib if stdlib is None else bool(stdlib)
+        _set_state(dict(st.bound), new_level, new_fmt, redactor, writer, use_stdlib)
+
+
+def _names(redact: Iterable[str]) -> list[str]:
+    if isinstance(redact, str):
+        raise UsageError("redact must be a list of key names, not a string")
+    names = list(redact)
+    bad = [n for n in names if not isinstance(n, str)]
+    if bad:
+        raise UsageError(f"redact key names must be strings, not {bad[0]!r}")
+    return names
+
+
+class _LiveState(_State):
+    """A state that also remembers the format as configured (``auto`` stays ``auto``)."""
+
+    __slots__ = ("fmt_setting",)
+
+    def __init__(
+        self,
+        bound: dict[str, Any],
+        level: str,
+        fmt: str,
+        redactor: Redactor,
+        writer: _Writer,
+        stdlib: bool,
+    ) -> None:
+        super().__init__(bound, level, fmt, redactor, writer, stdlib)
+        self.fmt_setting = fmt
+
+
+def _set_state(
+    bound: dict[str, Any], level: str, fmt: str, redactor: Redactor, writer: _Writer, stdlib: bool
+) -> None:
+    global _state
+    st = _LiveState(bound, level, fmt, redactor, writer, stdlib)
+    _install_methods(st)
+    _state = st
+    _sync_stdlib(st)
+
+
+# --- the stdlib logging bridge ----------------------------------------------------------------
+# Attributes every LogRecord has; anything else on a record came from ``extra=`` and is a field.
+_RECORD_ATTRS = frozenset(
+    vars(logging.LogRecord("x", logging.INFO, "x", 0, "x", None, None)).keys()
+) | {"message", "asctime", "taskName"}
+
+
+class _StdlibHandler(logging.Handler):
+    """Renders ``logging`` records (httpx, uvicorn, …) through the same path, bindings included."""
+
+    logpipe_bridge = True
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            level = level_name(record.levelno)
+            try:
+                msg: Any = record.getMessage()
+            except Exception:  # noqa: BLE001 - a bad %-format in a library call
+                msg = f"{record.msg!r} % {record.args!r}"
+            kw: dict[str, Any] = {TIME: _stamper.format(record.created), "logger": record.name}
+            for key, value in record.__dict__.items():
+                if key not in _RECORD_ATTRS and not key.startswith("_"):
+                    kw[key] = value
+            if record.exc_info and record.exc_info[0] is not None:
+                kw["exc_info"] = record.exc_info
+            elif record.exc_text:
+                kw["exception"] = record.exc_text
+            if record.stack_info:
+                kw["stack"] = record.stack_info
+            _slow(_state, level, msg, kw)
+        except Exception:  # noqa: BLE001 - logging.Handler.handleError would print to stderr
+            _last_resort(level_name(record.levelno), getattr(record, "msg", ""), {})
+
+
+_handler: _StdlibHandler | None = None
+
+
+def _sync_stdlib(st: _State) -> None:
+    """Install/remove the bridge handler and keep its level (and the root's) at ours."""
+    global _handler
+    root = logging.getLogger()
+    if st.stdlib:
+        if _handler is None:
+            _handler = _StdlibHandler()
+            root.addHandler(_handler)
+        number = LEVEL_NUMBERS[st.level]
+        _handler.setLevel(number)
+        # the root's default WARNING would hide library INFO records the user asked for
+        root.setLevel(number)
+    elif _handler is not None:
+        root.removeHandler(_handler)
+        _handler = None
+
+
+# --- start-up ---------------------------------------------------------------------------------
+def _initial_state() -> None:
+    env = os.environ
+    problems: list[str] = []
+    level, fmt = "info", "auto"
+    if env.get(ENV_LEVEL):
+        try:
+            level = _parse_level(env[ENV_LEVEL])
+        except UsageError as exc:
+            problems.append(f"{ENV_LEVEL}: {exc}; using info")
+    if env.get(ENV_FORMAT):
+        try:
+            fmt = _parse_format(env[ENV_FORMAT])
+        except UsageError as exc:
+            problems.append(f"{ENV_FORMAT}: {exc}; using auto")
+    root = logging.getLogger()
+    # Only take over stdlib logging when nobody configured it: an app that set up its own
+    # handlers before importing us keeps them (no duplicate lines); configure(stdlib=True) opts in.
+    stdlib = not root.handlers
+    _set_state(_default_bindings(), level, fmt, Redactor(DEFAULT_REDACT), _FdWriter(1), stdlib)
+    for problem in problems:
+        # a bad setting must not stop the service from starting; say so in its own log
+        logger.warning(problem)
+
+
+def _after_fork_in_child() -> None:
+    """A forked child has its own pid and must not inherit a lock held by another thread."""
+    global _config_lock
+    _config_lock = threading.RLock()
+    st = _state
+    st.writer.lock = threading.Lock()
+    if st.bound.get(PID) is not None and st.bound.get(PID) != os.getpid():
+        bound = dict(st.bound)
+        bound[PID] = os.getpid()
+        _set_state(bound, st.level, st.fmt_setting, st.redactor, st.writer, st.stdlib)
+
+
+_state: _LiveState
+logger: BoundLogger = BoundLogger(None, (), {})
+_initial_state()
+os.register_at_fork(after_in_child=_after_fork_in_child)

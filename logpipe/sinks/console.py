@@ -101,9 +101,9 @@ class ConsoleFormatter:
         c = self.colour
         time = rec.get(record.TIME)
         time_s = _short_time(time) if isinstance(time, str) else format_value(time) if time else "-"
-        level = rec.get(record.LEVEL)
-        level_name = level if isinstance(level, str) else "info"
-        label = LEVEL_LABELS.get(level_name) or f"{str(level_name).upper():<5}"
+        level = rec.get(record.LEVEL, "info")
+        level_name = level if isinstance(level, str) else format_value(level)
+        label = LEVEL_LABELS.get(level_name) or f"{level_name.upper():<5}"
         service = rec.get(record.SERVICE)
         instance = rec.get(record.INSTANCE_ID)
         who = "" if service is None else _text(service)

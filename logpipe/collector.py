@@ -89,17 +89,20 @@ class Pm2App:
 def parse_jlist(output: bytes) -> list[Pm2App]:
     """``pm2 jlist`` stdout → apps. Tolerates banner lines before the JSON array; returns []
     when the output is not what PM2 writes."""
-    start = output.find(b"[")
-    while start > 0 and output[start - 1 : start] not in (b"\n", b"\r"):
-        start = output.find(b"[", start + 1)
+    data: Any = None
+    pos = 0
+    while True:
+        start = output.find(b"[", pos)
         if start < 0:
             return []
-    if start < 0:
-        return []
-    try:
-        data = orjson.loads(output[start:])
-    except orjson.JSONDecodeError:
-        return []
+        pos = start + 1
+        if start > 0 and output[start - 1 : start] not in (b"\n", b"\r"):
+            continue  # a '[' inside a banner line
+        try:
+            data = orjson.loads(output[start:])
+        except orjson.JSONDecodeError:
+            continue
+        break
     apps: list[Pm2App] = []
     if not isinstance(data, list):
         return apps

@@ -1,0 +1,205 @@
+"""``logpipe collect`` end to end: stdin, files with --once and checkpoints, usage errors,
+back-pressure from a slow reader, --to sinks."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import orjson
+import pytest
+
+from logpipe.collector import CollectOptions, file_origin, parse_jlist, plan
+from logpipe.errors import UsageError
+from tests._collect_helpers import python_cmd, rss_kib, run_collect
+from tests.helpers import LOGPIPE
+
+
+def test_stdin_with_service() -> None:
+    """``collect - --service NAME``: each stdin line becomes a record with that service and
+    source stdin; a JSON line's own service wins over --service."""
+    data = b'plain one\n{"message": "j", "service": "own"}\nplain two'
+    rc, recs, err = run_collect(["-", "--service", "billing"], input=data)
+    assert rc == 0, err
+    assert [r["message"] for r in recs] == ["plain one", "j", "plain two"]
+    assert [r["service"] for r in recs] == ["billing", "own", "billing"]
+    assert {r["source"] for r in recs} == {"stdin"}
+
+
+def test_nothing_to_collect_is_a_usage_error() -> None:
+    """No paths, no --pm2, no --run, no '-': exit 2 with one clear line."""
+    rc, recs, err = run_collect([])
+    assert rc == 2 and recs == []
+    assert err.decode().startswith("logpipe: nothing to collect")
+
+
+def test_plan_validation(tmp_path: Path) -> None:
+    """A directory given as a path and a doubled '-' are usage errors; a missing file is
+    accepted (watched, like Vector) with a warning."""
+    with pytest.raises(UsageError, match="is a directory"):
+        plan(CollectOptions(paths=[str(tmp_path)], state_dir=str(tmp_path / "s")))
+    with pytest.raises(UsageError, match="more than once"):
+        plan(CollectOptions(paths=["-", "-"]))
+    p = plan(CollectOptions(paths=[str(tmp_path / "later.log")], state_dir=str(tmp_path / "s")))
+    assert p.patterns == [str(tmp_path / "later.log")]
+
+
+def test_unwritable_state_dir_is_a_usage_error(tmp_path: Path) -> None:
+    """A state dir that cannot be created is a one-line usage error."""
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    (tmp_path / "a.log").write_text("x\n")
+    rc, _, err = run_collect(["--once", "--state-dir", str(blocker / "sub"), str(tmp_path / "a.log")])
+    assert rc == 2
+    assert err.decode().startswith("logpipe: state dir")
+
+
+def test_unknown_sink_is_a_usage_error() -> None:
+    """``--to nosuch``: exit 2 naming the choices, nothing started."""
+    rc, _, err = run_collect(["--once", "--to", "nosuch", "-"], input=b"x\n")
+    assert rc == 2
+    assert "unknown sink" in err.decode()
+
+
+def test_file_origin_from_names() -> None:
+    """Service and pm_id come from file names: api.log → api; api-out-3.log → api, pm_id 3,
+    instance 3; worker-error.log plain lines are errors."""
+    d, lvl = file_origin("/x/api.log")
+    assert d["service"] == "api" and d["source"] == "/x/api.log" and lvl == "info"
+    d, lvl = file_origin("/x/api-out-3.log")
+    assert (d["service"], d["pm_id"], d["instance_id"], lvl) == ("api", 3, "3", "info")
+    d, lvl = file_origin("/x/worker-error.log")
+    assert d["service"] == "worker" and lvl == "error"
+
+
+def test_parse_jlist_keeps_only_identity() -> None:
+    """From pm2 jlist only name, pm_id, instance and log paths are kept (no app env); banner
+    lines before the JSON are tolerated; garbage gives no apps."""
+    doc = [{"name": "api", "pm_id": 3, "pm2_env": {"NODE_APP_INSTANCE": 1, "SECRET": "s3cr3t",
+                                                    "pm_out_log_path": "/l/api-out-3.log",
+                                                    "pm_err_log_path": "/dev/null"}}]
+    apps = parse_jlist(b"[PM2] banner\n" + orjson.dumps(doc))
+    assert len(apps) == 1
+    app = apps[0]
+    assert (app.name, app.pm_id, app.instance, app.err_path) == ("api", 3, "1", None)
+    assert app.out_path is not None and app.out_path.endswith("api-out-3.log")
+    assert "s3cr3t" not in repr(app)
+    assert parse_jlist(b"not json") == []
+
+
+def _write_lines(path: Path, start: int, n: int) -> None:
+    with open(path, "a") as f:
+        for i in range(start, start + n):
+            f.write(orjson.dumps({"message": f"m{i}", "seq": i}).decode() + "\n")
+
+
+def test_once_commits_checkpoints(tmp_path: Path) -> None:
+    """``--once`` on files exits 0 after emitting every line once; a second ``--once`` emits
+    nothing new; lines appended later come out once on the third run."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    _write_lines(logs / "api.log", 0, 100)
+    _write_lines(logs / "worker-out-2.log", 0, 10)
+    glob = str(logs / "*.log")
+    rc, recs, err = run_collect(["--once", glob])
+    assert rc == 0, err
+    api = [r for r in recs if r["service"] == "api"]
+    assert [r["seq"] for r in api] == list(range(100))
+    worker = [r for r in recs if r["service"] == "worker"]
+    assert len(worker) == 10 and {(r["pm_id"], r["instance_id"]) for r in worker} == {(2, "2")}
+    assert {r["source"] for r in api} == {str(logs / "api.log")}
+    rc, recs, err = run_collect(["--once", glob])
+    assert rc == 0, err
+    assert recs == []
+    _write_lines(logs / "api.log", 100, 5)
+    rc, recs, err = run_collect(["--once", glob])
+    assert rc == 0, err
+    assert [r["seq"] for r in recs] == list(range(100, 105))
+
+
+def test_file_traceback_is_joined(tmp_path: Path) -> None:
+    """A Python traceback written to a tailed file becomes one record (multiline join)."""
+    log = tmp_path / "job.log"
+    log.write_text(
+        "starting\n"
+        "Traceback (most recent call last):\n"
+        '  File "job.py", line 3, in <module>\n'
+        "    main()\n"
+        "KeyError: 'x'\n"
+        '{"message": "after"}\n'
+    )
+    rc, recs, err = run_collect(["--once", str(log)])
+    assert rc == 0, err
+    assert [r["message"].splitlines()[0] for r in recs] == [
+        "starting", "Traceback (most recent call last):", "after"]
+    assert recs[1]["message"].endswith("KeyError: 'x'")
+
+
+def test_to_file_sink_in_process(tmp_path: Path) -> None:
+    """``--to file:DIR`` delivers in-process to the file sink instead of stdout."""
+    src = tmp_path / "api.log"
+    _write_lines(src, 0, 20)
+    out_dir = tmp_path / "out"
+    proc = subprocess.run([*LOGPIPE, "collect", "--once", str(src), "--to", f"file:{out_dir}"],
+                          capture_output=True, timeout=60)
+    if b"unknown sink" in proc.stderr or b"No module named" in proc.stderr:
+        pytest.skip("file sink not built yet")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == b""
+    text = (out_dir / "api.log").read_bytes()
+    assert [orjson.loads(x)["seq"] for x in text.splitlines()] == list(range(20))
+
+
+def test_slow_reader_back_pressure_bounds_memory() -> None:
+    """A child writing ~50 MB as fast as it can while the collector's stdout is read slowly:
+    the collector's RSS stays bounded (readers pause: the pipeline's queues are bounded, the
+    child blocks on its pipe) and every line arrives once, in order."""
+    n = 250_000
+    code = (
+        "import sys\n"
+        "pad = 'x' * 150\n"
+        "w = sys.stdout.write\n"
+        f"for i in range({n}): w('{{\"message\": \"%d\", \"pad\": \"%s\"}}\\n' % (i, pad))\n"
+    )
+    proc = subprocess.Popen([*LOGPIPE, "collect", "--once", "--run", f"flood={python_cmd(code)}"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    assert proc.stdout is not None
+    peak = 0
+    got = 0
+    expect = 0
+    buf = b""
+    slow_until = time.monotonic() + 3.0
+    try:
+        while True:
+            chunk = proc.stdout.read1(1 << 16)
+            if not chunk:
+                break
+            buf += chunk
+            lines = buf.split(b"\n")
+            buf = lines.pop()
+            for line in lines:
+                rec = orjson.loads(line)
+                if rec.get("child_exit"):
+                    continue
+                assert rec["message"] == str(expect)
+                expect += 1
+                got += 1
+            if time.monotonic() < slow_until:
+                time.sleep(0.01)  # a slow reader for the first seconds: ~6 MB/s at most
+                with contextlib.suppress(OSError):
+                    peak = max(peak, rss_kib(proc.pid))
+    finally:
+        proc.stdout.close()
+        err = proc.stderr.read() if proc.stderr else b""
+        proc.wait(timeout=60)
+        if proc.stderr:
+            proc.stderr.close()
+    assert proc.returncode == 0, err
+    assert got == n
+    # Unbounded buffering of 50 MB of lines as dicts would need several hundred MB.
+    print(f"peak RSS {peak} KiB")
+    assert 0 < peak < 160 * 1024, f"peak RSS {peak} KiB"
+    assert os.cpu_count()

@@ -135,7 +135,11 @@ class _Server(ThreadingHTTPServer):
                 with contextlib.suppress(OSError):
                     request.close()
                 return
-        self.RequestHandlerClass(request, client_address, self)
+        try:
+            self.RequestHandlerClass(request, client_address, self)
+        finally:
+            if ctx is not None:
+                request.close()  # the TLS wrapper; socketserver closes only the raw socket
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         # Connections we cut on purpose (stop(), drop_next) end in socket errors; stay quiet.
@@ -144,6 +148,7 @@ class _Server(ThreadingHTTPServer):
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, like splunkd
+    disable_nagle_algorithm = True  # headers and body go out in two writes; don't wait 40 ms on ACKs
     server: _Server
 
     def log_message(self, format: str, *args: Any) -> None:
@@ -462,7 +467,7 @@ class HecDouble:
         if body is None:
             return
         info: dict[str, Any] = {"method": method, "query": query, "headers": dict(h.headers.items()),
-                                "body_bytes": len(body)}
+                                "body_bytes": len(body), "client_port": h.client_address[1]}
         known = EVENT_PATHS | HEALTH_PATHS | ACK_PATHS
         if path not in known:
             self._reply(h, path, 404, 404, info=info)

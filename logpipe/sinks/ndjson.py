@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
+import select
 import sys
 from typing import IO
 
@@ -48,7 +49,8 @@ class NdjsonSink(Sink):
 
 
 def write_all(fd: int, data: bytes, what: str) -> None:
-    """``os.write`` until all of ``data`` is written; translate OS errors into SinkErrors."""
+    """``os.write`` until all of ``data`` is written (short writes and EINTR retried, a
+    non-blocking descriptor waited on); translate OS errors into one-line SinkErrors."""
     view = memoryview(data)
     while view:
         try:
@@ -56,6 +58,11 @@ def write_all(fd: int, data: bytes, what: str) -> None:
         except BrokenPipeError as exc:
             raise SinkError(f"{what}: the reader of the output went away (broken pipe)") from exc
         except InterruptedError:
+            continue
+        except BlockingIOError:
+            # the descriptor was left non-blocking (Node parents do that to shared pipes): wait
+            # until it drains instead of failing, which is the back-pressure we want anyway
+            select.select([], [fd], [])
             continue
         except OSError as exc:
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):

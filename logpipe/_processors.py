@@ -52,9 +52,10 @@ def level_name(number: int) -> str:
 class TimeStamper:
     """Adds ``time`` as RFC 3339 UTC with microseconds and ``Z`` (SPEC §1).
 
-    Same text as :func:`logpipe.record.format_time` but about 4 times cheaper: the ``YYYY-MM-DDTHH:MM:SS.``
-    prefix is rendered once per second and reused (structlog's ``_make_stamper`` idea of doing the
-    decisions up front). Microseconds are truncated, not rounded, so they never reach 1 000 000.
+    :meth:`format` gives exactly what :func:`logpipe.record.format_time` gives, but about 4 times
+    cheaper: the ``YYYY-MM-DDTHH:MM:SS.`` prefix is rendered once per second and reused
+    (structlog's ``_make_stamper`` idea of deciding up front). :meth:`now` reads the clock in
+    integer nanoseconds, so its microseconds are exact (truncated, never 1 000 000).
     """
 
     __slots__ = ("_prefix", "_sec")
@@ -63,25 +64,31 @@ class TimeStamper:
         self._sec = -1
         self._prefix = ""
 
-    def format(self, epoch: float) -> str:
-        """Epoch seconds → the canonical time string."""
-        sec = math.floor(epoch)
+    def _prefix_for(self, sec: int) -> str:
         if sec != self._sec:
             t = _time.gmtime(sec)
-            # One tuple assignment, so a thread never sees a new second with an old prefix.
-            self._prefix, self._sec = (
+            prefix = (
                 f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}T"
-                f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}.",
-                sec,
+                f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}."
             )
-            prefix = self._prefix
-        else:
-            prefix = self._prefix
-        return f"{prefix}{int((epoch - sec) * 1_000_000):06d}Z"
+            # one tuple assignment, so another thread never pairs a new second with an old prefix
+            self._prefix, self._sec = prefix, sec
+            return prefix
+        return self._prefix
+
+    def format(self, epoch: float) -> str:
+        """Epoch seconds → the canonical time string (rounded to the microsecond)."""
+        sec = math.floor(epoch)
+        micros = round((epoch - sec) * 1_000_000)
+        if micros >= 1_000_000:
+            sec += 1
+            micros -= 1_000_000
+        return f"{self._prefix_for(sec)}{micros:06d}Z"
 
     def now(self) -> str:
         """The current time."""
-        return self.format(_time.time())
+        ns = _time.time_ns()
+        return f"{self._prefix_for(ns // 1_000_000_000)}{(ns // 1000) % 1_000_000:06d}Z"
 
     def __call__(self, logger: Any, method_name: str, event_dict: EventDict) -> EventDict:
         """Processor: set ``time`` unless the event already carries one (stdlib records do)."""

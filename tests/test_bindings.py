@@ -1,0 +1,635 @@
+"""The service-side logger (SPEC §2): keys, env/PM2 defaults, bind/context, levels, formats,
+redaction, exceptions, the stdlib bridge, never raising, and lines reaching the OS at once."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import select
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+import logpipe
+from logpipe import bindings
+from logpipe.errors import UsageError
+from tests._logger_helpers import TIME_RE, capture, child_env, lines, run_py
+from tests.helpers import wait_for
+
+# --- the record ---------------------------------------------------------------------------------
+
+
+def test_line_has_spec_keys_in_order_from_env(tmp_path: Path) -> None:
+    """A child with LOGPIPE_SERVICE/LOGPIPE_INSTANCE_ID writes one JSON line with time (RFC 3339
+    µs Z), level, message, service, feature, instance_id (string), host, pid (int) and the call's
+    own fields unchanged, in that order."""
+    proc = run_py(
+        """
+        import logpipe
+        from logpipe import logger
+        logpipe.bind(feature="store")
+        logger.info("order placed", order_id=123, amount=9.99, user="bob")
+        """,
+        env=child_env(LOGPIPE_SERVICE="api", LOGPIPE_INSTANCE_ID="3"),
+    )
+    assert proc.returncode == 0, proc.stderr
+    (rec,) = lines(proc.stdout)
+    assert list(rec) == ["time", "level", "message", "service", "instance_id", "host", "pid",
+                         "feature", "order_id", "amount", "user"]
+    assert re.match(TIME_RE, rec["time"])
+    assert rec["level"] == "info" and rec["message"] == "order placed"
+    assert rec["service"] == "api" and rec["instance_id"] == "3" and rec["feature"] == "store"
+    assert rec["host"] == socket.gethostname()
+    assert isinstance(rec["pid"], int) and rec["pid"] > 0
+    assert (rec["order_id"], rec["amount"], rec["user"]) == (123, 9.99, "bob")
+
+
+def test_time_is_now(tmp_path: Path) -> None:
+    """``time`` is the moment of the call (UTC), to within the test's own clock reads."""
+    from logpipe.record import to_epoch
+
+    with capture(tmp_path) as read:
+        before = time.time()
+        logpipe.logger.info("tick")
+        after = time.time()
+    epoch = to_epoch(read()[0]["time"])
+    assert epoch is not None and before - 1e-6 <= epoch <= after + 1e-6
+
+
+def test_service_defaults_to_program_name(tmp_path: Path) -> None:
+    """Without LOGPIPE_SERVICE or PM2, ``service`` is the program's name and ``instance_id`` "0"."""
+    script = tmp_path / "billing_worker.py"
+    script.write_text("from logpipe import logger\nlogger.info('hi')\n")
+    proc = subprocess.run([sys.executable, str(script)], env=child_env(), capture_output=True,
+                          timeout=30, check=False)
+    (rec,) = lines(proc.stdout)
+    assert rec["service"] == "billing_worker" and rec["instance_id"] == "0"
+    assert "pm_id" not in rec
+
+
+@pytest.mark.parametrize(
+    ("env", "service", "instance", "pm_id"),
+    [
+        ({"name": "api", "pm_id": "4", "NODE_APP_INSTANCE": "2"}, "api", "2", 4),
+        ({"name": "api", "pm_id": "4"}, "api", "4", 4),
+        ({"name": "api", "pm_id": "4", "NODE_APP_INSTANCE": "1", "LOGPIPE_SERVICE": "gw",
+          "LOGPIPE_INSTANCE_ID": "7"}, "gw", "7", 4),
+    ],
+    ids=["cluster-instance", "fork-mode-pm_id", "logpipe-env-wins"],
+)
+def test_pm2_environment(env: dict[str, str], service: str, instance: str, pm_id: int) -> None:
+    """Under PM2 (``name`` + ``pm_id`` in the env) service ← LOGPIPE_SERVICE else PM2's name,
+    instance_id ← LOGPIPE_INSTANCE_ID else NODE_APP_INSTANCE else pm_id, and pm_id is bound."""
+    proc = run_py("from logpipe import logger; logger.info('x')", env=child_env(**env))
+    (rec,) = lines(proc.stdout)
+    assert (rec["service"], rec["instance_id"], rec["pm_id"]) == (service, instance, pm_id)
+
+
+# --- bindings and context -----------------------------------------------------------------------
+
+
+def test_bind_reaches_loggers_cached_before(tmp_path: Path) -> None:
+    """A ``logger.bind(...)`` copy made before ``logpipe.bind``/``unbind`` (as another module
+    would cache it) writes the later process-wide bindings too, and its own local ones."""
+    cached = logpipe.logger.bind(component="cache")
+    with capture(tmp_path) as read:
+        logpipe.bind(service="api", feature="store")
+        cached.info("one")
+        logpipe.unbind("feature", "not-bound")
+        cached.info("two")
+        logpipe.logger.info("three")
+    one, two, three = read()
+    assert (one["service"], one["feature"], one["component"]) == ("api", "store", "cache")
+    assert "feature" not in two and two["component"] == "cache" and two["service"] == "api"
+    assert "component" not in three
+
+
+def test_local_bind_is_local_and_call_fields_override(tmp_path: Path) -> None:
+    """``logger.bind`` returns a new logger (the original is unchanged); a call's field overrides
+    a bound one of the same name, and a bound ``service`` overrides the process-wide one."""
+    with capture(tmp_path) as read:
+        log = logpipe.logger.bind(order_id=7, service="orders")
+        log.info("a")
+        log.info("b", order_id=8)
+        logpipe.logger.info("c")
+        log.unbind("order_id").info("d")
+    a, b, c, d = read()
+    assert a["order_id"] == 7 and a["service"] == "orders"
+    assert b["order_id"] == 8 and list(b).count("order_id") == 1
+    assert "order_id" not in c and c["service"] != "orders"
+    assert "order_id" not in d
+
+
+def test_context_nests_and_restores(tmp_path: Path) -> None:
+    """``context()`` adds fields inside its block only; an inner block adds to and overrides the
+    outer one; a call's own field overrides the context's; it also works as a decorator."""
+    with capture(tmp_path) as read:
+
+        @logpipe.context(job="nightly")
+        def job() -> None:
+            logpipe.logger.info("in job")
+
+        with logpipe.context(request_id="r-1", user="ann"):
+            logpipe.logger.info("outer")
+            with logpipe.context(request_id="r-2"):
+                logpipe.logger.info("inner")
+            logpipe.logger.info("call wins", user="bob")
+        logpipe.logger.info("after")
+        job()
+    outer, inner, call, after, in_job = read()
+    assert (outer["request_id"], outer["user"]) == ("r-1", "ann")
+    assert (inner["request_id"], inner["user"]) == ("r-2", "ann")
+    assert call["user"] == "bob" and list(call).count("user") == 1
+    assert "request_id" not in after and "user" not in after
+    assert in_job["job"] == "nightly"
+
+
+def test_context_overrides_binding_and_survives_later_bind(tmp_path: Path) -> None:
+    """A context value wins over a process-wide binding of the same key, also after a ``bind()``
+    made inside the block, and each key appears once."""
+    with capture(tmp_path) as read:
+        logpipe.bind(feature="store")
+        with logpipe.context(feature="delete"):
+            logpipe.logger.info("a")
+            logpipe.bind(extra=1)
+            logpipe.logger.info("b")
+    a, b = read()
+    assert a["feature"] == "delete" and b["feature"] == "delete" and b["extra"] == 1
+    assert list(a).count("feature") == 1 and list(b).count("feature") == 1
+
+
+def test_context_is_per_thread_and_per_task(tmp_path: Path) -> None:
+    """Context values stay with their thread / asyncio task: concurrent blocks never see each
+    other's request ids."""
+
+    async def handle(rid: str) -> None:
+        with logpipe.context(request_id=rid):
+            await asyncio.sleep(0.01)
+            logpipe.logger.info("task", expect=rid)
+
+    async def main() -> None:
+        await asyncio.gather(*(handle(f"t{i}") for i in range(20)))
+
+    def worker(rid: str, barrier: threading.Barrier) -> None:
+        with logpipe.context(request_id=rid):
+            barrier.wait()
+            logpipe.logger.info("thread", expect=rid)
+
+    with capture(tmp_path) as read:
+        asyncio.run(main())
+        barrier = threading.Barrier(8)
+        threads = [threading.Thread(target=worker, args=(f"h{i}", barrier)) for i in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    recs = read()
+    assert len(recs) == 28
+    assert all(r["request_id"] == r["expect"] for r in recs)
+
+
+# --- levels ---------------------------------------------------------------------------------------
+
+
+def test_level_filtering_and_reconfigure(tmp_path: Path) -> None:
+    """Below the level nothing is written and the method is a plain no-op; ``configure(level=)``
+    takes effect for loggers bound before it; ``warn``/``fatal``/``log`` map to the SPEC names."""
+    log = logpipe.logger.bind(k=1)
+    with capture(tmp_path, level="warning") as read:
+        assert type(log).info is bindings._nop
+        log.info("hidden")
+        log.warn("w")
+        logpipe.configure(level="debug")
+        log.debug("d")
+        log.fatal("f")
+        log.log(20, "via log")
+        log.log("error", "named")
+        assert log.is_enabled_for("debug") and log.get_effective_level() == 10
+    assert [(r["level"], r["message"]) for r in read()] == [
+        ("warning", "w"), ("debug", "d"), ("critical", "f"), ("info", "via log"), ("error", "named")]
+
+
+def test_bad_level_or_format_is_a_usage_error() -> None:
+    """``configure`` with an unknown level or format raises UsageError with a one-line message,
+    and the logger keeps its previous settings."""
+    before = bindings._state
+    with pytest.raises(UsageError, match="unknown log level 'loud'"):
+        logpipe.configure(level="loud")
+    with pytest.raises(UsageError, match="unknown log format"):
+        logpipe.configure(format="xml")
+    with pytest.raises(UsageError, match="list of key names"):
+        logpipe.configure(redact="password")
+    assert bindings._state is before
+
+
+def test_env_level_and_bad_env_value() -> None:
+    """LOGPIPE_LEVEL=debug enables debug; an unknown LOGPIPE_LEVEL does not stop the service: it
+    says so in one warning line and uses info."""
+    proc = run_py("from logpipe import logger; logger.debug('dbg')",
+                  env=child_env(LOGPIPE_LEVEL="DEBUG"))
+    assert [r["message"] for r in lines(proc.stdout)] == ["dbg"]
+    proc = run_py("from logpipe import logger; logger.debug('dbg'); logger.info('inf')",
+                  env=child_env(LOGPIPE_LEVEL="loud"))
+    assert proc.returncode == 0
+    warn, inf = lines(proc.stdout)
+    assert warn["level"] == "warning" and "LOGPIPE_LEVEL" in warn["message"]
+    assert inf["message"] == "inf"
+
+
+# --- formats --------------------------------------------------------------------------------------
+
+
+def _run_on_tty(code: str, **env: str) -> bytes:
+    """Run ``code`` with stdout on a pseudo-terminal; return what it printed there."""
+    master, slave = os.openpty()
+    try:
+        proc = subprocess.Popen([sys.executable, "-c", code], stdout=slave, stderr=subprocess.PIPE,
+                                env=child_env(**env))
+        os.close(slave)
+        out = b""
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([master], [], [], 0.2)
+            if ready:
+                try:
+                    chunk = os.read(master, 65536)
+                except OSError:  # EIO: the child closed the terminal
+                    break
+                if not chunk:
+                    break
+                out += chunk
+            elif proc.poll() is not None:
+                break
+        assert proc.stderr is not None
+        with proc.stderr:
+            err = proc.stderr.read()
+        assert proc.wait(timeout=30) == 0, err
+        return out
+    finally:
+        os.close(master)
+
+
+def test_tty_gets_coloured_console_pipe_gets_json() -> None:
+    """With LOGPIPE_FORMAT unset, a TTY on stdout gets coloured human lines (time, LEVEL,
+    service[instance], message, key=value); the same program on a pipe writes JSON."""
+    code = "from logpipe import logger; logger.warning('disk low', free_mb=12)"
+    tty = _run_on_tty(code, LOGPIPE_SERVICE="api").decode()
+    assert "\x1b[" in tty and "api[0]" in tty and "disk low" in tty and "free_mb=12" in tty
+    assert "WARNING" in tty and not tty.lstrip().startswith("{")
+    proc = run_py(code, env=child_env(LOGPIPE_SERVICE="api"))
+    assert lines(proc.stdout)[0]["message"] == "disk low"
+
+
+def test_format_env_wins_over_tty_and_no_color() -> None:
+    """LOGPIPE_FORMAT=json keeps JSON on a TTY; LOGPIPE_FORMAT=console on a TTY with NO_COLOR
+    set gives console lines without escape codes."""
+    code = "from logpipe import logger; logger.info('hello', n=1)"
+    out = _run_on_tty(code, LOGPIPE_FORMAT="json").decode()
+    assert out.strip().startswith("{") and '"message":"hello"' in out
+    out = _run_on_tty(code, LOGPIPE_FORMAT="console", NO_COLOR="1").decode()
+    assert "\x1b[" not in out and "INFO" in out and "hello n=1" in out
+
+
+def test_console_format_with_exception(tmp_path: Path) -> None:
+    """``format="console"`` on a file writes one human line per call (no colours off a TTY)
+    followed by the traceback's lines when an exception was logged."""
+    with capture(tmp_path, format="console") as _:
+        path = Path(bindings._state.writer._owner.name)  # type: ignore[union-attr]
+        logpipe.bind(service="api", instance_id="2")
+        try:
+            raise KeyError("sku")
+        except KeyError:
+            logpipe.logger.exception("lookup failed", sku="A-1")
+        text = path.read_text()
+    first, *rest = text.splitlines()
+    assert re.match(r"^\d\d:\d\d:\d\d\.\d{3} ERROR +api\[2\] lookup failed sku=A-1$", first), first
+    assert rest[0] == "Traceback (most recent call last):" and rest[-1] == "KeyError: 'sku'"
+
+
+# --- redaction ------------------------------------------------------------------------------------
+
+
+def test_default_redaction_nested_case_insensitive(tmp_path: Path) -> None:
+    """Values of secret keys are "[REDACTED]" at any depth and in any case — in call fields,
+    local and process-wide bindings and context — while look-alikes are kept and the
+    application's own dict is not modified."""
+    payload = {"user": "ann", "Password": "hunter2", "headers": [{"Authorization": "Bearer x"}]}
+    with capture(tmp_path) as read:
+        logpipe.bind(api_key="k-1")
+        with logpipe.context(session_token="t"):
+            logpipe.logger.bind(DB_PASSWORD="p").info(
+                "login", payload=payload, Cookie="c", tokens_used=5, secretary="kim")
+    (rec,) = read()
+    assert rec["payload"] == {"user": "ann", "Password": "[REDACTED]",
+                              "headers": [{"Authorization": "[REDACTED]"}]}
+    assert rec["api_key"] == rec["session_token"] == rec["DB_PASSWORD"] == rec["Cookie"] == "[REDACTED]"
+    assert rec["tokens_used"] == 5 and rec["secretary"] == "kim"
+    assert payload["Password"] == "hunter2"
+    assert payload["headers"] == [{"Authorization": "Bearer x"}]
+
+
+def test_redaction_list_is_configurable(tmp_path: Path) -> None:
+    """``configure(redact=[...])`` replaces the list (``ssn`` now hidden, ``password`` shown);
+    ``redact=()`` turns redaction off."""
+    with capture(tmp_path, redact=["ssn"]) as read:
+        logpipe.logger.info("a", ssn="123", password="pw")
+        logpipe.configure(redact=())
+        logpipe.logger.info("b", ssn="123")
+    a, b = read()
+    assert a["ssn"] == "[REDACTED]" and a["password"] == "pw"
+    assert b["ssn"] == "123"
+
+
+# --- exceptions and never raising -------------------------------------------------------------
+
+
+def test_exception_is_one_line_with_traceback(tmp_path: Path) -> None:
+    """``logger.exception`` and ``exc_info=`` (True or an exception object) give one JSON line
+    whose ``exception`` holds the full traceback; ``exc_info=True`` outside ``except`` adds none."""
+
+    def fail() -> None:
+        raise ValueError("bad amount")
+
+    with capture(tmp_path) as read:
+        try:
+            fail()
+        except ValueError as exc:
+            logpipe.logger.exception("charge failed", order_id=7)
+            caught = exc
+        logpipe.logger.warning("later", exc_info=caught)
+        logpipe.logger.error("no exception", exc_info=True)
+    a, b, c = read()
+    for rec in (a, b):
+        assert rec["exception"].startswith("Traceback (most recent call last):")
+        assert "in fail" in rec["exception"] and rec["exception"].endswith("ValueError: bad amount")
+        assert "exc_info" not in rec
+    assert a["level"] == "error" and a["order_id"] == 7 and b["level"] == "warning"
+    assert "exception" not in c and "exc_info" not in c
+
+
+class _Hostile:
+    def __repr__(self) -> str:
+        raise RuntimeError("repr exploded")
+
+
+class _Plain:
+    def __repr__(self) -> str:
+        return "<Plain>"
+
+
+def test_a_call_never_raises_whatever_it_is_given(tmp_path: Path) -> None:
+    """Unserialisable values are rendered with repr (or a placeholder when repr raises), invalid
+    bytes and lone surrogates are replaced, huge ints and cycles survive, a bad %-format keeps
+    its arguments, and a non-string message is kept — each call still writes one valid line."""
+    cyclic: dict[str, object] = {}
+    cyclic["self"] = cyclic
+    with capture(tmp_path) as read:
+        logpipe.logger.info("objects", obj=_Plain(), hostile=_Hostile(), tags={"a"})
+        logpipe.logger.info("bytes", raw=b"ok\xff\xfe", name="caf\udce9")
+        logpipe.logger.info("big", n=2**80, cyclic=cyclic)
+        logpipe.logger.info("bad %d format", "x")
+        logpipe.logger.info(12345)
+        logpipe.logger.info("msg \udcff")
+        logpipe.logger.bind(**{"weird key\n": 1}).info("keys")
+        logpipe.logger.info()
+    recs = read()
+    assert len(recs) == 8
+    assert recs[0]["obj"] == "<Plain>" and recs[0]["hostile"] == "<unrepresentable _Hostile>"
+    assert recs[0]["tags"] == ["a"]
+    assert recs[1]["raw"] == "ok\ufffd\ufffd" and recs[1]["name"] == "caf\ufffd"
+    assert recs[2]["n"] == str(2**80) and "cyclic" in recs[2]
+    assert recs[3]["message"] == "bad %d format ('x',)"
+    assert recs[4]["message"] == 12345
+    assert recs[5]["message"] == "msg \ufffd"
+    assert recs[6]["weird key\n"] == 1
+    assert "message" not in recs[7] and recs[7]["level"] == "info"
+
+
+def test_closed_stream_and_closed_stdout_do_not_raise(tmp_path: Path) -> None:
+    """Logging to a stream the app closed, or with fd 1 closed, or to a pipe whose reader is gone
+    (EPIPE), returns normally and the program goes on (exit 0)."""
+    f = open(tmp_path / "x.log", "wb")  # noqa: SIM115
+    with capture(tmp_path):
+        logpipe.configure(stream=f)
+        f.close()
+        logpipe.logger.info("into a closed file")
+    proc = run_py(
+        """
+        import os
+        from logpipe import logger
+        os.close(1)
+        logger.info("no stdout")
+        print("still here", file=__import__("sys").stderr)
+        """
+    )
+    assert proc.returncode == 0 and b"still here" in proc.stderr
+    r, w = os.pipe()
+    os.close(r)
+    try:
+        proc = run_py(
+            """
+            import sys
+            from logpipe import logger
+            for i in range(1000):
+                logger.info("into a broken pipe", i=i)
+            print("survived", file=sys.stderr)
+            """,
+            stdout=w,
+        )
+    finally:
+        os.close(w)
+    assert proc.returncode == 0 and b"survived" in proc.stderr and b"Traceback" not in proc.stderr
+
+
+def test_stream_without_fileno(tmp_path: Path) -> None:
+    """``configure(stream=io.StringIO())`` (or BytesIO) receives the same JSON lines."""
+    import io
+
+    import orjson
+
+    text, raw = io.StringIO(), io.BytesIO()
+    with capture(tmp_path):
+        logpipe.configure(stream=text)
+        logpipe.logger.info("to text", n=1)
+        logpipe.configure(stream=raw)
+        logpipe.logger.info("to bytes", n=2)
+    assert orjson.loads(text.getvalue())["n"] == 1
+    assert orjson.loads(raw.getvalue())["n"] == 2
+    with pytest.raises(UsageError, match="file object"):
+        logpipe.configure(stream=3.5)  # type: ignore[arg-type]
+
+
+# --- reaching the OS: pipes, sockets, kill -9, threads, fork ----------------------------------
+
+
+def _read_all(fd: int, proc: subprocess.Popen[bytes]) -> bytes:
+    """Read ``fd`` until EOF (all writers gone), with a deadline."""
+    out = b""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([fd], [], [], 0.5)
+        if ready:
+            chunk = os.read(fd, 1 << 20)
+            if not chunk:
+                return out
+            out += chunk
+    proc.kill()
+    raise AssertionError("timed out reading the child's output")
+
+
+KILL_SELF = """
+import os, signal, sys
+{setup}
+for i in range(500):
+    {log}
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+@pytest.mark.parametrize("kind", ["pipe", "socket"])
+def test_lines_survive_kill_9_right_after_logging(kind: str) -> None:
+    """A child whose stdout is a pipe (or a socket, as PM2 gives it) logs 500 lines and is
+    SIGKILLed at once: all 500 lines are there, complete. (Control: the same loop with print()
+    loses them, so the test can tell.)"""
+
+    def run(setup: str, log: str) -> bytes:
+        if kind == "pipe":
+            r, w = os.pipe()
+        else:
+            r, w = (s.detach() for s in socket.socketpair())
+        proc = subprocess.Popen([sys.executable, "-c", KILL_SELF.format(setup=setup, log=log)],
+                                stdout=w, env=child_env())
+        os.close(w)
+        try:
+            out = _read_all(r, proc)
+        finally:
+            os.close(r)
+        assert proc.wait(timeout=30) == -signal.SIGKILL
+        return out
+
+    out = run("from logpipe import logger", 'logger.info("order placed", i=i)')
+    recs = lines(out)
+    assert [r["i"] for r in recs] == list(range(500))
+    # control: print() to a pipe/socket is block-buffered, so the tail of the same loop is lost
+    assert not run("", 'print("order placed", i)').endswith(b"order placed 499\n")
+
+
+def test_threads_never_interleave_lines() -> None:
+    """8 threads each log 100 lines of 8 KB (twice PIPE_BUF, so the kernel alone would not keep
+    them whole) to a pipe: every line read back is whole JSON and every (thread, i) appears
+    exactly once."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c",
+         "import threading\n"
+         "from logpipe import logger\n"
+         "pad = 'x' * 8000\n"
+         "def run(t):\n"
+         "    for i in range(100):\n"
+         "        logger.info('bulk', t=t, i=i, pad=pad)\n"
+         "ts = [threading.Thread(target=run, args=(t,)) for t in range(8)]\n"
+         "[t.start() for t in ts]; [t.join() for t in ts]\n"],
+        stdout=subprocess.PIPE, env=child_env())
+    assert proc.stdout is not None
+    with proc.stdout:
+        out = _read_all(proc.stdout.fileno(), proc)
+    assert proc.wait(timeout=30) == 0
+    recs = lines(out)
+    assert sorted((r["t"], r["i"]) for r in recs) == [(t, i) for t in range(8) for i in range(100)]
+    assert all(len(r["pad"]) == 8000 for r in recs)
+
+
+def test_forked_child_reports_its_own_pid() -> None:
+    """After ``os.fork()`` the child's lines carry the child's pid, the parent's its own."""
+    proc = run_py(
+        """
+        import os
+        from logpipe import logger
+        logger.info("parent before")
+        pid = os.fork()
+        if pid == 0:
+            logger.info("child", me=os.getpid())
+            os._exit(0)
+        os.waitpid(pid, 0)
+        logger.info("parent after", me=os.getpid())
+        """
+    )
+    before, child, after = lines(proc.stdout)
+    assert child["pid"] == child["me"] != before["pid"]
+    assert after["pid"] == after["me"] == before["pid"]
+
+
+# --- the stdlib logging bridge ----------------------------------------------------------------
+
+
+def test_stdlib_records_come_out_the_same_way() -> None:
+    """Records from ``logging`` (as httpx/uvicorn write them) come out as JSON lines with the
+    same bindings and context, the logger name, ``extra`` fields, the SPEC level name and the
+    traceback; below the configured level they are dropped."""
+    proc = run_py(
+        """
+        import logging, logpipe
+        logpipe.bind(service="api", feature="store")
+        lib = logging.getLogger("httpx")
+        with logpipe.context(request_id="r-9"):
+            lib.info("HTTP Request: %s %s", "GET", "http://x/", extra={"status": 200})
+        lib.debug("hidden")
+        try:
+            {}["k"]
+        except KeyError:
+            logging.getLogger("uvicorn.error").exception("crash")
+        logging.getLogger("x").log(25, "custom level")
+        """
+    )
+    assert proc.returncode == 0, proc.stderr
+    info, crash, custom = lines(proc.stdout)
+    assert info["message"] == "HTTP Request: GET http://x/" and info["level"] == "info"
+    assert (info["service"], info["feature"], info["request_id"]) == ("api", "store", "r-9")
+    assert info["logger"] == "httpx" and info["status"] == 200
+    assert re.match(TIME_RE, info["time"])
+    assert crash["level"] == "error" and crash["exception"].endswith("KeyError: 'k'")
+    assert custom["level"] == "info"
+    assert proc.stderr == b""
+
+
+def test_stdlib_bridge_respects_existing_handlers() -> None:
+    """An app that configured ``logging`` before importing logpipe keeps its own handler (no
+    duplicate line on stdout) until it opts in with ``configure(stdlib=True)``."""
+    proc = run_py(
+        """
+        import logging, sys
+        logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(message)s")
+        import logpipe
+        from logpipe import logger
+        logging.getLogger("lib").info("first")
+        logpipe.configure(stdlib=True)
+        logging.getLogger("lib").info("second")
+        """
+    )
+    assert [r["message"] for r in lines(proc.stdout)] == ["second"]
+    assert proc.stderr.splitlines() == [b"first", b"second"]
+
+
+def test_stdout_is_not_block_buffered_while_child_lives() -> None:
+    """A line is readable from the pipe while the child is still running (it reached the OS when
+    the call returned; no flush, no PYTHONUNBUFFERED)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys, time\nfrom logpipe import logger\nlogger.info('ready')\nsys.stdin.read()\n"],
+        stdout=subprocess.PIPE, stdin=subprocess.PIPE, env=child_env())
+    assert proc.stdout is not None and proc.stdin is not None
+    try:
+        line = wait_for(lambda: select.select([proc.stdout], [], [], 0.2)[0] and proc.stdout.readline(),
+                        timeout=20, message="the first line")
+        assert lines(line)[0]["message"] == "ready"
+        assert proc.poll() is None
+    finally:
+        proc.stdin.close()
+        proc.wait(timeout=30)
+        proc.stdout.close()

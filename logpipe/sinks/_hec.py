@@ -148,9 +148,10 @@ class EnvelopeEncoder:
 
 
 def join_body(items: Iterable[bytes]) -> bytes:
-    """Envelopes → one request body. HEC takes concatenated objects; a newline between them is
-    allowed whitespace (Splunk "Format events", batch examples) and keeps the body greppable."""
-    return b"\n".join(items)
+    """Envelopes → one request body: the JSON objects concatenated, no array, no separator
+    (Splunk "Format events for HEC", batch examples). No separator keeps a request's size the
+    sum of its envelopes, so a chunk cut at ``--batch-size`` bytes stays within it."""
+    return b"".join(items)
 
 
 # --- reply classification -----------------------------------------------------------------------

@@ -38,6 +38,8 @@ SINK_DIR_MARKER = ".logpipe-sink"
 
 #: Seconds a /proc scan (and a directory's marker lookup) stays valid.
 PROC_TTL = 2.0
+#: Before answering "not own output", a scan older than this is redone.
+FRESH_TTL = 0.25
 
 _PROC = "/proc"
 
@@ -155,7 +157,12 @@ def is_own_output(path: str, st: os.stat_result) -> bool:
         if os.path.islink(path) and is_sink_dir(os.path.dirname(os.path.realpath(path))):
             return True  # a symlink into a sink's directory
         if stat_mod.S_ISREG(st.st_mode) or stat_mod.S_ISFIFO(st.st_mode):
-            return key in other_logpipe_keys()
+            if key in other_logpipe_keys():
+                return True
+            # A "no" lets the caller open the file for good, so it must not rest on a stale
+            # scan: a logpipe started since (``collect | logpipe sink >> x.log``) is caught by
+            # a fresh one. Excluded files are re-asked on every rescan and hit the cache.
+            return key in other_logpipe_keys(max_age=FRESH_TTL)
         return False
     except Exception:  # noqa: BLE001 - the guard must never take the collector down
         return False

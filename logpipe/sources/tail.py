@@ -1,0 +1,833 @@
+"""Tailing files: rotation-aware, restart-safe, fingerprinted, back-pressured (``TailSource``).
+
+How it behaves, and whose behaviour it follows (research/collector.md §1, "What the best do"):
+
+- **Identity** is (dev, inode) plus a fingerprint: a hash of the first up to 1024 bytes with
+  that length recorded (Filebeat's ``fingerprint`` length, Vector's checksum). A short file is
+  read at once — its fingerprint covers what it has and is upgraded as the prefix fills (never
+  Filebeat's wait-for-1-KiB). A checkpoint whose inode now holds different first bytes (inode
+  reuse: ``rm a; touch b``) is not resumed: the file is read from 0.
+- **Discovery**: globs are re-scanned every ``rescan_interval`` (1 s, Vector's
+  ``glob_minimum_cooldown_ms``). Files found after start are read from offset 0 (Vector RFC 3480:
+  a ``mv`` cannot be told from create+write). Files present at the first start with no
+  checkpoint are read from 0 as well — logpipe ships what is there rather than tail from EOF
+  (Fluent Bit's ``read_from_head=false`` loses the first lines).
+- **Rename rotation** (logrotate ``create``, supervisord, multilog): the old fd stays open and is
+  drained to EOF with no give-up timer (Fluent Bit's 5 s ``Rotate_Wait`` loses bursts, #10414);
+  the new file at the path is picked up from 0. A rotated name that a glob also matches is the
+  same inode, so it is followed, not re-read.
+- **copytruncate**: ``size < offset`` *or* a changed fingerprint at the same inode (truncate and
+  regrow past the old offset between polls — rsyslog#511) starts a new generation read from 0.
+  A copy that a glob matches (``*.log*``) has the old generation's fingerprint: while the
+  original still holds that content the copy is a duplicate and is not read; once the
+  original is truncated, only the copy's part the original never delivered is read (Vector's
+  advice: include ``app.log.1``). Loss is limited to the rotator's copy→truncate window.
+- **Deleted while open**: drained to EOF, the dangling partial line emitted (Vector's rule:
+  only once the file is gone and drained), then closed — no disk held (Vector #17349). A file
+  renamed to a name no glob matches is closed after it sat at EOF for ``DETACHED_IDLE_CLOSE``.
+- **Open files** are capped at min(1024, 80 % of RLIMIT_NOFILE) (Vector PR #25252); beyond it the
+  least recently active idle file is closed and reopened — after an identity check — when it
+  grows. Idle files cost one ``stat`` per rescan; only files with recent data are polled fast.
+- **Checkpoints** (``logpipe.checkpoint``) advance only from batch acks (every sink accepted the
+  lines), only to line ends — never past a partial line or lines still held by the multiline
+  joiner — and are written at most once a second when changed, plus on ``aclose()``. On
+  ``stop()`` held partial lines are *not* emitted: they are re-read after the restart, so
+  ``abc`` + restart + ``def\\n`` is one record ``abcdef``.
+- **Back-pressure**: ``await emit`` blocks the reader only; discovery, rotation tracking (old
+  fds kept) and checkpoint writes run in their own task.
+- **--once** (``once=True``): read what is there, emit partial last lines too, return.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import glob
+import hashlib
+import itertools
+import os
+import resource
+import stat as stat_mod
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from logpipe import diagnostics, identity, record
+from logpipe.checkpoint import FORGET_AFTER, CheckpointStore, FileState
+from logpipe.errors import CheckpointError
+from logpipe.pipeline import BATCH_MAX_BYTES, BATCH_MAX_RECORDS, Batch, Source
+from logpipe.sources._lines import TRUNCATION_MARKER, LineSplitter
+
+#: Fingerprint length: Filebeat's default ``fingerprint.length``.
+FP_MAX = 1024
+#: A file with a *different* inode is taken for a copy of a known file only when at least this
+#: many first bytes match (Filebeat's minimum fingerprint length) — two unrelated short files
+#: that start with the same line must not skip each other's content.
+FP_MIN_COPY = 64
+#: One read; lines are split in memory (research: large chunks, not per-line I/O).
+READ_CHUNK = 1 << 20
+#: Bytes read from one file before the others get a turn (Vector's ``max_read_bytes`` fairness).
+PASS_BUDGET = 8 << 20
+#: A file that had data this recently is polled every HOT_POLL seconds; others once per rescan.
+HOT_SECONDS = 10.0
+HOT_POLL = 0.05
+#: A file renamed to a name no glob matches is closed after sitting at EOF this long.
+DETACHED_IDLE_CLOSE = 60.0
+#: Checkpoint write period when something changed (Vector and Filebeat both use 1 s).
+CHECKPOINT_INTERVAL = 1.0
+#: Rough per-record growth of a normalised line (spliced keys), for batch byte bounds.
+_SPLICE_ESTIMATE = 128
+
+
+def fingerprint(data: bytes) -> str:
+    """The fingerprint of a file's first bytes (64-bit BLAKE2b, hex)."""
+    return hashlib.blake2b(data, digest_size=8).hexdigest()
+
+
+def default_origin(path: str) -> tuple[dict[str, Any], str]:
+    """Record defaults and plain-line level for a file, from its name (``logpipe.identity``)."""
+    fid = identity.from_filename(path)
+    defaults: dict[str, Any] = {record.SOURCE: path, record.SERVICE: fid.service,
+                                record.HOST: identity.hostname()}
+    if fid.pm_id is not None:
+        defaults[record.PM_ID] = fid.pm_id
+        defaults[record.INSTANCE_ID] = str(fid.pm_id)
+    return defaults, ("error" if fid.stream == "err" else "info")
+
+
+def default_max_open() -> int:
+    """min(1024, 80 % of the soft RLIMIT_NOFILE)."""
+    try:
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    except (OSError, ValueError):
+        soft = 1024
+    if soft == resource.RLIM_INFINITY or soft <= 0:
+        soft = 4096
+    return max(8, min(1024, int(soft * 0.8)))
+
+
+class _Gen:
+    """One generation of one file: identity, committed and emitted offsets."""
+
+    __slots__ = ("committed", "dev", "emitted", "fp", "fp_len", "head", "ino", "path", "retired",
+                 "seen")
+
+    def __init__(self, dev: int, ino: int, fp: str, fp_len: int, committed: int, path: str,
+                 seen: float, retired: bool = False) -> None:
+        self.dev = dev
+        self.ino = ino
+        self.fp = fp
+        self.fp_len = fp_len
+        self.committed = committed  # acked by every sink: what the checkpoint stores
+        self.emitted = committed  # handed to the pipeline (line end), >= committed
+        self.path = path
+        self.seen = seen
+        self.retired = retired
+        #: the first bytes themselves (memory only): lets a copy still being written — shorter
+        #: than the fingerprint — be recognised as a copy rather than read as a new file
+        self.head: bytes | None = None
+
+    @property
+    def key(self) -> tuple[int, int]:
+        return (self.dev, self.ino)
+
+    def state(self) -> FileState:
+        return FileState(self.dev, self.ino, self.fp, self.fp_len, self.committed, self.path,
+                         self.seen, self.retired)
+
+
+class _File:
+    """An open (or idle-closed) file being read."""
+
+    __slots__ = ("base", "detached_at", "fd", "gen", "hot_until", "joiner", "key", "last_data",
+                 "norm", "path", "pos", "shadow_file", "shadow_gen", "size_seen", "split")
+
+    def __init__(self, key: tuple[int, int], path: str, fd: int, gen: _Gen | None, pos: int,
+                 norm: record.LineNormaliser, split: LineSplitter, joiner: Any) -> None:
+        self.key = key
+        self.path: str | None = path  # None once renamed away / deleted (detached)
+        self.fd: int | None = fd
+        self.gen = gen  # None only while shadowing a live original (see _identify)
+        self.pos = pos  # next byte to read
+        self.base = pos  # file offset where ``split.consumed`` counts from
+        self.norm = norm
+        self.split = split
+        self.joiner = joiner
+        self.shadow_gen: _Gen | None = None
+        self.shadow_file: _File | None = None
+        self.size_seen = -1
+        self.last_data = time.monotonic()
+        self.hot_until = self.last_data + HOT_SECONDS
+        self.detached_at = 0.0
+
+
+class TailSource(Source):
+    """Tails files and globs into batches; see the module docstring for the rules.
+
+    ``origin_for(path) -> (defaults, plain_level)`` names each file's records (default:
+    :func:`default_origin`); ``is_excluded(path, st)`` vetoes files before they are opened (the
+    feedback guard); ``joiner_factory()`` gives each file a multiline joiner
+    (``push(line, end_offset)``, ``flush()``, ``idle_deadline``).
+    """
+
+    name = "tail"
+
+    def __init__(
+        self,
+        patterns: list[str],
+        state_dir: str,
+        *,
+        once: bool = False,
+        max_line_bytes: int = 1 << 20,
+        rescan_interval: float = 1.0,
+        origin_for: Callable[[str], tuple[dict[str, Any], str]] | None = None,
+        is_excluded: Callable[[str, os.stat_result], bool] | None = None,
+        joiner_factory: Callable[[], Any] | None = None,
+        max_open: int | None = None,
+    ) -> None:
+        self.patterns = [os.path.abspath(os.path.expanduser(p)) for p in patterns]
+        self.once = once
+        self.max_line_bytes = max_line_bytes
+        self.rescan_interval = rescan_interval
+        self._origin_for = origin_for or default_origin
+        self._is_excluded = is_excluded
+        self._joiner_factory = joiner_factory
+        self.max_open = max_open if max_open is not None else default_max_open()
+        self._store = CheckpointStore(state_dir, self.patterns)
+        self._started = time.time()
+        self._gens: dict[int, _Gen] = {}  # id(gen) -> gen: everything the checkpoint stores
+        self._by_key: dict[tuple[int, int], list[_Gen]] = {}
+        self._by_fp: dict[str, list[_Gen]] = {}
+        self._fp_lens: Counter[int] = Counter()
+        for st in self._store.load():
+            g = _Gen(st.dev, st.ino, st.fp, st.fp_len, st.offset, st.path,
+                     max(st.seen, self._started), st.retired)
+            self._add_gen(g)
+        self._files: dict[tuple[int, int], _File] = {}
+        self._by_path: dict[str, _File] = {}
+        self._open = 0
+        self._dirty = False
+        self._last_save = 0.0
+        self._stopping = False
+        self._closed = False
+        self._wake: asyncio.Event | None = None
+        self._stop_event: asyncio.Event | None = None
+        self._warned_cap = False
+        # counters (tests, summaries)
+        self.lines_read = 0
+        self.truncations = 0
+
+    # --- generations ----------------------------------------------------------------------------
+    def _add_gen(self, g: _Gen) -> None:
+        self._gens[id(g)] = g
+        self._by_key.setdefault(g.key, []).append(g)
+        self._index_fp(g)
+
+    def _index_fp(self, g: _Gen) -> None:
+        self._by_fp.setdefault(g.fp, []).append(g)
+        if g.fp_len >= FP_MIN_COPY:
+            self._fp_lens[g.fp_len] += 1
+
+    def _unindex_fp(self, g: _Gen) -> None:
+        lst = self._by_fp.get(g.fp)
+        if lst is not None:
+            with contextlib.suppress(ValueError):
+                lst.remove(g)
+            if not lst:
+                del self._by_fp[g.fp]
+        if g.fp_len >= FP_MIN_COPY:
+            self._fp_lens[g.fp_len] -= 1
+            if self._fp_lens[g.fp_len] <= 0:
+                del self._fp_lens[g.fp_len]
+
+    def _drop_gen(self, g: _Gen) -> None:
+        self._gens.pop(id(g), None)
+        lst = self._by_key.get(g.key)
+        if lst is not None:
+            with contextlib.suppress(ValueError):
+                lst.remove(g)
+            if not lst:
+                del self._by_key[g.key]
+        self._unindex_fp(g)
+
+    def _set_fp(self, g: _Gen, prefix: bytes) -> None:
+        self._unindex_fp(g)
+        g.fp = fingerprint(prefix)
+        g.fp_len = len(prefix)
+        g.head = prefix
+        self._index_fp(g)
+        self._dirty = True
+
+    def _new_gen(self, key: tuple[int, int], prefix: bytes, start: int, path: str) -> _Gen:
+        g = _Gen(key[0], key[1], fingerprint(prefix), len(prefix), start, path, time.time())
+        g.head = prefix
+        self._add_gen(g)
+        self._dirty = True
+        return g
+
+    def _ack(self, g: _Gen, offset: int) -> None:
+        # Called by the pipeline once every sink accepted the batch, in emit order.
+        if offset > g.committed:
+            g.committed = offset
+            self._dirty = True
+
+    # --- discovery --------------------------------------------------------------------------------
+    def _expand(self) -> list[str]:
+        seen: dict[str, None] = {}
+        for pat in self.patterns:
+            if glob.has_magic(pat):
+                # Not recursive: ``**`` acts as ``*`` (no recursion blow-up, Vector #13129).
+                for p in sorted(glob.glob(pat)):
+                    seen.setdefault(p, None)
+            else:
+                seen.setdefault(pat, None)
+        return list(seen)
+
+    def _scan(self) -> None:
+        """One discovery pass: rotation/deletion of known files, new files, reopen idle ones.
+
+        Synchronous (no await inside), so it never interleaves with the reader mid-update."""
+        now = time.time()
+        mono = time.monotonic()
+        stats: dict[str, os.stat_result] = {}
+        for p in self._expand():
+            try:
+                st = os.stat(p)
+            except OSError:
+                continue
+            if stat_mod.S_ISREG(st.st_mode):
+                stats[p] = st
+        woke = False
+        # 1. files attached to a path: still there? grown?
+        for path, f in list(self._by_path.items()):
+            cur = stats.get(path)
+            if cur is None or (cur.st_dev, cur.st_ino) != f.key:
+                self._detach(f, mono)
+                woke = True
+                continue
+            if f.gen is not None:
+                f.gen.seen = now
+                f.gen.path = path
+            if cur.st_size != f.size_seen:
+                f.size_seen = cur.st_size
+                f.hot_until = mono + HOT_SECONDS
+                woke = True
+                if f.fd is None and not self._reopen(f):
+                    continue
+        # 2. paths not attached yet: a known file under a new name, or a new file
+        for path, st in stats.items():
+            if path in self._by_path:
+                continue
+            key = (st.st_dev, st.st_ino)
+            f2 = self._files.get(key)
+            if f2 is not None:
+                if f2.path is None:  # renamed to a name a glob matches: follow it, don't re-read
+                    f2.path = path
+                    self._by_path[path] = f2
+                    f2.hot_until = mono + HOT_SECONDS
+                # else: a hard link / second name of a file already read once
+                continue
+            if self._is_excluded is not None and self._is_excluded(path, st):
+                continue
+            if self._open_new(path, st):
+                woke = True
+        # 3. detached files: keep their generation alive; shadows whose original moved on
+        for f in list(self._files.values()):
+            if f.path is None and f.gen is not None:
+                f.gen.seen = now
+            if f.shadow_gen is not None and self._shadow_released(f):
+                self._release_shadow(f)
+                woke = True
+        if woke and self._wake is not None:
+            self._wake.set()
+
+    def _detach(self, f: _File, mono: float) -> None:
+        if f.path is not None:
+            self._by_path.pop(f.path, None)
+        f.path = None
+        f.detached_at = mono
+        f.hot_until = mono + HOT_SECONDS
+        if f.fd is None:  # idle-closed and now gone from its path: nothing left to read by fd
+            self._forget_file(f)
+
+    def _forget_file(self, f: _File) -> None:
+        if f.path is not None:
+            self._by_path.pop(f.path, None)
+            f.path = None
+        if self._files.get(f.key) is f:
+            del self._files[f.key]
+        if f.fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(f.fd)
+            f.fd = None
+            self._open -= 1
+        for other in self._files.values():
+            if other.shadow_file is f:
+                self._release_shadow(other)
+
+    def _make_capacity(self) -> bool:
+        if self._open < self.max_open:
+            return True
+        mono = time.monotonic()
+        victim: _File | None = None
+        for f in self._files.values():
+            if (f.fd is not None and f.path is not None and f.shadow_gen is None
+                    and f.hot_until < mono and f.size_seen == f.pos
+                    and (victim is None or f.last_data < victim.last_data)):
+                victim = f
+        if victim is None:
+            if not self._warned_cap:
+                self._warned_cap = True
+                diagnostics.warning(
+                    f"open-file cap reached ({self.max_open} files busy); new files wait for a "
+                    "free slot", key="tail-open-cap")
+            return False
+        assert victim.fd is not None
+        with contextlib.suppress(OSError):
+            os.close(victim.fd)
+        victim.fd = None
+        self._open -= 1
+        return True
+
+    def _reopen(self, f: _File) -> bool:
+        """Reopen an idle-closed file that grew; the identity is checked again (inode here,
+        fingerprint by the reader)."""
+        if f.path is None or not self._make_capacity():
+            return False
+        try:
+            fd = os.open(f.path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return False
+        st = os.fstat(fd)
+        if (st.st_dev, st.st_ino) != f.key:
+            os.close(fd)
+            self._detach(f, time.monotonic())
+            return False
+        f.fd = fd
+        self._open += 1
+        return True
+
+    def _open_new(self, path: str, st: os.stat_result) -> bool:
+        if not self._make_capacity():
+            return False
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as exc:
+            diagnostics.warning(f"cannot open {path}: {exc.strerror or exc}", key=f"tail-open:{path}")
+            return False
+        try:
+            fst = os.fstat(fd)
+            key = (fst.st_dev, fst.st_ino)
+            if key in self._files or not stat_mod.S_ISREG(fst.st_mode):
+                os.close(fd)
+                return False
+            prefix = os.pread(fd, FP_MAX, 0)
+        except OSError:
+            os.close(fd)
+            return False
+        self._open += 1
+        gen, pos, shadow = self._identify(key, fst.st_size, prefix, path)
+        defaults, level = self._origin_for(path)
+        f = _File(key, path, fd, gen, pos, record.LineNormaliser(defaults, level),
+                  LineSplitter(self.max_line_bytes),
+                  self._joiner_factory() if self._joiner_factory is not None else None)
+        f.size_seen = fst.st_size
+        if shadow is not None:
+            f.shadow_gen = shadow
+            f.shadow_file = next((x for x in self._files.values() if x.gen is shadow), None)
+        self._files[key] = f
+        self._by_path[path] = f
+        if gen is not None:
+            gen.seen = time.time()
+            gen.path = path
+        return True
+
+    def _identify(self, key: tuple[int, int], size: int, prefix: bytes,
+                  path: str) -> tuple[_Gen | None, int, _Gen | None]:
+        """(generation, start offset, shadowed generation) for a file seen for the first time."""
+        # 1. a checkpoint for this very inode whose fingerprint still matches: resume there
+        best: _Gen | None = None
+        for g in list(self._by_key.get(key, ())):
+            if g.retired:
+                continue
+            if g.fp_len <= len(prefix) and fingerprint(prefix[: g.fp_len]) == g.fp and g.committed <= size:
+                if best is None or g.fp_len > best.fp_len:
+                    best = g
+            else:
+                # inode reuse (other first bytes) or truncated while we were away: that
+                # generation is over; keep it only so a copy of it can still be recognised
+                g.retired = True
+                self._dirty = True
+        if best is not None:
+            if best.fp_len < len(prefix):
+                self._set_fp(best, prefix)
+            best.head = prefix
+            best.emitted = best.committed
+            return best, best.committed, None
+        # 2. another inode with the same first bytes: a copy (copytruncate's app.log.1) or a
+        #    file moved across filesystems
+        if len(prefix) >= FP_MIN_COPY:
+            match: _Gen | None = None
+            for length in sorted(self._fp_lens, reverse=True):
+                if length > len(prefix):
+                    continue
+                for g in self._by_fp.get(fingerprint(prefix[:length]), ()):
+                    if (g.key != key and g.fp_len == length
+                            and (match is None or g.seen > match.seen)):
+                        match = g
+                if match is not None:
+                    break
+            if match is not None:
+                live = self._files.get(match.key)
+                if live is not None and live.gen is match:
+                    return None, 0, match  # the original still holds this content
+            if match is None and len(prefix) < FP_MAX:
+                # shorter than a full fingerprint: maybe a copy still being written (cp is not
+                # atomic); compare with the first bytes of generations we hold in memory
+                for g in self._gens.values():
+                    if (g.key != key and g.head is not None and len(g.head) > len(prefix)
+                            and g.head.startswith(prefix) and (match is None or g.seen > match.seen)):
+                        match = g
+            if match is not None:
+                live = self._files.get(match.key)
+                if live is not None and live.gen is match:
+                    return None, 0, match  # the original still holds this content
+                start = min(match.emitted, size)
+                return self._new_gen(key, prefix, start, path), start, None
+        # 3. a new file: from the start
+        return self._new_gen(key, prefix, 0, path), 0, None
+
+    def _shadow_released(self, f: _File) -> bool:
+        sg = f.shadow_gen
+        src = f.shadow_file
+        if sg is None:
+            return False
+        return sg.retired or src is None or src.gen is not sg or self._files.get(src.key) is not src
+
+    def _release_shadow(self, f: _File) -> None:
+        """The original of a copy was truncated or is gone: read the copy from where the
+        original's delivered lines end."""
+        sg = f.shadow_gen
+        if sg is None:
+            return
+        start = sg.emitted
+        f.shadow_gen = None
+        f.shadow_file = None
+        prefix = b""
+        if f.fd is not None:
+            with contextlib.suppress(OSError):
+                prefix = os.pread(f.fd, FP_MAX, 0)
+        f.gen = self._new_gen(f.key, prefix, start, f.path or sg.path)
+        f.pos = f.base = start
+        f.split = LineSplitter(self.max_line_bytes)
+        f.hot_until = time.monotonic() + HOT_SECONDS
+
+    # --- reading ----------------------------------------------------------------------------------
+    async def _pump(self, f: _File, emit: Callable[[Batch], Awaitable[None]]) -> bool:
+        """Read what ``f`` has (up to PASS_BUDGET); True when something was read."""
+        if f.shadow_gen is not None:
+            if not self._shadow_released(f):
+                return False
+            self._release_shadow(f)
+        fd = f.fd
+        if fd is None or f.gen is None:
+            return False
+        try:
+            st = os.fstat(fd)
+        except OSError:
+            return False
+        gen = f.gen
+        size = st.st_size
+        if size < f.pos:
+            await self._retire(f, emit, "truncated")
+        elif size > f.pos:
+            # fingerprint check before reading new bytes: catches truncate-and-regrow past our
+            # offset between two polls, which size alone cannot see (rsyslog#511)
+            try:
+                prefix = os.pread(fd, min(size, FP_MAX), 0)
+            except OSError:
+                return False
+            if len(prefix) < gen.fp_len or fingerprint(prefix[: gen.fp_len]) != gen.fp:
+                await self._retire(f, emit, "rewritten")
+            elif len(prefix) > gen.fp_len:
+                self._set_fp(gen, prefix)
+        progressed = False
+        budget = PASS_BUDGET
+        gen = f.gen
+        while budget > 0 and not self._stopping and f.gen is gen and f.fd is not None:
+            try:
+                data = os.pread(f.fd, READ_CHUNK, f.pos)
+            except OSError as exc:
+                diagnostics.warning(f"cannot read {f.path or gen.path}: {exc.strerror or exc}",
+                                    key=f"tail-read:{gen.path}")
+                break
+            if not data:
+                break
+            f.pos += len(data)
+            budget -= len(data)
+            progressed = True
+            await self._process(f, gen, data, emit)
+        if progressed:
+            f.last_data = time.monotonic()
+            f.hot_until = f.last_data + HOT_SECONDS
+        elif f.path is None and f.gen is gen and not self._stopping and (
+                st.st_nlink == 0
+                or time.monotonic() - max(f.last_data, f.detached_at) >= DETACHED_IDLE_CLOSE):
+            # detached and at EOF: deleted → finish now; renamed away → after an idle spell
+            await self._finish(f, emit)
+        return progressed
+
+    async def _retire(self, f: _File, emit: Callable[[Batch], Awaitable[None]], why: str) -> None:
+        """The file at this inode no longer holds the generation we read (copytruncate)."""
+        old = f.gen
+        assert old is not None
+        self.truncations += 1
+        # Complete lines the joiner holds go out; a partial last line is dropped: its end was
+        # cut off by the truncate (it is in the copy, if a glob matches one — which then
+        # resumes at the last line boundary we delivered, ``old.emitted``).
+        if f.joiner is not None:
+            pairs = f.joiner.flush()
+            if pairs:
+                await self._emit_pairs(f, old, pairs, emit)
+        old.retired = True
+        self._dirty = True
+        prefix = b""
+        if f.fd is not None:
+            with contextlib.suppress(OSError):
+                prefix = os.pread(f.fd, FP_MAX, 0)
+        f.gen = self._new_gen(f.key, prefix, 0, f.path or old.path)
+        shadows = [x for x in self._files.values() if x.shadow_gen is old]
+        f.pos = f.base = 0
+        f.split = LineSplitter(self.max_line_bytes)
+        f.joiner = self._joiner_factory() if self._joiner_factory is not None else None
+        for x in shadows:
+            self._release_shadow(x)
+        diagnostics.info(f"{f.path or old.path} was {why} (copytruncate?); reading it from the start",
+                         key=f"tail-truncated:{old.path}")
+
+    async def _finish(self, f: _File, emit: Callable[[Batch], Awaitable[None]]) -> None:
+        """A drained file that is gone: emit its dangling partial line and close it."""
+        await self._flush_held(f, emit)
+        self._forget_file(f)
+
+    async def _flush_held(self, f: _File, emit: Callable[[Batch], Awaitable[None]]) -> None:
+        """Emit what the splitter and the joiner hold (partial last line, pending group)."""
+        gen = f.gen
+        if gen is None:
+            return
+        held = f.split.flush_flagged()
+        out: list[tuple[bytes, int]] = []
+        end = f.base + f.split.consumed
+        if f.joiner is not None:
+            if held is not None:
+                out.extend(f.joiner.push(held[0], end))
+            out.extend(f.joiner.flush())
+        elif held is not None:
+            out.append((held[0], end))
+        if out:
+            await self._emit_pairs(f, gen, out, emit)
+        elif held is not None:
+            gen.emitted = max(gen.emitted, end)
+
+    async def _process(self, f: _File, gen: _Gen, data: bytes,
+                       emit: Callable[[Batch], Awaitable[None]]) -> None:
+        split = f.split
+        c0 = split.consumed
+        lines, cut = split.split(data)
+        if not lines:
+            return
+        start = f.base + c0
+        if f.joiner is not None:
+            if cut:
+                raws = [len(x) + 1 for x in lines]
+                for k, raw in cut.items():
+                    raws[k] = raw
+                ends = itertools.accumulate(raws, initial=start)
+            else:
+                ends = itertools.accumulate((len(x) + 1 for x in lines), initial=start)
+            next(ends)
+            push = f.joiner.push
+            out: list[tuple[bytes, int]] = []
+            for line, end in zip(lines, ends, strict=False):
+                out += push(line, end)
+            if out:
+                await self._emit_pairs(f, gen, out, emit)
+            return
+        received = record.now()
+        n = len(lines)
+        i = 0
+        pos = start
+        while i < n:
+            j = min(n, i + BATCH_MAX_RECORDS)
+            while j - i > 1 and sum(map(len, lines[i:j])) + _SPLICE_ESTIMATE * (j - i) > BATCH_MAX_BYTES:
+                j = i + (j - i) // 2
+            seg = lines[i:j]
+            pos += sum(map(len, seg)) + (j - i)
+            flagged: list[int] = []
+            if cut:
+                for k, raw in cut.items():
+                    if i <= k < j:
+                        pos += raw - len(lines[k]) - 1
+                        flagged.append(k - i)
+            await self._emit_lines(f, gen, seg, flagged, pos, received, emit)
+            i = j
+
+    async def _emit_pairs(self, f: _File, gen: _Gen, pairs: list[tuple[bytes, int]],
+                          emit: Callable[[Batch], Awaitable[None]]) -> None:
+        received = record.now()
+        n = len(pairs)
+        i = 0
+        while i < n:
+            j = min(n, i + BATCH_MAX_RECORDS)
+            while j - i > 1 and sum(len(p[0]) for p in pairs[i:j]) > BATCH_MAX_BYTES:
+                j = i + (j - i) // 2
+            seg = [p[0] for p in pairs[i:j]]
+            flagged = [k for k, line in enumerate(seg) if line.endswith(TRUNCATION_MARKER)]
+            await self._emit_lines(f, gen, seg, flagged, pairs[j - 1][1], received, emit)
+            i = j
+
+    async def _emit_lines(self, f: _File, gen: _Gen, seg: list[bytes], flagged: list[int],
+                          end: int, received: str, emit: Callable[[Batch], Awaitable[None]]) -> None:
+        norm = f.norm
+        res = [norm(line, received) for line in seg]
+        for k in flagged:
+            r = res[k]
+            if r is not None:
+                rec = r[0]
+                rec[record.TRUNCATED] = True
+                res[k] = (rec, record.dumps(rec))
+        res2 = [r for r in res if r is not None]
+        recs = [r[0] for r in res2]
+        outs = [r[1] for r in res2]
+        self.lines_read += len(recs)
+        if end > gen.emitted:
+            gen.emitted = end
+        await emit(Batch(recs, outs, ack=functools.partial(self._ack, gen, end),
+                         source=gen.path))
+
+    # --- the Source contract ----------------------------------------------------------------------
+    async def run(self, emit: Callable[[Batch], Awaitable[None]]) -> None:
+        """Tail until ``stop()`` (or, with ``once``, until everything present has been read)."""
+        self._wake = asyncio.Event()
+        self._stop_event = asyncio.Event()
+        self._scan()
+        if self.once:
+            for f in list(self._files.values()):
+                while not self._stopping and await self._pump(f, emit):
+                    pass
+                if not self._stopping:
+                    await self._flush_held(f, emit)
+            return
+        scanner = asyncio.create_task(self._scanner(), name="tail-scan")
+        try:
+            await self._reader(emit)
+        finally:
+            scanner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await scanner
+
+    async def _reader(self, emit: Callable[[Batch], Awaitable[None]]) -> None:
+        wake = self._wake
+        assert wake is not None
+        while not self._stopping:
+            wake.clear()
+            mono = time.monotonic()
+            progressed = False
+            any_hot = False
+            deadline: float | None = None
+            for f in list(self._files.values()):
+                if self._stopping:
+                    break
+                if f.hot_until > mono or f.path is None or f.pos < f.size_seen or f.shadow_gen is not None:
+                    any_hot = True
+                    if await self._pump(f, emit):
+                        progressed = True
+                j = f.joiner
+                if j is not None and j.idle_deadline is not None and f.gen is not None:
+                    if time.monotonic() >= j.idle_deadline:
+                        pairs = j.flush()
+                        if pairs:
+                            await self._emit_pairs(f, f.gen, pairs, emit)
+                    elif deadline is None or j.idle_deadline < deadline:
+                        deadline = j.idle_deadline
+            if progressed:
+                await asyncio.sleep(0)
+                continue
+            timeout: float | None = HOT_POLL if any_hot else None
+            if deadline is not None:
+                until = max(0.0, deadline - time.monotonic())
+                timeout = until if timeout is None else min(timeout, until)
+            if timeout is None:
+                await wake.wait()
+            else:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(wake.wait(), timeout)
+
+    async def _scanner(self) -> None:
+        assert self._stop_event is not None
+        while not self._stopping:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop_event.wait(), self.rescan_interval)
+            if self._stopping:
+                return
+            try:
+                self._scan()
+            except OSError as exc:  # e.g. EMFILE from elsewhere in the process: retry next time
+                diagnostics.warning(f"tail: scan failed: {exc}", key="tail-scan")
+            if self._dirty and time.monotonic() - self._last_save >= CHECKPOINT_INTERVAL:
+                try:
+                    await self._save_async()
+                except CheckpointError as exc:
+                    diagnostics.error(str(exc), key="tail-checkpoint-write")
+
+    def _snapshot(self) -> bytes:
+        """Encode the checkpoint (and forget generations not seen for FORGET_AFTER)."""
+        cutoff = time.time() - FORGET_AFTER
+        live = {id(f.gen) for f in self._files.values() if f.gen is not None}
+        for g in list(self._gens.values()):
+            if g.seen < cutoff and id(g) not in live:
+                self._drop_gen(g)
+        self._dirty = False
+        self._last_save = time.monotonic()
+        return self._store.encode(g.state() for g in self._gens.values())
+
+    async def _save_async(self) -> None:
+        data = self._snapshot()
+        try:
+            await asyncio.to_thread(self._store.write_bytes, data)
+        except CheckpointError:
+            self._dirty = True
+            raise
+
+    def save(self) -> None:
+        """Write the checkpoint now (blocking)."""
+        self._store.write_bytes(self._snapshot())
+
+    def stop(self) -> None:
+        """Finish after the batch in hand; held partial lines stay unread (and uncommitted)."""
+        self._stopping = True
+        if self._wake is not None:
+            self._wake.set()
+        if self._stop_event is not None:
+            self._stop_event.set()
+
+    async def aclose(self) -> None:
+        """Commit the final checkpoint, close every file, release the state lock."""
+        if self._closed:
+            return
+        self._closed = True
+        self._stopping = True
+        try:
+            self.save()
+        finally:
+            for f in list(self._files.values()):
+                if f.fd is not None:
+                    with contextlib.suppress(OSError):
+                        os.close(f.fd)
+                    f.fd = None
+            self._files.clear()
+            self._by_path.clear()
+            self._open = 0
+            self._store.close()

@@ -347,7 +347,8 @@ def _slow(st: _State, level: str, event: Any, kw: dict[str, Any]) -> None:
         event = kw.pop(MESSAGE, None)
     else:
         kw.pop(MESSAGE, None)
-    ev: dict[str, Any] = {TIME: kw.pop(TIME, None) or _now(), LEVEL: level}
+    stamp = kw.pop(TIME, None)  # a call (or a stdlib record) may carry its own time
+    ev: dict[str, Any] = {TIME: _now() if stamp is None else stamp, LEVEL: level}
     if event is not None:
         ev[MESSAGE] = event
     ev.update(st.bound)

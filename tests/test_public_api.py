@@ -1,0 +1,80 @@
+"""The public surface of ``logpipe`` (httpx's tests/test_exported_members.py style) and what
+``import logpipe`` may pull in."""
+
+from __future__ import annotations
+
+import structlog
+
+import logpipe
+from logpipe import _version, bindings
+from tests._logger_helpers import lines, run_py
+
+PUBLIC = ["__version__", "bind", "configure", "context", "logger", "unbind"]
+
+
+def test_all_is_exactly_the_public_api() -> None:
+    """``logpipe.__all__`` lists exactly the documented names, and each one is there."""
+    assert sorted(logpipe.__all__) == PUBLIC
+    for name in PUBLIC:
+        assert getattr(logpipe, name) is not None, name
+        assert name in dir(logpipe)
+
+
+def test_names_are_the_bindings_objects() -> None:
+    """The exported names are the logger module's own objects (one logger per process), and the
+    logger is a structlog bound logger."""
+    for name in ("bind", "configure", "context", "logger", "unbind"):
+        assert getattr(logpipe, name) is getattr(bindings, name)
+    assert isinstance(logpipe.logger, structlog.BoundLoggerBase)
+    assert logpipe.__version__ == _version.__version__ and isinstance(logpipe.__version__, str)
+
+
+def test_star_import_and_unknown_names() -> None:
+    """``from logpipe import *`` gives exactly the public names; an unknown name is an
+    AttributeError naming it."""
+    ns: dict[str, object] = {}
+    exec("from logpipe import *", ns)  # the statement under test
+    assert sorted(k for k in ns if k != "__builtins__") == PUBLIC
+    try:
+        logpipe.no_such_name  # type: ignore[attr-defined]  # noqa: B018
+    except AttributeError as exc:
+        assert "no_such_name" in str(exc)
+    else:
+        raise AssertionError("expected AttributeError")
+
+
+def test_import_pulls_in_no_cli_http_or_compression() -> None:
+    """In a fresh interpreter ``import logpipe`` imports neither click, httpx, zstandard nor the
+    logger; using the logger then loads structlog but still none of click, httpx, zstandard, nor
+    the collector side (cli, collector, pipeline, sinks)."""
+    proc = run_py(
+        """
+        import logging, sys
+        import logpipe
+        heavy = ("click", "httpx", "zstandard")
+        print(sorted(m for m in heavy + ("structlog", "logpipe.bindings") if m in sys.modules),
+              file=sys.stderr)
+        print(len(logging.getLogger().handlers), file=sys.stderr)
+        from logpipe import logger
+        logger.info("hello")
+        collector_side = ("logpipe.cli", "logpipe.collector", "logpipe.pipeline", "logpipe.sinks")
+        print(sorted(m for m in heavy + collector_side if m in sys.modules), file=sys.stderr)
+        """
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.decode().splitlines() == ["[]", "0", "[]"]
+    assert lines(proc.stdout)[0]["message"] == "hello"
+
+
+def test_cli_does_not_install_the_logging_bridge() -> None:
+    """Importing the ``logpipe`` command's module leaves stdlib ``logging`` alone (its stdout is
+    the record stream, so library records must not appear there)."""
+    proc = run_py(
+        """
+        import logging, sys
+        import logpipe.cli
+        print(len(logging.getLogger().handlers), "logpipe.bindings" in sys.modules, file=sys.stderr)
+        """
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.decode().strip() == "0 False"

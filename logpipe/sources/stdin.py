@@ -83,14 +83,14 @@ class StdinSource(Source):
                 if not chunk:
                     break  # EOF (or an unreadable input, already reported)
                 self.bytes_read += len(chunk)
-                lines, flags = self._split.feed(chunk)
+                lines, cut = self._split.split(chunk)
                 if lines:
-                    await self._emit_lines(lines, flags, emit)
+                    await self._emit_lines(lines, cut, emit)
         finally:
             poller.unregister(fd)
-        tail = self._split.flush()
-        if tail is not None:
-            await self._emit_lines([tail], [False], emit)
+        held = self._split.flush_flagged()
+        if held is not None:
+            await self._emit_lines([held[0]], {0: 0} if held[1] else None, emit)
 
     async def _readable(self, loop: asyncio.AbstractEventLoop, fd: int) -> bool:
         """Wait until ``fd`` is readable (True) or stop() is called (False)."""
@@ -110,19 +110,20 @@ class StdinSource(Source):
             wake.cancel()
         return ready.done()
 
-    async def _emit_lines(self, lines: list[bytes], flags: list[bool],
+    async def _emit_lines(self, lines: list[bytes], cut: dict[int, int] | None,
                           emit: Callable[[Batch], Awaitable[None]]) -> None:
+        """Normalise ``lines`` (``cut``: indexes of truncated ones) and emit them in batches."""
         received = record.now()
         recs: list[dict[str, Any]] = []
         out: list[bytes] = []
         size = 0
         normalise = self._normalise
-        for line, cut in zip(lines, flags, strict=True):
+        for i, line in enumerate(lines):
             res = normalise(line, received)
             if res is None:
                 continue
             rec, enc = res
-            if cut:
+            if cut and i in cut:
                 rec[record.TRUNCATED] = True
                 enc = record.dumps(rec)
             recs.append(rec)

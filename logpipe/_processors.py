@@ -161,18 +161,23 @@ class Redactor:
 
     def redact(self, value: Any, _depth: int = 0) -> Any:
         """A copy of ``value`` with secret values replaced; ``value`` itself when nothing was."""
-        if _depth > 64 or not self.names:  # deeper than any real payload; the renderer copes
+        t = type(value)
+        if t in _SCALARS or _depth > 64 or not self.names:  # deeper than any real payload
             return value
-        if isinstance(value, Mapping):
+        if t is dict or (t not in _SEQUENCES and isinstance(value, Mapping)):
             out: dict[Any, Any] | None = None
+            memo = self._memo
             for k, v in value.items():
-                nv = REDACTED if self.is_secret(k) else self.redact(v, _depth + 1)
+                secret = memo.get(k)
+                if secret is None:
+                    secret = self.is_secret(k)
+                nv = REDACTED if secret else self.redact(v, _depth + 1)
                 if nv is not v and out is None:
                     out = dict(value)
                 if out is not None:
                     out[k] = nv
             return value if out is None else out
-        if isinstance(value, list | tuple):
+        if t in _SEQUENCES or isinstance(value, list | tuple):
             items = [self.redact(v, _depth + 1) for v in value]
             if any(a is not b for a, b in zip(items, value, strict=True)):
                 return items
@@ -183,16 +188,22 @@ class Redactor:
         """Processor: redact the event dict in place (top level) and copy-on-write below it."""
         if not self.names:
             return event_dict
-        for k in list(event_dict):
-            if k in (TIME, LEVEL, MESSAGE):
-                continue
-            if self.is_secret(k):
-                event_dict[k] = REDACTED
-            else:
-                v = event_dict[k]
-                if isinstance(v, Mapping | list | tuple):
-                    event_dict[k] = self.redact(v)
+        memo = self._memo
+        for k, v in event_dict.items():  # replacing values while iterating is fine: no resize
+            secret = memo.get(k)
+            if secret is None:
+                secret = self.is_secret(k)
+            if secret:
+                if k not in _OWN_KEYS:
+                    event_dict[k] = REDACTED
+            elif type(v) not in _SCALARS:
+                event_dict[k] = self.redact(v)
         return event_dict
+
+
+_SCALARS = frozenset((str, int, float, bool, type(None)))
+_SEQUENCES = frozenset((list, tuple))
+_OWN_KEYS = frozenset((TIME, LEVEL, MESSAGE))
 
 
 def _norm_key(key: str) -> str:

@@ -42,6 +42,7 @@ from logpipe.sinks import SinkOptions
 _GLOB_CHARS = frozenset("*?[")
 JLIST_TIMEOUT = 5.0
 JLIST_MIN_INTERVAL = 2.0
+JLIST_RECHECK = 0.5
 
 
 @dataclass
@@ -150,10 +151,10 @@ class Pm2Registry:
         """The apps of the last successful ``pm2 jlist``."""
         return list(self._apps)
 
-    def refresh(self, force: bool = False) -> None:
+    def refresh(self, force: bool = False, min_interval: float = JLIST_MIN_INTERVAL) -> None:
         """Re-run ``pm2 jlist`` (rate-limited) when PM2's daemon is up."""
         now = time.monotonic()
-        if not force and now - self._at < JLIST_MIN_INTERVAL:
+        if not force and now - self._at < min_interval:
             return
         self._at = now
         if self._bin is None or not os.path.exists(os.path.join(self.home, "rpc.sock")):
@@ -200,7 +201,9 @@ class Pm2Registry:
         real = os.path.realpath(path)
         hit = self._by_path.get(real)
         if hit is None:
-            self.refresh()
+            # a file jlist did not name yet: most likely an app started since; ask again
+            # unless we just did (new PM2 files are rare, a jlist costs ~0.3 s of node)
+            self.refresh(min_interval=JLIST_RECHECK)
             hit = self._by_path.get(real)
         ident = identity.from_filename(path)
         if hit is not None:

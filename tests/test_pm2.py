@@ -1,0 +1,164 @@
+"""``logpipe collect --pm2`` against a real PM2 (installed from npm) with a private PM2_HOME."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests._collect_helpers import Collector, run_collect
+from tests.helpers import wait_for
+
+PM2_VERSION = "7.0.4"
+CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "logpipe-test-pm2"
+
+APP = """\
+import json, os, sys, time
+for i in range(3):
+    print(json.dumps({"message": f"tick {i}", "n": i, "app_pid": os.getpid()}), flush=True)
+print(f"plain on stderr from {os.getpid()}", file=sys.stderr, flush=True)
+time.sleep(600)
+"""
+
+
+@pytest.fixture(scope="session")
+def pm2_bin() -> Path:
+    """The pm2 executable, installed once per version under ~/.cache/logpipe-test-pm2/<v>
+    (an ``npm install`` of a few seconds the first time; reused afterwards)."""
+    if shutil.which("npm") is None or shutil.which("node") is None:
+        pytest.skip("npm/node not installed: cannot install pm2 for the PM2 integration tests")
+    target = CACHE / PM2_VERSION
+    binary = target / "node_modules" / ".bin" / "pm2"
+    if binary.exists():
+        return binary
+    CACHE.mkdir(parents=True, exist_ok=True)
+    with open(CACHE / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # two test runs at once install only once
+        if binary.exists():
+            return binary
+        tmp = Path(tempfile.mkdtemp(prefix=f".{PM2_VERSION}-", dir=CACHE))
+        proc = subprocess.run(
+            ["npm", "install", "--no-audit", "--no-fund", "--loglevel=error", "--prefix", str(tmp),
+             f"pm2@{PM2_VERSION}"], capture_output=True, timeout=300, check=False)
+        if proc.returncode != 0:
+            shutil.rmtree(tmp, ignore_errors=True)
+            pytest.fail(f"npm install pm2@{PM2_VERSION} failed: {proc.stderr.decode()[-500:]}")
+        os.replace(tmp, target)  # atomic: a half-installed pm2 is never used
+    return binary
+
+
+class Pm2:
+    """A private PM2 daemon (its own PM2_HOME) driven through the real CLI."""
+
+    def __init__(self, binary: Path, home: Path) -> None:
+        self.binary = binary
+        self.home = home
+
+    @property
+    def env(self) -> dict[str, str]:
+        """The current environment (each test's own state dir) + PM2_HOME + pm2 on PATH."""
+        env = dict(os.environ, PM2_HOME=str(self.home))
+        env["PATH"] = f"{self.binary.parent}{os.pathsep}{os.environ.get('PATH', '')}"
+        return env
+
+    def __call__(self, *args: str) -> str:
+        proc = subprocess.run([str(self.binary), *args], env=self.env, capture_output=True,
+                              timeout=60, stdin=subprocess.DEVNULL, check=False)
+        assert proc.returncode == 0, proc.stderr.decode()[-1000:]
+        return proc.stdout.decode()
+
+    def start(self, app: Path, name: str, *extra: str) -> None:
+        self("start", str(app), "--name", name, "--interpreter", sys.executable, *extra)
+
+    def log_lines(self) -> int:
+        logs = self.home / "logs"
+        return sum(p.read_bytes().count(b"\n") for p in logs.glob("*.log")) if logs.exists() else 0
+
+
+@pytest.fixture(scope="module")
+def pm2(pm2_bin: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pm2]:
+    """PM2 running ``single`` (fork mode) and ``multi`` (``-i 2``: per-instance files
+    ``multi-out-<pm_id>.log``); ``pm2 kill`` at teardown whatever happens."""
+    # short path: PM2's unix sockets live in PM2_HOME (sun_path is limited to 108 bytes)
+    base = Path(tempfile.mkdtemp(prefix="lp-pm2-"))
+    home = base / "h"
+    app = base / "app.py"
+    app.write_text(APP)
+    p = Pm2(pm2_bin, home)
+    try:
+        p.start(app, "single")
+        p.start(app, "multi", "-i", "2")
+        wait_for(lambda: p.log_lines() >= 12, timeout=30, message="12 lines in PM2's log files")
+        yield p
+    finally:
+        with contextlib.suppress(Exception):
+            p("kill")
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def _check(recs: list[dict[str, object]], instances: dict[str, set[str]]) -> None:
+    by_svc: dict[str, list[dict[str, object]]] = {}
+    for r in recs:
+        by_svc.setdefault(str(r["service"]), []).append(r)
+    assert set(by_svc) == set(instances), by_svc.keys()
+    for svc, want in instances.items():
+        rs = by_svc[svc]
+        assert len(rs) == 4 * len(want)
+        assert {str(r["instance_id"]) for r in rs} == want
+        for r in rs:
+            assert isinstance(r["pm_id"], int)
+            if str(r["message"]).startswith("plain on stderr"):
+                assert r["level"] == "error"
+            else:
+                assert r["level"] == "info" and str(r["message"]).startswith("tick")
+
+
+def test_collect_pm2_with_jlist(pm2: Pm2, tmp_path: Path) -> None:
+    """With pm2 on PATH: every record carries the app's name as service and PM2's instance
+    number (NODE_APP_INSTANCE from ``pm2 jlist``) as instance_id — 0 and 1 for ``-i 2`` even
+    though their pm_ids are 1 and 2 — and stderr lines are errors."""
+    rc, recs, err = run_collect(["--once", "--pm2", str(pm2.home)], env=pm2.env)
+    assert rc == 0, err
+    _check(recs, {"single": {"0"}, "multi": {"0", "1"}})
+    multi = {(r["pm_id"], r["instance_id"]) for r in recs if r["service"] == "multi"}
+    assert multi == {(1, "0"), (2, "1")}
+    assert b"SECRET" not in err and b"pm2_env" not in err
+
+
+def test_collect_pm2_without_pm2_on_path_falls_back_to_pm_id(pm2: Pm2) -> None:
+    """When PM2 cannot be asked (pm2 not on PATH), instance_id falls back to the pm_id taken
+    from the ``-<pm_id>`` file suffix; the fork app (no suffix) has no pm_id to offer."""
+    env = dict(pm2.env, PATH=os.defpath)  # --pm2 without a value reads $PM2_HOME
+    rc, recs, err = run_collect(["--once", "--pm2"], env=env)
+    assert rc == 0, err
+    multi = {(r["pm_id"], r["instance_id"]) for r in recs if r["service"] == "multi"}
+    assert multi == {(1, "1"), (2, "2")}
+    single = [r for r in recs if r["service"] == "single"]
+    assert len(single) == 4
+
+
+def test_pm2_app_started_after_collector(pm2: Pm2, tmp_path: Path) -> None:
+    """A PM2 app started while the collector runs is picked up (glob rescan) with its name
+    and instance from a refreshed ``pm2 jlist``."""
+    app = tmp_path / "late.py"
+    app.write_text(APP)
+    col = Collector(["--pm2", str(pm2.home)], env=pm2.env)
+    try:
+        col.wait_records(lambda r: r.get("service") == "multi", n=8, timeout=30)
+        pm2.start(app, "late")
+        late = col.wait_records(lambda r: r.get("service") == "late", n=4, timeout=30)
+    finally:
+        rc = col.terminate()
+        with contextlib.suppress(AssertionError):
+            pm2("delete", "late")
+    assert rc == 0, col.stderr
+    assert {r["instance_id"] for r in late} == {"0"}
+    assert {r["pm_id"] for r in late} == {3}

@@ -633,3 +633,46 @@ def test_stdout_is_not_block_buffered_while_child_lives() -> None:
         proc.stdin.close()
         proc.wait(timeout=30)
         proc.stdout.close()
+
+
+# --- the examples the README demo runs ----------------------------------------------------------
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+@pytest.mark.parametrize("script", ["api.py", "worker.py"])
+def test_example_runs_a_bounded_loop_and_exits_0(script: str) -> None:
+    """``examples/<script> --count 12 --interval 0`` exits 0 and writes only JSON lines with the
+    service from LOGPIPE_SERVICE and a feature; the API's request lines carry a request id from
+    ``context()``, the worker logs at least one failure with its traceback in ``exception``."""
+    proc = subprocess.run([sys.executable, str(EXAMPLES / script), "--count", "12", "--interval", "0"],
+                          env=child_env(LOGPIPE_SERVICE="svc", LOGPIPE_INSTANCE_ID="1"),
+                          capture_output=True, timeout=60, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == b""
+    recs = lines(proc.stdout)
+    assert all(r["service"] == "svc" and r["instance_id"] == "1" and r.get("feature") for r in recs)
+    if script == "api.py":
+        done = [r for r in recs if r["message"] == "request done"]
+        assert len(done) == 12 and all(r["request_id"].startswith("r-1-") for r in done)
+        assert all("Bearer" not in str(r.get("headers")) for r in recs)
+    else:
+        failed = [r for r in recs if r["message"] == "job failed"]
+        assert failed and all("PaymentDeclined" in r["exception"] for r in failed)
+    assert recs[-1]["message"].endswith("stopped")
+
+
+def test_example_stops_cleanly_on_sigterm() -> None:
+    """SIGTERM (what ``logpipe collect`` sends its children) ends the example with exit 0 and a
+    last "stopped" line."""
+    proc = subprocess.Popen([sys.executable, str(EXAMPLES / "worker.py"), "--count", "100000",
+                             "--interval", "0.01"], stdout=subprocess.PIPE, env=child_env())
+    assert proc.stdout is not None
+    with proc.stdout:
+        first = proc.stdout.readline()
+        assert lines(first)[0]["message"] == "worker started"
+        proc.send_signal(signal.SIGTERM)
+        rest = proc.stdout.read()
+    assert proc.wait(timeout=30) == 0
+    last = lines(rest)[-1]
+    assert last["message"] == "worker stopped" and last["signalled"] is True

@@ -25,8 +25,8 @@ is never rotated again. Retention matches the *exact* log name (``api.log`` neve
 ``api-gw.log.*``: pm2-logrotate #128/#167), and only ever deletes regular files whose names
 are this engine's own output.
 
-Compression: streaming zstd (bounded memory) to ``.<name>.zst.tmp``, fsync, decompress-verify
-(size + zstd's content checksum), rename, fsync the directory, and only then remove the
+Compression: streaming zstd (bounded memory) to ``.<name>.zst.tmp``, decompress-verified as it
+is written (size + zstd's content checksum), fsync, rename, fsync the directory, and only then remove the
 uncompressed file (pm2-logrotate #51 shipped truncated .gz files because it compressed a live
 file). A rotated file is left uncompressed for the next run ("postponed", logrotate's
 ``delaycompress`` done on evidence instead of always) while
@@ -73,10 +73,14 @@ WRITER_WAIT_SECONDS = 2.0
 #: xattr recording when rotation created a fresh log file (evidence for --daily).
 CREATED_XATTR = "user.logpipe.created"
 
-#: zstd settings, tuned with bench/rotate.py on varied JSON logs: level 3 with a 32 MiB
-#: window beats ``gzip -6`` on size at well under a third of its time; one worker thread lets
-#: compression overlap reading and writing. Window ≤ 2^27 so plain ``zstd -d`` decompresses it.
-ZSTD_LEVEL = 3
+#: zstd settings, tuned with ``bench/rotate.py --tune`` on 100 MB of varied JSON logs (random
+#: request ids, paths, durations): levels 2-4 came out *larger* than ``gzip -6`` there; level 1
+#: plus long-distance matching (``zstd --long``) matched gzip's size at ~0.2x its CPU time.
+#: The window stays ≤ 2^27 so plain ``zstd -d`` / ``zstdcat`` decompress without ``--long``;
+#: memory is bounded by the window (compressing and verifying), whatever the file size.
+#: Threads: none — on a busy 2-core box a worker thread measured no faster.
+ZSTD_LEVEL = 1
+ZSTD_LONG = True
 ZSTD_WINDOW_LOG = 25
 ZSTD_THREADS = 0
 IO_CHUNK = 1 << 20
@@ -438,7 +442,7 @@ def _compressor(size: int) -> Any:
 
     params = zstandard.ZstdCompressionParameters.from_level(
         ZSTD_LEVEL, source_size=size, window_log=ZSTD_WINDOW_LOG, threads=ZSTD_THREADS,
-        write_checksum=True, write_content_size=True,
+        enable_ldm=ZSTD_LONG, write_checksum=True, write_content_size=True,
     )
     return zstandard.ZstdCompressor(compression_params=params)
 
@@ -457,6 +461,58 @@ def verify_zst(path: str, expected_size: int) -> None:
         raise RotateError(f"{path}: compressed output failed verification ({exc})") from None
     if total != expected_size:
         raise RotateError(f"{path}: compressed output holds {total} bytes, expected {expected_size}")
+
+
+class _VerifyingWriter:
+    """The compressor's output file: writes each compressed chunk to ``fd`` and, on a second
+    thread, decompresses it again (zstd releases the GIL, so verification overlaps compression
+    instead of adding a second pass). zstd checks the frame's content checksum at its end."""
+
+    def __init__(self, fd: int) -> None:
+        import queue
+        import threading
+
+        self._fd = fd
+        self._q: queue.Queue[bytes | None] = queue.Queue(maxsize=8)  # bounded: ≤ 8 chunks held
+        self.total = 0
+        self.written = 0
+        self._error: Exception | None = None
+        self._eof = False
+        self._thread = threading.Thread(target=self._run, name="logpipe-zstd-verify", daemon=True)
+        self._thread.start()
+
+    def write(self, data: bytes) -> int:
+        chunk = bytes(data)
+        _write_all(self._fd, chunk)
+        self.written += len(chunk)
+        self._q.put(chunk)
+        return len(chunk)
+
+    def _run(self) -> None:
+        import zstandard
+
+        dobj = zstandard.ZstdDecompressor().decompressobj()
+        while (chunk := self._q.get()) is not None:
+            if self._error is None:
+                try:
+                    self.total += len(dobj.decompress(chunk))
+                except zstandard.ZstdError as exc:
+                    self._error = exc
+        self._eof = dobj.eof
+
+    def finish(self, path: str, expected_size: int) -> None:
+        """Wait for the verifier; raise RotateError unless it saw one whole, intact frame."""
+        self._q.put(None)
+        self._thread.join()
+        if self._error is not None:
+            raise RotateError(f"{path}: compressed output failed verification ({self._error})")
+        if not self._eof or self.total != expected_size:
+            raise RotateError(f"{path}: compressed output holds {self.total} bytes, "
+                              f"expected {expected_size}")
+
+    def abandon(self) -> None:
+        self._q.put(None)
+        self._thread.join()
 
 
 def compress_rotated(src_path: str) -> Compressed | None:
@@ -478,21 +534,27 @@ def compress_rotated(src_path: str) -> Compressed | None:
                           0o600)
         except OSError as exc:
             raise RotateError(f"cannot create {tmp}: {exc.strerror}") from None
+        writer = _VerifyingWriter(out)
         try:
-            with open(src, "rb", closefd=False) as ifh, open(out, "wb", closefd=False) as ofh:
+            with open(src, "rb", closefd=False) as ifh:
                 n_in, n_out = _compressor(st.st_size).copy_stream(
-                    ifh, ofh, size=st.st_size, read_size=IO_CHUNK, write_size=IO_CHUNK)
+                    ifh, writer, size=st.st_size, read_size=IO_CHUNK, write_size=IO_CHUNK)
+            writer.finish(tmp, n_in)
             os.fsync(out)
+            if os.fstat(out).st_size != writer.written:
+                raise RotateError(f"{tmp}: short write; kept {src_path} uncompressed")
             os.fchmod(out, stat_mod.S_IMODE(st.st_mode))
             with contextlib.suppress(PermissionError):
                 os.fchown(out, st.st_uid, st.st_gid)
+        except BaseException:
+            writer.abandon()
+            raise
         finally:
             os.close(out)
         after = os.fstat(src)
         if after.st_size != n_in or after.st_mtime_ns != st.st_mtime_ns:
             os.unlink(tmp)
             return None  # still being written: next run
-        verify_zst(tmp, n_in)
         os.utime(tmp, ns=(st.st_atime_ns, st.st_mtime_ns))
         os.rename(tmp, dst)
         directory = os.path.dirname(os.path.abspath(src_path))

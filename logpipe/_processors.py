@@ -112,18 +112,18 @@ REDACTED = "[REDACTED]"
 
 #: Keys redacted by default (SPEC §2). Matching is by :meth:`Redactor.is_secret`.
 DEFAULT_REDACT: tuple[str, ...] = (
+    # SPEC §2's list …
     "password",
     "passwd",
-    "pwd",
     "secret",
     "token",
     "api_key",
-    "apikey",
     "authorization",
     "cookie",
+    # … and the spellings that commonly carry the same things
+    "apikey",
     "private_key",
     "access_key",
-    "client_secret",
 )
 
 

@@ -24,7 +24,6 @@ text is replaced, and a failed write (closed stdout, EPIPE) is dropped.
 from __future__ import annotations
 
 import contextlib
-import errno
 import io
 import logging
 import os
@@ -105,7 +104,7 @@ class _FdWriter:
             try:
                 n = os.write(self.fd, line)
             except OSError:
-                n = 0  # the loop below retries or gives up, by errno
+                n = 0  # the loop below retries, waits (EAGAIN) or gives up
             if n == len(line):
                 return
             view = memoryview(line)[n:]
@@ -122,9 +121,9 @@ class _FdWriter:
                     except (OSError, ValueError):
                         return
                     continue
-                except OSError as exc:
-                    if exc.errno in (errno.EPIPE, errno.EBADF, errno.EINVAL, errno.ENOSPC, errno.EIO):
-                        return
+                except OSError:
+                    # EPIPE (reader gone), EBADF (stdout closed), ENOSPC, EIO …: the line is lost
+                    # either way, and raising would turn a logging problem into an app crash
                     return
                 view = view[n:]
 
@@ -197,6 +196,7 @@ class _State:
         "chain",
         "colors",
         "fmt",
+        "fmt_setting",
         "frag",
         "level",
         "redactor",
@@ -219,6 +219,7 @@ class _State:
         self.redactor = redactor
         self.writer = writer
         self.stdlib = stdlib
+        self.fmt_setting = fmt  # as configured: "auto" stays "auto" for the next stream
         self.fmt = "console" if fmt == "console" or (fmt == "auto" and writer.isatty()) else "json"
         self.colors = self.fmt == "console" and writer.isatty() and "NO_COLOR" not in os.environ
         rendered = dumps(redactor.redact(bound))
@@ -596,29 +597,11 @@ def _names(redact: Iterable[str]) -> list[str]:
     return names
 
 
-class _LiveState(_State):
-    """A state that also remembers the format as configured (``auto`` stays ``auto``)."""
-
-    __slots__ = ("fmt_setting",)
-
-    def __init__(
-        self,
-        bound: dict[str, Any],
-        level: str,
-        fmt: str,
-        redactor: Redactor,
-        writer: _Writer,
-        stdlib: bool,
-    ) -> None:
-        super().__init__(bound, level, fmt, redactor, writer, stdlib)
-        self.fmt_setting = fmt
-
-
 def _set_state(
     bound: dict[str, Any], level: str, fmt: str, redactor: Redactor, writer: _Writer, stdlib: bool
 ) -> None:
     global _state
-    st = _LiveState(bound, level, fmt, redactor, writer, stdlib)
+    st = _State(bound, level, fmt, redactor, writer, stdlib)
     _install_methods(st)
     _state = st
     _sync_stdlib(st)
@@ -715,7 +698,7 @@ def _after_fork_in_child() -> None:
         _set_state(bound, st.level, st.fmt_setting, st.redactor, st.writer, st.stdlib)
 
 
-_state: _LiveState
+_state: _State
 logger: BoundLogger = BoundLogger(None, (), {})
 _initial_state()
 os.register_at_fork(after_in_child=_after_fork_in_child)

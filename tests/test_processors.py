@@ -78,10 +78,10 @@ def test_redact_copies_on_write_only() -> None:
     r = p.Redactor()
     clean = {"a": [1, {"b": 2}], "c": (3,)}
     assert r.redact(clean) is clean
-    data = {"user": {"name": "x", "Token": "t"}, "list": [{"secret": 1}, 2], "t": ({"pwd": 1},)}
+    data = {"user": {"name": "x", "Token": "t"}, "list": [{"secret": 1}, 2], "t": ({"passwd": 1},)}
     out = r.redact(data)
     assert out == {"user": {"name": "x", "Token": "[REDACTED]"}, "list": [{"secret": "[REDACTED]"}, 2],
-                   "t": [{"pwd": "[REDACTED]"}]}
+                   "t": [{"passwd": "[REDACTED]"}]}
     assert data["user"]["Token"] == "t" and data["list"][0]["secret"] == 1
 
 

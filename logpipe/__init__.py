@@ -6,13 +6,11 @@ command — which lives in this package — does not install the logger's stdlib
 into the collector, whose stdout is the record stream.
 """
 
-from __future__ import annotations
-
-from typing import TYPE_CHECKING, Any
+import typing as _typing
 
 from logpipe._version import __version__
 
-if TYPE_CHECKING:  # pragma: no cover - what the lazy names are, for type checkers and IDEs
+if _typing.TYPE_CHECKING:  # pragma: no cover - what the lazy names are, for type checkers and IDEs
     from logpipe.bindings import bind, configure, context, logger, unbind
 
 __all__ = ["__version__", "bind", "configure", "context", "logger", "unbind"]
@@ -20,7 +18,7 @@ __all__ = ["__version__", "bind", "configure", "context", "logger", "unbind"]
 _LAZY = frozenset(("bind", "configure", "context", "logger", "unbind"))
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> _typing.Any:
     """PEP 562: load :mod:`logpipe.bindings` when one of its public names is first used."""
     if name in _LAZY:
         from logpipe import bindings

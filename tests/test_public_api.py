@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from types import ModuleType
+
 import structlog
 
 import logpipe
@@ -18,6 +20,17 @@ def test_all_is_exactly_the_public_api() -> None:
     for name in PUBLIC:
         assert getattr(logpipe, name) is not None, name
         assert name in dir(logpipe)
+
+
+def test_every_public_member_is_exported() -> None:
+    """Like httpx's test_exported_members: once the lazy names are loaded, every public
+    attribute of ``logpipe`` that is not a submodule is in ``__all__`` — nothing leaks (no
+    ``Any``, no ``annotations``), nothing is missing."""
+    for name in logpipe.__all__:
+        getattr(logpipe, name)
+    members = sorted(name for name, value in vars(logpipe).items()
+                     if not name.startswith("_") and not isinstance(value, ModuleType))
+    assert members == sorted(n for n in logpipe.__all__ if not n.startswith("_"))
 
 
 def test_names_are_the_bindings_objects() -> None:

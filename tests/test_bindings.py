@@ -545,6 +545,35 @@ def test_threads_never_interleave_lines() -> None:
     assert all(len(r["pad"]) == 8000 for r in recs)
 
 
+def test_processes_sharing_a_pipe_never_interleave_lines() -> None:
+    """4 processes (forked after import, as a pre-fork server does) log 300 lines of ~2 KB each
+    to one shared stdout pipe: every line is whole, because each is a single write() below
+    PIPE_BUF (POSIX makes those atomic on a pipe)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c",
+         "import os\n"
+         "from logpipe import logger\n"
+         "pad = 'y' * 2000\n"
+         "kids = []\n"
+         "for k in range(4):\n"
+         "    pid = os.fork()\n"
+         "    if pid == 0:\n"
+         "        for i in range(300):\n"
+         "            logger.info('bulk', k=k, i=i, pad=pad)\n"
+         "        os._exit(0)\n"
+         "    kids.append(pid)\n"
+         "for pid in kids:\n"
+         "    os.waitpid(pid, 0)\n"],
+        stdout=subprocess.PIPE, env=child_env())
+    assert proc.stdout is not None
+    with proc.stdout:
+        out = _read_all(proc.stdout.fileno(), proc)
+    assert proc.wait(timeout=30) == 0
+    recs = lines(out)
+    assert sorted((r["k"], r["i"]) for r in recs) == [(k, i) for k in range(4) for i in range(300)]
+    assert len({r["pid"] for r in recs}) == 4
+
+
 def test_forked_child_reports_its_own_pid() -> None:
     """After ``os.fork()`` the child's lines carry the child's pid, the parent's its own."""
     proc = run_py(

@@ -15,12 +15,12 @@ Data path::
 A batch is durable (spooled) before ``write`` returns, so the collector's checkpoint may
 advance; delivery continues in the background and across restarts (the spool replays on open).
 
-Order: the spool hands chunks out in order and each request keeps its events in order. With
-several requests in flight, requests that are in flight *at the same time* may be indexed in
-either order (as with every concurrent HEC shipper; Splunk orders search results by ``_time``).
-Retries never reorder further: while any chunk is being retried, no new chunk is taken, and
-retried chunks go out oldest first, one at a time, so after an outage delivery resumes in spool
-order. With ``--concurrency 1`` the order is strict.
+Order, per source: each chunk is split into ``--concurrency`` lanes by a hash of the event's
+``source``; a lane sends one request at a time and retries it in place (a 413 half, a bad
+event's tail) before the next, so the events of one source reach HEC in the order they were
+written — through outages and restarts too. Different sources go out in parallel. (Vector and
+Fluent Bit keep several requests in flight with no per-source order; a single-source stream,
+e.g. plain stdin, therefore has one request in flight here.)
 
 Duplicates: at-least-once. A request whose reply was lost (timeout, cut connection) is sent
 again, and with ``--ack`` a request not acknowledged within the ack timeout is sent again
@@ -96,6 +96,8 @@ GZIP_LEVEL = 1
 #: Bodies above this are compressed in a worker thread (zlib releases the GIL).
 GZIP_THREAD_MIN = 256 << 10
 MAX_ITEMS_PER_CHUNK = 100_000
+#: parts queued per lane (the one being sent included) before the taker waits
+LANE_DEPTH = 2
 
 
 # --- the token ----------------------------------------------------------------------------------
@@ -229,10 +231,19 @@ class _Work:
     chunk_id: int
     events: int
     nbytes: int
+    #: lane parts not yet sent
+    parts_left: int = 0
     #: pieces sent but not yet final (awaiting an ack, or queued for resend)
     unsettled: int = 0
-    sent_all: bool = False
     finished: bool = False
+
+
+@dataclass(eq=False)
+class _Lane:
+    """One sender's queue: (work, items, is_resend) jobs, sent strictly one after another."""
+
+    jobs: deque[tuple[_Work, list[bytes], bool]] = field(default_factory=deque)
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 @dataclass(eq=False)
@@ -282,6 +293,7 @@ class SplunkSink(Sink):
         quarantine_path: str,
         spool_max: int = DEFAULT_SPOOL_MAX,
         encoder: _hec.EnvelopeEncoder | None = None,
+        index: str | None = None,
         ack: bool = False,
         ca_file: str | None = None,
         insecure: bool = False,
@@ -303,6 +315,10 @@ class SplunkSink(Sink):
         self._spool_max = spool_max
         self._quarantine_path = quarantine_path
         self._encoder = encoder or _hec.EnvelopeEncoder(default_host=identity.hostname())
+        #: ``index`` is added when a request is built, not when the envelope is spooled: a
+        #: wrong index (HEC code 7) is fixed by restarting with the right --index, and the
+        #: spooled events then go to it.
+        self._index_prefix = b'{"index":' + orjson.dumps(index) + b"," if index else b""
         self._ack = ack
         self._ca_file = ca_file
         self._insecure = insecure
@@ -327,10 +343,7 @@ class SplunkSink(Sink):
         self._fatal_evt = asyncio.Event()
         self._wake = asyncio.Event()  # for the sender taking chunks: appended, settled, resend
         self._settled = asyncio.Event()  # for close(): a chunk finished, or a fatal error
-        self._take_lock = asyncio.Lock()
-        self._turn = asyncio.Condition()
-        self._retrying: set[int] = set()
-        self._resend: deque[_Pending] = deque()
+        self._lanes = [_Lane() for _ in range(max(1, concurrency))]
         self._in_hand: dict[int, _Work] = {}
         self._seq = 0
         self._rr = 0
@@ -364,8 +377,7 @@ class SplunkSink(Sink):
         spool_dir = options.splunk_spool_dir or os.path.join(state, "spool", "splunk")
         encoder = _hec.EnvelopeEncoder(
             host=options.splunk_host, source=options.splunk_source,
-            sourcetype=options.splunk_sourcetype, index=options.splunk_index,
-            default_host=identity.hostname(),
+            sourcetype=options.splunk_sourcetype, default_host=identity.hostname(),
         )
         return cls(
             options.splunk_urls, token,
@@ -373,6 +385,7 @@ class SplunkSink(Sink):
             quarantine_path=os.path.join(state, "quarantine", "splunk.ndjson"),
             spool_max=options.splunk_spool_max or DEFAULT_SPOOL_MAX,
             encoder=encoder,
+            index=options.splunk_index,
             ack=options.splunk_ack,
             ca_file=options.splunk_ca_file,
             insecure=options.splunk_insecure,
@@ -433,8 +446,9 @@ class SplunkSink(Sink):
             self._first_unread = time.monotonic() - self._batch_timeout
         self._started = True
         self._t0 = time.monotonic()
-        self._tasks = [asyncio.create_task(self._sender(), name=f"splunk-sender-{i}")
-                       for i in range(self._concurrency)]
+        self._tasks = [asyncio.create_task(self._lane_sender(lane), name=f"splunk-lane-{i}")
+                       for i, lane in enumerate(self._lanes)]
+        self._tasks.append(asyncio.create_task(self._taker(), name="splunk-taker"))
         if self._ack:
             self._tasks.append(asyncio.create_task(self._ack_poller(), name="splunk-ack"))
         show = self._progress_on if self._progress_on is not None else _stderr_is_tty()
@@ -533,8 +547,6 @@ class SplunkSink(Sink):
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        async with self._turn:
-            self._turn.notify_all()
         spool = self._spool
         assert spool is not None
         self.left_in_spool = spool.pending_items
@@ -566,7 +578,8 @@ class SplunkSink(Sink):
 
     def _is_drained(self) -> bool:
         spool = self._spool
-        return spool is not None and spool.is_empty and not self._in_hand and not self._resend
+        return (spool is not None and spool.is_empty and not self._in_hand
+                and not any(lane.jobs for lane in self._lanes))
 
     def _raise_if_fatal(self) -> None:
         if self._fatal is not None:
@@ -642,59 +655,95 @@ class SplunkSink(Sink):
         ep.down_until = 0.0
 
     # ------------------------------------------------------------------ senders
-    async def _sender(self) -> None:
+    def _lane_of(self, item: bytes) -> int:
+        """Which lane sends this envelope: a hash of its ``source``, so one source's events
+        always go through one lane, one request at a time, in order."""
+        n = len(self._lanes)
+        if n == 1:
+            return 0
+        # The first raw `,"event":` is the envelope's own key (quotes inside JSON strings are
+        # escaped), and `source` comes before it (EnvelopeEncoder's key order).
+        stop = item.find(b',"event":')
+        i = item.find(b',"source":"', 0, stop if stop > 0 else len(item))
+        if i < 0:
+            return 0
+        j = k = i + 11
         while True:
-            job = await self._take()
-            if job is None:
-                return
-            work, items, resend = job
+            k = item.find(b'"', k)
+            if k < 0:
+                return 0
+            back = 0
+            while item[k - 1 - back] == 0x5C:  # count the backslashes before this quote
+                back += 1
+            if back % 2 == 0:
+                break
+            k += 1
+        return zlib.crc32(item[j:k]) % n
+
+    async def _taker(self) -> None:
+        """Takes chunks from the spool once a batch is due (bytes or time), splits each into
+        per-lane parts and queues them; waits while a lane is full or too many acks are pending."""
+        spool = self._spool
+        assert spool is not None
+        while not self._stop.is_set():
+            if any(len(lane.jobs) >= LANE_DEPTH for lane in self._lanes) or (
+                    self._ack and (self._pending_acks >= MAX_PENDING_ACKS
+                                   or self._pending_ack_bytes >= MAX_PENDING_ACK_BYTES)):
+                await self._wait_wake(1.0)
+                continue
+            due = self._batch_due()
+            if due is None or due > 0:
+                await self._wait_wake(1.0 if due is None else due)
+                continue
+            chunk = await spool.next_chunk(MAX_ITEMS_PER_CHUNK, self._batch_bytes, timeout=0.05)
+            if chunk is None:
+                if not spool.unread_items:
+                    self._first_unread = None
+                    self._unread_bytes = 0
+                continue
+            nbytes = chunk.nbytes
+            self._unread_bytes = max(0, self._unread_bytes - nbytes)
+            if not spool.unread_items:
+                self._first_unread = None
+                self._unread_bytes = 0
+            self._seq += 1
+            work = _Work(self._seq, chunk.id, len(chunk.items), nbytes)
+            parts: dict[int, list[bytes]] = {}
+            lane_of = self._lane_of
+            for item in chunk.items:
+                parts.setdefault(lane_of(item), []).append(item)
+            work.parts_left = len(parts)
+            self._in_hand[work.seq] = work
+            for k, items in parts.items():
+                lane = self._lanes[k]
+                lane.jobs.append((work, items, False))
+                lane.ready.set()
+
+    async def _lane_sender(self, lane: _Lane) -> None:
+        """Sends its lane's parts one at a time, each until HEC takes it (retry in place)."""
+        while not self._stop.is_set():
+            if not lane.jobs:
+                lane.ready.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(lane.ready.wait(), 1.0)
+                continue
+            work, items, resend = lane.jobs[0]
             try:
                 await self._send(work, items)
             except _Stopped:
                 return
-            finally:
-                if work.seq in self._retrying:
-                    self._retrying.discard(work.seq)
-                    await self._notify_turn()
+            lane.jobs.popleft()
             if resend:
-                work.unsettled -= 1  # the piece was replaced by what _send registered
-            work.sent_all = True
+                work.unsettled -= 1  # the resent piece was replaced by what _send registered
+            else:
+                work.parts_left -= 1
+            self._wake.set()
             self._maybe_finish(work)
 
-    async def _take(self) -> tuple[_Work, list[bytes], bool] | None:
-        """The next job: an ack-timeout resend, else a new chunk once a batch is due."""
-        async with self._take_lock:
-            while True:
-                if self._stop.is_set():
-                    return None
-                if self._resend:
-                    p = self._resend.popleft()
-                    return p.work, p.items, True
-                if self._retrying or (self._ack and (self._pending_acks >= MAX_PENDING_ACKS or
-                                                     self._pending_ack_bytes >= MAX_PENDING_ACK_BYTES)):
-                    await self._wait_wake(1.0)
-                    continue
-                due = self._batch_due()
-                if due is None or due > 0:
-                    await self._wait_wake(1.0 if due is None else due)
-                    continue
-                spool = self._spool
-                assert spool is not None
-                chunk = await spool.next_chunk(MAX_ITEMS_PER_CHUNK, self._batch_bytes, timeout=0.05)
-                if chunk is None:
-                    if not spool.unread_items:
-                        self._first_unread = None
-                        self._unread_bytes = 0
-                    continue
-                nbytes = chunk.nbytes
-                self._unread_bytes = max(0, self._unread_bytes - nbytes)
-                if not spool.unread_items:
-                    self._first_unread = None
-                    self._unread_bytes = 0
-                self._seq += 1
-                work = _Work(self._seq, chunk.id, len(chunk.items), nbytes)
-                self._in_hand[work.seq] = work
-                return work, chunk.items, False
+    def _queue_resend(self, p: _Pending) -> None:
+        lane = self._lanes[self._lane_of(p.items[0])]
+        lane.jobs.append((p.work, p.items, True))
+        lane.ready.set()
 
     def _batch_due(self) -> float | None:
         """Seconds until a batch should go (≤ 0: now); None when nothing is waiting."""
@@ -712,19 +761,6 @@ class SplunkSink(Sink):
         self._wake.clear()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), seconds)
-
-    async def _notify_turn(self) -> None:
-        async with self._turn:
-            self._turn.notify_all()
-        self._wake.set()
-
-    async def _await_turn(self, seq: int) -> None:
-        """While chunks are being retried, the oldest goes first (order after an outage)."""
-        async with self._turn:
-            await self._turn.wait_for(
-                lambda: self._stop.is_set() or not self._retrying or min(self._retrying) >= seq)
-        if self._stop.is_set():
-            raise _Stopped
 
     async def _send(self, work: _Work, items: list[bytes]) -> None:
         """Deliver ``items`` of ``work``: retries, splits, quarantines; raises _Stopped."""
@@ -765,21 +801,18 @@ class SplunkSink(Sink):
 
     async def _post_until_answered(self, work: _Work, part: list[bytes]) -> tuple[Verdict, Endpoint]:
         """POST ``part`` until HEC gives a non-transient answer (no attempt limit: it is spooled)."""
-        body = _hec.join_body(part)
+        prefix = self._index_prefix
+        body = _hec.join_body([prefix + it[1:] for it in part] if prefix else part)
         gz = len(body) >= _hec.GZIP_MIN_BYTES
         if gz:
             body = await asyncio.to_thread(_gzip, body) if len(body) >= GZIP_THREAD_MIN else _gzip(body)
         headers = self._headers(gz)
         while True:
-            if self._retrying and work.seq in self._retrying:
-                await self._await_turn(work.seq)
             ep = await self._pick()
             v = await self._post(ep, body, headers)
             if v.action is Action.RETRY:
                 self._mark_down(ep, v)
                 self.resent += len(part)
-                if work.seq not in self._retrying:
-                    self._retrying.add(work.seq)
                 continue
             if v.action is not Action.CONFIG or v.status is not None:
                 self._mark_up(ep)
@@ -799,7 +832,7 @@ class SplunkSink(Sink):
             old = ep.pending.get(v.ack_id)
             if old is not None:  # HEC restarted its ids: the old request can no longer be claimed
                 self._drop_pending(old)
-                self._resend.append(old)
+                self._queue_resend(old)
             ep.pending[v.ack_id] = _Pending(work, part, ep, v.ack_id, time.monotonic(), nbytes)
             work.unsettled += 1
             self._pending_acks += 1
@@ -813,7 +846,7 @@ class SplunkSink(Sink):
         self.delivered += len(part)
 
     def _maybe_finish(self, work: _Work) -> None:
-        if work.finished or not work.sent_all or work.unsettled > 0:
+        if work.finished or work.parts_left > 0 or work.unsettled > 0:
             return
         work.finished = True
         self._in_hand.pop(work.seq, None)
@@ -871,8 +904,7 @@ class SplunkSink(Sink):
                         f"splunk: {ep.display}: ack {p.ack_id} not received within "
                         f"{self._ack_timeout:g}s; sending its {len(p.items)} events again "
                         "(duplicates possible)", key=f"splunk-ack-timeout:{ep.display}")
-                    self._resend.append(p)
-                    self._wake.set()
+                    self._queue_resend(p)
 
     async def _poll_acks(self, ep: Endpoint) -> None:
         assert self._client is not None

@@ -1,0 +1,458 @@
+"""The Splunk HEC sink against the strict HEC double: nothing lost, nothing leaked.
+
+Real processes (``logpipe sink splunk``) where exit codes, signals and stderr matter; the sink
+in-process otherwise. Every HEC here is ``tests/hec_double.py`` on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import pty
+import select
+import signal
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from logpipe import diagnostics
+from logpipe.errors import SinkConfigError, UsageError
+from logpipe.pipeline import Batch
+from logpipe.sinks import SinkOptions
+from logpipe.sinks.splunk import Secret, SplunkSink, parse_endpoint, read_token
+from tests.hec_double import HecDouble
+from tests.helpers import LOGPIPE, wait_for
+from tests.sinks._splunk_helpers import (
+    TOKEN,
+    all_files_text,
+    count_spooled,
+    diag_lines,
+    free_port,
+    ndjson,
+    records,
+    run_sink,
+    sink_env,
+    spawn_sink,
+)
+
+
+# --- helpers ------------------------------------------------------------------------------------
+def make_sink(tmp_path: Path, urls: list[str], **kw: Any) -> SplunkSink:
+    """An in-process sink with its spool and quarantine under ``tmp_path`` and short backoff."""
+    kw.setdefault("retry_max", 0.3)
+    kw.setdefault("drain_timeout", 20.0)
+    return SplunkSink(urls, Secret(TOKEN), spool_dir=str(tmp_path / "spool"),
+                      quarantine_path=str(tmp_path / "quarantine" / "splunk.ndjson"), **kw)
+
+
+async def feed(sink: SplunkSink, recs: list[dict[str, Any]], batch: int = 1000) -> None:
+    """Write ``recs`` to the sink in batches (each copy is the sink's own)."""
+    for i in range(0, len(recs), batch):
+        part = [dict(r) for r in recs[i:i + batch]]
+        await sink.write(Batch(part))
+
+
+def seqs(hec: HecDouble) -> list[int]:
+    """The ``seq`` of every event the double indexed, in arrival order."""
+    return [e["event"]["seq"] for e in hec.events()]
+
+
+def assert_exactly_once_in_order(hec: HecDouble, n: int) -> None:
+    """Events 0..n-1 each arrived once, every source's in the order written."""
+    assert sorted(seqs(hec)) == list(range(n))
+    assert_per_source_order(hec.events())
+
+
+def assert_per_source_order(events: list[dict[str, Any]]) -> None:
+    """Each source's events arrived in the order they were written (``n`` = 0, 1, 2, …)."""
+    per: dict[str, list[int]] = defaultdict(list)
+    for e in events:
+        per[e["event"]["source"]].append(e["event"]["n"])
+    for src, ns in per.items():
+        assert ns == list(range(len(ns))), f"source {src} out of order"
+
+
+@pytest.fixture
+def diag() -> Any:
+    """Diagnostics captured in memory (lines of JSON)."""
+    buf = io.BytesIO()
+    diagnostics.set_stream(buf)
+    yield buf
+    diagnostics.set_stream(None)
+
+
+# --- the must-exist scenarios -------------------------------------------------------------------
+def test_50k_events_with_503s_and_acks_all_arrive_duplicates_reported(tmp_path: Path) -> None:
+    """50,000 events through `logpipe sink splunk --ack` while HEC answers 503 to the first requests
+    and one acknowledgement is lost after indexing: every event arrives; the only duplicates are
+    the events of the request whose ack was lost (resent after the ack timeout), and the count is
+    reported."""
+    n = 50_000
+    with HecDouble(token=TOKEN, ack=True) as hec:
+        hec.fail_next(6, status=503, code=9)
+        hec.lose_acks(1, indexed=True)
+        env = sink_env(tmp_path / "state", hec.url, LOGPIPE_SPLUNK_ACK_TIMEOUT="2",
+                       LOGPIPE_SPLUNK_ACK_INTERVAL="0.2")
+        res = run_sink(env, ndjson(records(n)), args=["--ack"], timeout=90)
+        assert res.returncode == 0, res.stderr.decode()
+        got = seqs(hec)
+        assert set(got) == set(range(n))
+        dups = hec.duplicate_count()
+        per_request = [d["events"] for d in hec.details
+                       if d["path"].endswith("/event") and d.get("events")]
+        # the lost-ack request was indexed, then resent whole: its events, and nothing else, twice
+        assert dups == len(got) - n
+        assert 0 < dups <= max(per_request)
+        assert dups in per_request
+        # every event request and every ack query used one channel GUID
+        channels = {d["headers"].get("X-Splunk-Request-Channel") for d in hec.details
+                    if d["path"].endswith(("/event", "/ack")) and d["status"] == 200}
+        assert len(channels) == 1 and None not in channels
+    summary = [d["message"] for d in diag_lines(res.stderr) if d["message"].startswith("summary:")]
+    assert len(summary) == 1 and f"splunk: {n} delivered" in summary[0], summary
+    print(f"duplicates after a lost ack: {dups} of {n} events; summary: {summary[0]}")
+
+
+def test_hec_refused_for_a_while_then_up_all_arrive_in_order_per_source(tmp_path: Path) -> None:
+    """With nothing listening at the HEC URL, the sink spools and retries; once HEC listens, every
+    event arrives exactly once and each source's events arrive in the order they were written."""
+    n = 30_000
+    port = free_port()
+    hec = HecDouble(token=TOKEN, port=port)
+    state = tmp_path / "state"
+    err = tmp_path / "stderr"
+    proc = spawn_sink(sink_env(state, f"http://127.0.0.1:{port}"), stderr_path=err)
+    try:
+        assert proc.stdin is not None
+        proc.stdin.write(ndjson(records(n)))
+        proc.stdin.flush()
+        wait_for(lambda: count_spooled(state / "spool" / "splunk") >= n, timeout=30,
+                 message="all events spooled")
+        wait_for(lambda: b"retrying" in err.read_bytes(), message="a refused POST")
+        time.sleep(0.3)  # refused for a while longer: several retries in the backoff window
+        with hec:
+            events = hec.wait_for_events(n, timeout=30)
+            proc.stdin.close()
+            assert proc.wait(timeout=30) == 0
+            events = hec.events()
+        assert sorted(e["event"]["seq"] for e in events) == list(range(n))
+        assert hec.duplicate_count() == 0
+        assert_per_source_order(events)
+        assert b"unreachable" in err.read_bytes()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_sigterm_while_down_then_restart_with_empty_stdin_delivers_the_spool(tmp_path: Path) -> None:
+    """SIGTERM while HEC is down ends the sink within its drain bound, exit 0, saying how many
+    events stay spooled; a later run with empty stdin delivers exactly those, in order."""
+    n = 5000
+    port = free_port()
+    state = tmp_path / "state"
+    env = sink_env(state, f"http://127.0.0.1:{port}", LOGPIPE_SPLUNK_DRAIN_TIMEOUT="1")
+    proc = spawn_sink(env, stderr_path=tmp_path / "stderr1")
+    assert proc.stdin is not None
+    proc.stdin.write(ndjson(records(n)))
+    proc.stdin.flush()
+    wait_for(lambda: count_spooled(state / "spool" / "splunk") >= n, message="all events spooled")
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    rc = proc.wait(timeout=20)
+    took = time.monotonic() - t0
+    proc.stdin.close()
+    stderr1 = (tmp_path / "stderr1").read_bytes()
+    assert rc == 0, stderr1.decode()
+    assert took < 10
+    assert f"{n} events left in spool".encode() in stderr1
+    with HecDouble(token=TOKEN, port=port) as hec:
+        res = run_sink(env)
+        assert res.returncode == 0, res.stderr.decode()
+        assert_exactly_once_in_order(hec, n)
+    assert b"events from an earlier run are in the spool" in res.stderr
+    summary = [d["message"] for d in diag_lines(res.stderr) if d["message"].startswith("summary:")]
+    assert f"splunk: {n} delivered" in summary[0] and "0 left in spool" in summary[0]
+
+
+def test_one_bad_event_mid_batch_is_quarantined_rest_delivered_once(tmp_path: Path, diag: Any) -> None:
+    """HEC rejects event 500 of a 1000-event request (code 6): the 500 before it are indexed once,
+    the bad one lands in the quarantine file with its index and code (one diagnostic line names
+    both), and the 499 after it are resent and indexed once."""
+    recs = records(1000, sources=["a"])  # one source: one lane, so one 1000-event request
+    recs[500]["time"] = "9999-12-31T23:59:59.000000Z"  # epoch ≥ 1e11: the strict double says code 6
+    with HecDouble(token=TOKEN) as hec:
+        sink = make_sink(tmp_path, [hec.url])
+
+        async def go() -> None:
+            await sink.start()
+            await feed(sink, recs, batch=1000)
+            await sink.close()
+
+        asyncio.run(go())
+        got = seqs(hec)
+    assert got == [i for i in range(1000) if i != 500]
+    assert len(got) == len(set(got)) == 999
+    lines = (tmp_path / "quarantine" / "splunk.ndjson").read_bytes().splitlines()
+    assert len(lines) == 1
+    q = orjson.loads(lines[0])
+    assert (q["event_index"], q["hec_code"], q["http_status"]) == (500, 6, 400)
+    assert q["envelope"]["event"]["seq"] == 500
+    msgs = [d["message"] for d in diag_lines(diag.getvalue()) if "quarantined" in d["message"]]
+    assert len(msgs) == 1 and "event 500" in msgs[0] and "HEC code 6" in msgs[0]
+    assert sink.summary() == "splunk: 999 delivered, 0 retried, 1 quarantined, 0 left in spool"
+
+
+def test_wrong_token_exits_non_zero_with_one_line_and_never_shows_the_token(tmp_path: Path) -> None:
+    """A token HEC refuses (403 code 4): exit non-zero, one clear line saying so, no traceback; the
+    token appears nowhere — not in stdout, stderr or any file under the state dir."""
+    secret = "deadbeef-0000-4000-8000-c0ffee5ec7e7"
+    state = tmp_path / "state"
+    with HecDouble(token=TOKEN) as hec:
+        res = run_sink(sink_env(state, hec.url, token=secret), ndjson(records(10)))
+        assert hec.events() == []
+    err = res.stderr.decode()
+    assert res.returncode != 0
+    assert "Traceback" not in err
+    errors = [ln for ln in err.splitlines() if "token" in ln]
+    assert len(errors) == 1 and errors[0].startswith("logpipe: ") and "invalid" in errors[0], err
+    assert "HEC code 4" in errors[0]
+    for blob in (res.stdout, res.stderr, all_files_text(state) if state.exists() else b""):
+        assert secret.encode() not in blob
+    # the same through --token-file, with a trailing newline in the file
+    tf = tmp_path / "token"
+    tf.write_text(secret + "\n")
+    env = sink_env(state, hec.url)
+    env.pop("LOGPIPE_SPLUNK_TOKEN")
+    with HecDouble(token=TOKEN) as hec:
+        env["LOGPIPE_SPLUNK_URL"] = hec.url
+        res = run_sink(env, ndjson(records(3)), args=["--token-file", str(tf)])
+    assert res.returncode != 0 and b"HEC code 4" in res.stderr
+    assert secret.encode() not in res.stdout + res.stderr + all_files_text(state)
+
+
+def test_three_endpoints_one_killed_mid_run_loses_nothing(tmp_path: Path) -> None:
+    """Batches spread round robin over three HEC endpoints; one is killed mid-run: every event
+    still arrives (at the two survivors), none lost."""
+    n = 20_000
+    recs = records(n)
+    with HecDouble(token=TOKEN) as h1, HecDouble(token=TOKEN) as h2, HecDouble(token=TOKEN) as h3:
+        doubles = [h1, h2, h3]
+        sink = make_sink(tmp_path, [h.url for h in doubles], batch_bytes=64 << 10, batch_timeout=0.05)
+
+        async def go() -> None:
+            await sink.start()
+            await feed(sink, recs[: n // 2], batch=500)
+            await asyncio.to_thread(wait_for, lambda: all(h.events() for h in doubles), 20, 0.02,
+                                    "events at every endpoint")
+            h2.stop()  # killed: connections cut, then refused
+            await feed(sink, recs[n // 2:], batch=500)
+            await sink.close()
+
+        asyncio.run(go())
+        arrived = [e["event"]["seq"] for h in doubles for e in h.events()]
+        after_kill = len(h1.events()) + len(h3.events())
+    assert set(arrived) == set(range(n))
+    assert after_kill > n // 2
+    assert sink.summary().startswith(f"splunk: {n} delivered")
+
+
+def test_tls_verification_on_by_default_and_ca_file_works(tmp_path: Path) -> None:
+    """Against HTTPS with a private CA: by default the certificate is refused — exit non-zero,
+    one clear line naming the problem and the fix, no traceback; with --ca-file every event
+    arrives."""
+    with HecDouble(token=TOKEN, tls=True) as hec:
+        assert hec.ca_file is not None
+        env = sink_env(tmp_path / "state", hec.url)
+        res = run_sink(env, ndjson(records(5)))
+        err = res.stderr.decode()
+        assert res.returncode != 0 and "Traceback" not in err
+        line = [ln for ln in err.splitlines() if ln.startswith("logpipe: ")]
+        assert len(line) == 1 and "TLS certificate" in line[0] and "--ca-file" in line[0], err
+        assert hec.events() == []
+        res = run_sink(env, ndjson(records(5)), args=["--ca-file", hec.ca_file])
+        assert res.returncode == 0, res.stderr.decode()
+        assert_exactly_once_in_order(hec, 5)
+
+
+def test_insecure_skips_verification_with_a_warning(tmp_path: Path, diag: Any) -> None:
+    """--insecure delivers to an untrusted certificate and warns that nothing is verified."""
+    with HecDouble(token=TOKEN, tls=True) as hec:
+        sink = make_sink(tmp_path, [hec.url], insecure=True)
+
+        async def go() -> None:
+            await sink.start()
+            await feed(sink, records(10))
+            await sink.close()
+
+        asyncio.run(go())
+        assert_exactly_once_in_order(hec, 10)
+    assert any("NOT verified" in d["message"] and d["level"] == "warning"
+               for d in diag_lines(diag.getvalue()))
+
+
+def test_collect_to_splunk_end_to_end(tmp_path: Path) -> None:
+    """`logpipe collect FILE --once --to splunk` delivers every line of a log file to HEC, with the
+    file as the event's source and the file's service as an indexed field."""
+    log = tmp_path / "api.log"
+    log.write_bytes(b"".join(orjson.dumps({"message": f"line {i}", "seq": i}) + b"\n" for i in range(200)))
+    with HecDouble(token=TOKEN) as hec:
+        env = sink_env(tmp_path / "state", hec.url)
+        res = subprocess.run([*LOGPIPE, "collect", str(log), "--once", "--to", "splunk"], env=env,
+                             capture_output=True, timeout=60, check=False)
+        assert res.returncode == 0, res.stderr.decode()
+        events = hec.events()
+    assert [e["event"]["seq"] for e in events] == list(range(200))
+    assert {e["source"] for e in events} == {str(log)}
+    assert {e["fields"]["service"] for e in events} == {"api"}
+
+
+# --- more behaviour -----------------------------------------------------------------------------
+def test_413_splits_the_request_until_it_fits(tmp_path: Path) -> None:
+    """A HEC whose max_content_length is below the batch size answers 413; the sink halves the
+    request until it fits and every event arrives once, in order."""
+    with HecDouble(token=TOKEN, max_content_length=40_000) as hec:
+        sink = make_sink(tmp_path, [hec.url], concurrency=1)
+
+        async def go() -> None:
+            await sink.start()
+            await feed(sink, records(2000))
+            await sink.close()
+
+        asyncio.run(go())
+        assert_exactly_once_in_order(hec, 2000)
+        assert 413 in hec.statuses()
+        assert all(d["decoded_bytes"] <= 40_000 for d in hec.details if d["status"] == 200
+                   and "decoded_bytes" in d)
+
+
+def test_bad_index_mid_run_stops_keeps_the_spool_and_fails(tmp_path: Path, diag: Any) -> None:
+    """An index the token may not write (400 code 7) is a config error: sending stops, one error
+    line, every event stays in the spool, and the sink raises SinkConfigError from close; after
+    the fix a new sink delivers them all."""
+    with HecDouble(token=TOKEN, indexes=["main"]) as hec:
+        sink = make_sink(tmp_path, [hec.url], index="nope")
+
+        async def go() -> None:
+            await sink.start()
+            await feed(sink, records(100))
+            await sink.close()
+
+        with pytest.raises(SinkConfigError, match="index is not allowed") as info:
+            asyncio.run(go())
+        assert "100 events kept in spool" in str(info.value)
+        assert hec.events() == []
+        errors = [d for d in diag_lines(diag.getvalue()) if d["level"] == "error"]
+        assert len(errors) == 1 and "HEC code 7" in errors[0]["message"]
+        fixed = make_sink(tmp_path, [hec.url], index="main")  # the index is applied at send time
+
+        async def again() -> None:
+            await fixed.start()
+            await fixed.close()
+
+        asyncio.run(again())
+        assert_exactly_once_in_order(hec, 100)
+        assert {e["index"] for e in hec.events()} == {"main"}
+
+
+def test_random_5xx_and_cut_connections_lose_nothing(tmp_path: Path) -> None:
+    """With 30 % of requests failing (500, 502 HTML, 503) and connections cut mid-response,
+    every event arrives; duplicates only from the cut responses whose data was indexed."""
+    n = 6000
+    with HecDouble(token=TOKEN) as hec:
+        hec.set_random_5xx(0.3, seed=7)
+        hec.drop_next(2, indexed=True)
+        sink = make_sink(tmp_path, [hec.url], batch_bytes=32 << 10, batch_timeout=0.05)
+
+        async def go() -> None:
+            await sink.start()
+            await feed(sink, records(n), batch=300)
+            await sink.close()
+
+        asyncio.run(go())
+        got = seqs(hec)
+        assert set(got) == set(range(n))
+        assert hec.duplicate_count() == len(got) - n
+    assert sink.resent > 0
+
+
+def test_token_is_a_secret_and_comes_only_from_env_or_file(tmp_path: Path) -> None:
+    """The token shows as [REDACTED] in repr/str/format, cannot be pickled, and is read only from
+    LOGPIPE_SPLUNK_TOKEN or --token-file (stripped); errors never contain it."""
+    s = Secret("abc-123")
+    assert repr(s) == str(s) == f"{s}" == "[REDACTED]" and "abc" not in repr([s])
+    assert s.scrub("x abc-123 y") == "x [REDACTED] y"
+    import pickle
+
+    with pytest.raises(TypeError):
+        pickle.dumps(s)
+    assert read_token(None, {"LOGPIPE_SPLUNK_TOKEN": " tok \n"}).reveal() == "tok"
+    with pytest.raises(UsageError, match="LOGPIPE_SPLUNK_TOKEN or pass --token-file"):
+        read_token(None, {})
+    f = tmp_path / "t"
+    f.write_text("  file-token\n")
+    assert read_token(str(f), {}).reveal() == "file-token"
+    f.write_text("bad token\x07")
+    with pytest.raises(UsageError) as info:
+        read_token(str(f), {})
+    assert "bad token" not in str(info.value)
+    with pytest.raises(UsageError, match="no HEC URL"):
+        SplunkSink.from_options(SinkOptions(state_dir=str(tmp_path)))
+
+
+def test_urls_are_normalised_and_bad_ones_refused() -> None:
+    """A full collector URL is cut to its base; user info is dropped; non-HTTP URLs are a usage
+    error that does not echo user info."""
+    assert parse_endpoint("https://splunk:8088/services/collector/event").base == "https://splunk:8088"
+    assert parse_endpoint("http://u:secret@h:1/").base == "http://h:1"
+    with pytest.raises(UsageError) as info:
+        parse_endpoint("ftp://u:secret@h/")
+    assert "secret" not in str(info.value)
+
+
+def test_progress_on_a_tty(tmp_path: Path) -> None:
+    """With stderr on a terminal, `logpipe sink splunk` shows a progress line (events/s, spooled,
+    delivered) while it runs and ends with the one-line summary."""
+    with HecDouble(token=TOKEN) as hec:
+        env = sink_env(tmp_path / "state", hec.url)
+        master, slave = pty.openpty()
+        proc = subprocess.Popen([*LOGPIPE, "sink", "splunk"], stdin=subprocess.PIPE,
+                                stdout=subprocess.DEVNULL, stderr=slave, env=env)
+        os.close(slave)
+        out = b""
+        try:
+            assert proc.stdin is not None
+            proc.stdin.write(ndjson(records(2000)))
+            proc.stdin.flush()
+            deadline = time.monotonic() + 20
+            while b"events/s" not in out and time.monotonic() < deadline:
+                if select.select([master], [], [], 0.1)[0]:
+                    out += os.read(master, 65536)
+            proc.stdin.close()
+            while proc.poll() is None or select.select([master], [], [], 0.1)[0]:
+                try:
+                    chunk = os.read(master, 65536)
+                except OSError:
+                    break
+                if not chunk:
+                    break
+                out += chunk
+            assert proc.wait(timeout=20) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            os.close(master)
+        assert b"events/s" in out and b"spooled" in out and b"delivered" in out
+        assert b"splunk: 2000 delivered" in out
+        assert len(hec.events()) == 2000
+
+
+if sys.platform != "linux":  # pragma: no cover - pty and /proc assumptions
+    pytestmark = pytest.mark.skip("linux only")

@@ -19,6 +19,16 @@ How it stays fast and still sees later changes (ARCHITECTURE "Ten examples" 2 an
 
 A call never raises into the application: unserialisable values become their ``repr``, invalid
 text is replaced, and a failed write (closed stdout, EPIPE) is dropped.
+
+Field precedence, lowest first: process-wide bindings, ``context()``, ``logger.bind()``, the
+call's keywords. ``level`` is always the method's (filtering downstream relies on it); a call's
+``time`` replaces the timestamp; ``message`` is the positional message, or the ``message``
+keyword when there is none.
+
+Lines go straight to fd 1, past ``sys.stdout``'s buffer: mixed with ``print()`` output on a pipe,
+the prints come later unless Python runs unbuffered (``-u``). Lines from several *processes*
+sharing one pipe stay whole up to PIPE_BUF (4096 bytes on Linux), which POSIX makes atomic;
+longer ones are whole only per process (use one file per process, or the collector's ``--run``).
 """
 
 from __future__ import annotations

@@ -16,12 +16,22 @@ import time
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import logpipe
 from logpipe import bindings
 from logpipe.errors import UsageError
 from tests._logger_helpers import TIME_RE, capture, child_env, lines, run_py
 from tests.helpers import wait_for
+
+_ANY = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats()
+    | st.text(alphabet=st.characters(min_codepoint=0, max_codepoint=0x10FFFF), max_size=8)
+    | st.binary(max_size=8) | st.builds(object),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+    max_leaves=10,
+)
 
 # --- the record ---------------------------------------------------------------------------------
 
@@ -399,8 +409,9 @@ def test_a_call_never_raises_whatever_it_is_given(tmp_path: Path) -> None:
         logpipe.logger.info("msg \udcff")
         logpipe.logger.bind(**{"weird key\n": 1}).info("keys")
         logpipe.logger.info()
+        logpipe.logger.info("names of parameters", self="s", event="e", level="loud")
     recs = read()
-    assert len(recs) == 8
+    assert len(recs) == 9
     assert recs[0]["obj"] == "<Plain>" and recs[0]["hostile"] == "<unrepresentable _Hostile>"
     assert recs[0]["tags"] == ["a"]
     assert recs[1]["raw"] == "ok\ufffd\ufffd" and recs[1]["name"] == "caf\ufffd"
@@ -410,6 +421,24 @@ def test_a_call_never_raises_whatever_it_is_given(tmp_path: Path) -> None:
     assert recs[5]["message"] == "msg \ufffd"
     assert recs[6]["weird key\n"] == 1
     assert "message" not in recs[7] and recs[7]["level"] == "info"
+    assert (recs[8]["self"], recs[8]["event"], recs[8]["level"]) == ("s", "e", "info")
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(message=st.one_of(st.text(alphabet=st.characters(min_codepoint=0, max_codepoint=0x10FFFF)),
+                         st.integers(), st.none(), st.builds(object)),
+       fields=st.dictionaries(st.text(min_size=1, max_size=8), _ANY, max_size=4),
+       ctx=st.dictionaries(st.text(min_size=1, max_size=8), _ANY, max_size=2))
+def test_any_call_writes_exactly_one_valid_line(tmp_path: Path, message: object,
+                                                fields: dict[str, object],
+                                                ctx: dict[str, object]) -> None:
+    """Property: whatever message, fields and context values (surrogates, bytes, huge ints, NaN,
+    objects, nesting), each call returns None and writes exactly one line of valid UTF-8 JSON."""
+    with capture(tmp_path) as read:
+        with logpipe.context(**ctx):
+            assert logpipe.logger.warning(message, **fields) is None
+        recs = read()
+    assert len(recs) == 1 and recs[0]["level"] == "warning"
 
 
 def test_closed_stream_and_closed_stdout_do_not_raise(tmp_path: Path) -> None:

@@ -119,6 +119,7 @@ class TailRunner:
         """Ask the source to stop, wait for drain + final checkpoint; return the records."""
         if self.loop is not None and self._stop is not None and not self.loop.is_closed():
             with contextlib.suppress(RuntimeError):
+                self.sink.resume(self.loop)
                 self.loop.call_soon_threadsafe(self._stop.set)
         self._thread.join(timeout)
         assert not self._thread.is_alive(), "tail runner did not stop"
@@ -175,6 +176,7 @@ def collector_stdout(proc: Any) -> Iterator[Callable[[], list[dict[str, Any]]]]:
         yield records
     finally:
         t.join(10)
+        proc.stdout.close()
 
 
 def seqs(records: list[dict[str, Any]]) -> list[int]:

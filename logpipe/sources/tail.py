@@ -314,8 +314,8 @@ class TailSource(Source):
                 f.size_seen = cur.st_size
                 f.hot_until = mono + HOT_SECONDS
                 woke = True
-                if f.fd is None and not self._reopen(f):
-                    continue
+            if f.fd is None and cur.st_size != f.pos:
+                self._reopen(f)  # idle-closed and grown (or shrunk): read it again
         # 2. paths not attached yet: a known file under a new name, or a new file
         for path, st in stats.items():
             if path in self._by_path:

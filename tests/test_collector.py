@@ -203,3 +203,18 @@ def test_slow_reader_back_pressure_bounds_memory() -> None:
     print(f"peak RSS {peak} KiB")
     assert 0 < peak < 160 * 1024, f"peak RSS {peak} KiB"
     assert os.cpu_count()
+
+
+@pytest.mark.xfail(reason="tail.py takes a second live file whose first 1 KiB equals another's for a "
+                          "copy of it (copytruncate dedup) and skips it; reported to the tail owner",
+                   strict=False)
+def test_instances_with_identical_banners_are_both_read(tmp_path: Path) -> None:
+    """Two PM2 instance files (different inodes, both live) that start with the same 2 KiB
+    banner are two files: the lines after the banner arrive from both."""
+    head = b"".join(b'{"message": "starting worker, loading config section %d"}\n' % i for i in range(40))
+    (tmp_path / "w-out-1.log").write_bytes(head + b'{"message": "only in 1"}\n')
+    (tmp_path / "w-out-2.log").write_bytes(head + b'{"message": "only in 2"}\n')
+    rc, recs, err = run_collect(["--once", str(tmp_path / "*.log")])
+    assert rc == 0, err
+    assert sorted(r["message"] for r in recs if r["message"].startswith("only")) == ["only in 1", "only in 2"]
+    assert len(recs) == 82

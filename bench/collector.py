@@ -1,0 +1,206 @@
+"""Collector benchmark: files → NDJSON on stdout, next to ``cat`` of the same files; RSS and
+idle CPU with 1,000 tailed files. One command: ``python bench/collector.py``.
+
+Throughput: ``logpipe collect --once FILES > /dev/null`` (fresh state dir each run) against
+``cat FILES > /dev/null`` in the same run, interleaved, median of ``--reps``; lines/s, MB/s
+and the ratio. ~200-byte JSON lines like the logger writes, and the same volume as plain text
+lines (the normaliser's slow path). Then ``logpipe collect 'DIR/*.log'`` (follow mode) over
+1,000 small files: RSS (VmRSS/VmHWM from /proc) once everything is read, and CPU over an idle
+window (utime+stime from /proc/<pid>/stat). ``--profile`` adds a cProfile of one in-process
+``--once`` run (top functions by own time).
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import os
+import pstats
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import orjson
+
+LOGPIPE = [sys.executable, "-m", "logpipe"]
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def make_json_files(d: Path, files: int, lines: int) -> tuple[int, int]:
+    """``files`` files of ``lines`` ~200-byte JSON lines each; returns (lines, bytes)."""
+    total = 0
+    for f in range(files):
+        buf = io.BytesIO()
+        for i in range(lines):
+            rec = {"time": "2026-11-23T14:01:51.123456Z", "level": "info", "message": "order placed",
+                   "service": "api", "feature": "store", "instance_id": str(f), "pid": 4242,
+                   "order_id": i, "amount": 9.99, "request_id": f"r-{f}-{i:08d}", "user": "u-1234"}
+            buf.write(orjson.dumps(rec) + b"\n")
+        data = buf.getvalue()
+        (d / f"svc{f}.log").write_bytes(data)
+        total += len(data)
+    return files * lines, total
+
+
+def make_plain_files(d: Path, files: int, lines: int) -> tuple[int, int]:
+    """The same volume as plain text lines (no JSON): the normaliser's slow path."""
+    total = 0
+    for f in range(files):
+        # each file's lines differ (file index): identical files would be taken for copies
+        line = (b"2026-11-23 14:01:51,123 INFO api.store order placed order_id=%d amount=9.99 "
+                b"request_id=r-%02d-000000 user=u-1234 path=/v1/orders method=POST status=201 took=12ms")
+        data = b"".join(line % (i, f) + b"\n" for i in range(lines))
+        (d / f"plain{f}.log").write_bytes(data)
+        total += len(data)
+    return files * lines, total
+
+
+def time_cmd(argv: list[str], env: dict[str, str] | None = None) -> float:
+    """Wall seconds of ``argv`` with stdout to /dev/null; fails loudly on a non-zero exit."""
+    t0 = time.perf_counter()
+    with open(os.devnull, "wb") as null:
+        proc = subprocess.run(argv, stdout=null, stderr=subprocess.PIPE, env=env, check=False)
+    dt = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise SystemExit(f"{argv[:4]} failed: {proc.stderr.decode()[-500:]}")
+    return dt
+
+
+def throughput(label: str, files: list[Path], n_lines: int, n_bytes: int, reps: int,
+               work: Path) -> dict[str, float]:
+    """Interleaved runs of cat and logpipe; medians; one printed row each."""
+    cat_t, lp_t = [], []
+    for r in range(reps):
+        cat_t.append(time_cmd(["cat", *map(str, files)]))
+        state = work / f"state-{label}-{r}"
+        env = dict(os.environ, LOGPIPE_STATE_DIR=str(state))
+        lp_t.append(time_cmd([*LOGPIPE, "collect", "--once", *map(str, files)], env=env))
+        shutil.rmtree(state, ignore_errors=True)
+    c, lp = statistics.median(cat_t), statistics.median(lp_t)
+    mb = n_bytes / 1e6
+    print(f"| {label} | {n_lines:,} | {mb:.0f} | {n_lines / lp:,.0f} | {mb / lp:.1f} | "
+          f"{n_lines / c:,.0f} | {mb / c:.0f} | {lp / c:.1f}x |")
+    return {"lp": lp, "cat": c}
+
+
+def proc_cpu(pid: int) -> float:
+    """utime+stime of ``pid`` in seconds."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def proc_mem(pid: int) -> tuple[int, int]:
+    """(VmRSS, VmHWM) of ``pid`` in KiB."""
+    rss = hwm = 0
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                rss = int(line.split()[1])
+            elif line.startswith("VmHWM:"):
+                hwm = int(line.split()[1])
+    return rss, hwm
+
+
+def many_files(work: Path, n: int, idle_seconds: float) -> None:
+    """Follow ``n`` small files: RSS once all are read; CPU while they are idle."""
+    d = work / "many"
+    d.mkdir()
+    for i in range(n):
+        (d / f"app{i}.log").write_bytes(b"".join(
+            orjson.dumps({"message": f"hello {j}", "file": i}) + b"\n" for j in range(5)))
+    env = dict(os.environ, LOGPIPE_STATE_DIR=str(work / "state-many"))
+    proc = subprocess.Popen([*LOGPIPE, "collect", str(d / "*.log")], stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, env=env)
+    assert proc.stdout is not None
+    want = n * 5
+    got = 0
+    t0 = time.perf_counter()
+    while got < want:
+        chunk = proc.stdout.read1(1 << 16)
+        if not chunk:
+            raise SystemExit("collector exited early")
+        got += chunk.count(b"\n")
+    read_all = time.perf_counter() - t0
+    time.sleep(2.0)  # let the first rescans and checkpoint writes settle
+    rss, hwm = proc_mem(proc.pid)
+    c0, w0 = proc_cpu(proc.pid), time.perf_counter()
+    time.sleep(idle_seconds)
+    c1, w1 = proc_cpu(proc.pid), time.perf_counter()
+    rss2, hwm2 = proc_mem(proc.pid)
+    fds = len(os.listdir(f"/proc/{proc.pid}/fd"))
+    proc.terminate()
+    proc.communicate(timeout=60)
+    cpu = (c1 - c0) / (w1 - w0) * 100
+    print(f"| {n:,} files tailed | first read of {want:,} lines: {read_all:.2f} s | "
+          f"RSS {rss / 1024:.1f} MB after read, {rss2 / 1024:.1f} MB after idle, peak "
+          f"{max(hwm, hwm2) / 1024:.1f} MB | idle CPU {cpu:.2f} % of a core over {w1 - w0:.0f} s | "
+          f"open fds {fds} |")
+
+
+def profile(files: list[Path], work: Path) -> None:
+    """cProfile one in-process ``collect --once`` run, stdout to /dev/null."""
+    from logpipe.collector import CollectOptions
+    from logpipe.collector import main as collect_main
+    from logpipe.sinks import SinkOptions
+
+    state = work / "state-prof"
+    os.environ["LOGPIPE_STATE_DIR"] = str(state)
+    opts = CollectOptions(paths=[str(f) for f in files], once=True, state_dir=str(state),
+                          sink_options=SinkOptions(state_dir=str(state)))
+    saved = os.dup(1)
+    null = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 1)
+    prof = cProfile.Profile()
+    try:
+        prof.enable()
+        collect_main(opts)
+        prof.disable()
+    finally:
+        os.dup2(saved, 1)
+        os.close(null)
+        os.close(saved)
+    out = io.StringIO()
+    pstats.Stats(prof, stream=out).sort_stats("tottime").print_stats(15)
+    print(out.getvalue())
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--files", type=int, default=4)
+    ap.add_argument("--lines", type=int, default=100_000, help="lines per file")
+    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--many", type=int, default=1000, help="files for the RSS / idle CPU run")
+    ap.add_argument("--idle", type=float, default=10.0, help="seconds of the idle CPU window")
+    ap.add_argument("--profile", action="store_true")
+    args = ap.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="lp-bench-collector-"))
+    try:
+        jd, pd = work / "json", work / "plain"
+        jd.mkdir()
+        pd.mkdir()
+        jl, jb = make_json_files(jd, args.files, args.lines)
+        pl, pb = make_plain_files(pd, args.files, args.lines)
+        print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs; median of {args.reps} "
+              f"interleaved runs\n")
+        print("| input | lines | MB | logpipe lines/s | logpipe MB/s | cat lines/s | cat MB/s | "
+              "logpipe / cat time |")
+        print("|---|---:|---:|---:|---:|---:|---:|---:|")
+        throughput("JSON ~200 B/line", sorted(jd.iterdir()), jl, jb, args.reps, work)
+        throughput("plain text ~170 B/line", sorted(pd.iterdir()), pl, pb, args.reps, work)
+        print()
+        many_files(work, args.many, args.idle)
+        if args.profile:
+            print()
+            profile(sorted(jd.iterdir()), work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,380 @@
+"""`logpipe rotate` and the rotation engine: real files, real processes, real locks."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import zstandard
+
+from logpipe import rotate
+from logpipe.rotate import RotateOptions
+from tests._rotate_helpers import (
+    history,
+    json_lines,
+    read_bytes,
+    run_rotate,
+    snapshot,
+    stamp_days_ago,
+    write_lines,
+)
+from tests.helpers import wait_for
+
+
+def _rotated(log: Path) -> list[rotate.RotatedFile]:
+    return rotate.rotated_files(str(log))
+
+
+def test_rename_rotation_keeps_exact_bytes_mode_and_owner(tmp_path: Path) -> None:
+    """A forced rotation renames, compresses to .zst whose decompressed bytes equal the original
+    exactly, and leaves a fresh empty file with the same mode and owner; the .zst keeps the mode."""
+    log = tmp_path / "api.log"
+    lines = [*json_lines(5000), b"plain text line \xff\xfe not utf-8", b"  indented"]
+    write_lines(log, lines)
+    os.chmod(log, 0o640)
+    original = log.read_bytes()
+    before = log.stat()
+
+    res = run_rotate(str(log))
+
+    assert res.returncode == 0, res.stderr
+    rotated = _rotated(log)
+    assert [r.compressed for r in rotated] == [True]
+    assert read_bytes(rotated[0].path) == original
+    assert log.exists() and log.stat().st_size == 0
+    assert log.stat().st_ino != before.st_ino
+    assert oct(log.stat().st_mode & 0o7777) == oct(0o640)
+    assert oct(os.stat(rotated[0].path).st_mode & 0o7777) == oct(0o640)
+    assert (log.stat().st_uid, log.stat().st_gid) == (before.st_uid, before.st_gid)
+    assert "rotated 1, compressed 1" in res.stdout
+    assert not [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]
+
+
+def test_zst_output_is_standard_zstd(tmp_path: Path) -> None:
+    """The .zst is a plain zstd frame with a checksum that the `zstd` CLI can test and decompress."""
+    log = tmp_path / "w.log"
+    write_lines(log, json_lines(2000))
+    original = log.read_bytes()
+    assert run_rotate(str(log)).returncode == 0
+    zst = _rotated(log)[0].path
+    if not any(os.access(os.path.join(d, "zstd"), os.X_OK) for d in os.environ["PATH"].split(":")):
+        pytest.skip("zstd CLI not installed")
+    out = subprocess.run(["zstd", "-dc", zst], capture_output=True, check=True)
+    assert out.stdout == original
+
+
+def test_retention_is_per_exact_name(tmp_path: Path) -> None:
+    """--retain 2 keeps the two newest rotated files of api.log and never touches api-gw.log's
+    (pm2-logrotate #128: prefix matching deleted another app's archives)."""
+    api, _gw = tmp_path / "api.log", tmp_path / "api-gw.log"
+    for days in (5, 4, 3):
+        write_lines(tmp_path / f"api.log.{stamp_days_ago(days)}.zst", [b"x"])
+        write_lines(tmp_path / f"api-gw.log.{stamp_days_ago(days)}.zst", [b"y"])
+        write_lines(tmp_path / f"api.log-other.{stamp_days_ago(days)}.zst", [b"z"])
+    write_lines(api, json_lines(10))
+    gw_before = sorted(p.name for p in tmp_path.glob("api-gw.log*"))
+
+    res = run_rotate(str(api), "--retain", "2")
+
+    assert res.returncode == 0, res.stderr
+    kept = _rotated(api)
+    assert len(kept) == 2
+    assert kept[-1].stamp >= stamp_days_ago(0.01)  # the new one is among the kept
+    assert kept[0].stamp[:8] == stamp_days_ago(3)[:8]  # the newest of the old ones
+    assert sorted(p.name for p in tmp_path.glob("api-gw.log*")) == gw_before
+    assert len(list(tmp_path.glob("api.log-other.*"))) == 3
+    assert "deleted 2" in res.stdout
+
+
+def test_retain_zero_keeps_none_and_max_age(tmp_path: Path) -> None:
+    """--retain 0 deletes every rotated file, including the one just rotated; --max-age deletes
+    rotated files older than DAYS even when --retain would keep them."""
+    a, b = tmp_path / "a.log", tmp_path / "b.log"
+    write_lines(tmp_path / f"a.log.{stamp_days_ago(2)}.zst", [b"old"])
+    write_lines(a, json_lines(10))
+    assert run_rotate(str(a), "--retain", "0").returncode == 0
+    assert _rotated(a) == []
+    assert a.exists() and a.stat().st_size == 0
+
+    for days in (40, 20, 1):
+        write_lines(tmp_path / f"b.log.{stamp_days_ago(days)}.zst", [b"old"])
+    write_lines(b, json_lines(10))
+    res = run_rotate(str(b), "--retain", "10", "--max-age", "7", "--max-size", "1G")
+    assert res.returncode == 0, res.stderr
+    assert [r.stamp[:8] for r in _rotated(b)] == [stamp_days_ago(1)[:8]]
+    assert "deleted 2" in res.stdout
+
+
+def test_daily_rotates_once_per_utc_day_and_catches_up(tmp_path: Path) -> None:
+    """--daily rotates a file last rotated on an earlier UTC day (even 3 days ago: a missed cron
+    day), then not again the same day; a never-rotated file whose first line is from yesterday
+    rotates; one started today does not. No state file: evidence is in names, xattrs, lines."""
+    a, b, c = tmp_path / "a.log", tmp_path / "b.log", tmp_path / "c.log"
+    write_lines(tmp_path / f"a.log.{stamp_days_ago(3)}.zst", [b"old"])
+    write_lines(a, [b"plain line"])
+    yesterday = time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime(time.time() - 86400))
+    write_lines(b, json_lines(3, time_text=yesterday))
+    write_lines(c, json_lines(3, time_text=time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime())))
+
+    first = run_rotate(str(tmp_path / "*.log"), "--daily")
+    assert first.returncode == 0, first.stderr
+    assert len(_rotated(a)) == 2 and len(_rotated(b)) == 1 and _rotated(c) == []
+
+    write_lines(a, [b"more today"])
+    write_lines(b, [b"more today"])
+    second = run_rotate(str(tmp_path / "*.log"), "--daily")
+    assert second.returncode == 0, second.stderr
+    assert len(_rotated(a)) == 2 and len(_rotated(b)) == 1 and _rotated(c) == []
+    assert "rotated 0" in second.stdout
+
+
+def test_max_size_rotates_only_big_files(tmp_path: Path) -> None:
+    """--max-size rotates files at or over SIZE and leaves smaller ones alone."""
+    big, small = tmp_path / "big.log", tmp_path / "small.log"
+    write_lines(big, json_lines(3000))
+    write_lines(small, json_lines(3))
+    res = run_rotate(str(tmp_path / "*.log"), "--max-size", "100K")
+    assert res.returncode == 0, res.stderr
+    assert len(_rotated(big)) == 1 and _rotated(small) == []
+
+
+def test_second_concurrent_run_waits_then_fails_with_lockbusy(tmp_path: Path) -> None:
+    """While another run holds DIR/.logpipe-rotate.lock, `logpipe rotate` waits
+    LOGPIPE_ROTATE_LOCK_WAIT seconds and exits 3 with a one-line message, changing nothing; when
+    the lock is released during its wait, it proceeds."""
+    log = tmp_path / "api.log"
+    write_lines(log, json_lines(100))
+    fd = os.open(tmp_path / rotate.LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        t0 = time.monotonic()
+        res = run_rotate(str(log), env={rotate.LOCK_WAIT_ENV: "0.5"})
+        assert res.returncode == 3
+        assert time.monotonic() - t0 >= 0.5
+        assert res.stderr.startswith("logpipe: another logpipe rotate is running in ")
+        assert len(res.stderr.strip().splitlines()) == 1 and "Traceback" not in res.stderr
+        assert _rotated(log) == []
+
+        proc = subprocess.Popen([sys.executable, "-m", "logpipe", "rotate", str(log)],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env={**os.environ, rotate.LOCK_WAIT_ENV: "20"})
+        time.sleep(0.3)  # let it reach the lock; it must still be waiting
+        assert proc.poll() is None
+    finally:
+        os.close(fd)
+    _out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert len(_rotated(log)) == 1
+
+
+def test_two_real_runs_at_once_rotate_once(tmp_path: Path) -> None:
+    """Two `logpipe rotate` processes started together on the same file: one rotates, the other
+    waits for the lock and finds only the fresh empty file — no name collision, bytes intact."""
+    log = tmp_path / "api.log"
+    write_lines(log, json_lines(200_000))  # ~20 MB: the first run holds the lock a while
+    original = log.read_bytes()
+    procs = [subprocess.Popen([sys.executable, "-m", "logpipe", "rotate", str(log)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    outs = [p.communicate(timeout=60) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    rotated = _rotated(log)
+    assert len(rotated) == 1 and rotated[0].compressed
+    assert read_bytes(rotated[0].path) == original
+
+
+def test_symlink_out_of_directory_is_refused(tmp_path: Path) -> None:
+    """A matched symlink pointing outside its directory is refused with a clear message (exit 1)
+    and its target is untouched; other files in the same run are still rotated."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    secret = outside / "secret.log"
+    write_lines(secret, [b"do not touch"])
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / "evil.log").symlink_to(secret)
+    write_lines(logs / "good.log", json_lines(5))
+    secret_before = snapshot(outside)
+
+    res = run_rotate(str(logs / "*.log"))
+
+    assert res.returncode == 1
+    assert f"logpipe: refusing {logs / 'evil.log'}: it is a symlink to {secret}" in res.stderr
+    assert "Traceback" not in res.stderr
+    assert snapshot(outside) == secret_before
+    assert (logs / "evil.log").is_symlink()
+    assert len(_rotated(logs / "good.log")) == 1
+
+
+def test_symlink_named_like_rotated_output_is_never_deleted(tmp_path: Path) -> None:
+    """Retention deletes only regular files named as its own output: a symlink wearing a rotated
+    name (pointing elsewhere) survives --retain 0."""
+    target = tmp_path / "precious"
+    target.write_bytes(b"keep me")
+    log = tmp_path / "api.log"
+    write_lines(log, json_lines(5))
+    (tmp_path / f"api.log.{stamp_days_ago(9)}.zst").symlink_to(target)
+    assert run_rotate(str(log), "--retain", "0").returncode == 0
+    assert (tmp_path / f"api.log.{stamp_days_ago(9)}.zst").is_symlink()
+    assert target.read_bytes() == b"keep me"
+
+
+def test_dry_run_changes_nothing_and_prints_the_plan(tmp_path: Path) -> None:
+    """--dry-run prints what would be rotated/deleted and changes nothing at all (not even a
+    lock file)."""
+    log = tmp_path / "api.log"
+    write_lines(log, json_lines(50))
+    for days in (3, 2):
+        write_lines(tmp_path / f"api.log.{stamp_days_ago(days)}.zst", [b"x"])
+    write_lines(tmp_path / f"api.log.{stamp_days_ago(1)}", [b"uncompressed leftover"])
+    before = snapshot(tmp_path)
+
+    res = run_rotate(str(log), "--dry-run", "--retain", "1")
+
+    assert res.returncode == 0, res.stderr
+    assert snapshot(tmp_path) == before
+    assert f"would rotate {log}" in res.stdout
+    assert sum(ln.startswith("would delete ") for ln in res.stdout.splitlines()) == 3
+    assert "dry run, nothing changed" in res.stdout
+
+
+def test_globs_never_rerotate_rotated_files(tmp_path: Path) -> None:
+    """`*.log` does not match x.log.<ts>.zst; even `*` (which does) skips rotated outputs; naming
+    one explicitly is refused with a message."""
+    log = tmp_path / "x.log"
+    write_lines(log, json_lines(10))
+    assert run_rotate(str(tmp_path / "*.log")).returncode == 0
+    [first] = _rotated(log)
+    write_lines(log, json_lines(10, start=10))
+
+    res = run_rotate(str(tmp_path / "*"))
+    assert res.returncode == 0, res.stderr
+    names = sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith("."))
+    assert len(names) == 3  # x.log, and exactly two rotated files: nothing rotated twice
+    assert all(n == "x.log" or rotate.is_rotated_name(n) for n in names)
+    assert not any(n.endswith(".zst.zst") or n.count("T") > 1 for n in names)
+
+    res = run_rotate(first.path)
+    assert res.returncode == 2
+    assert "is a rotated file; refusing to rotate it again" in res.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["{d}/nope.log"], "logpipe: {d}/nope.log: no such file"),
+        (["{d}/missing-dir/*.log"],
+         "logpipe: {d}/missing-dir/*.log: directory {d}/missing-dir does not exist"),
+        (["{d}/*.nomatch"], "logpipe: {d}/*.nomatch: no file matches"),
+        (["{d}"], "logpipe: {d} is a directory; give log files or a quoted glob such as '{d}/*.log'"),
+    ],
+)
+def test_bad_paths_give_one_clear_line(tmp_path: Path, args: list[str], message: str) -> None:
+    """A missing file, a glob matching nothing, a missing directory or a directory given as a
+    file → one `logpipe: …` line, exit 2, no traceback."""
+    res = run_rotate(*[a.format(d=tmp_path) for a in args])
+    assert res.returncode == 2
+    assert res.stderr.strip() == message.format(d=tmp_path)
+
+
+def test_copytruncate_keeps_inode_and_bytes(tmp_path: Path) -> None:
+    """--copytruncate copies the bytes exactly into the rotated (compressed) file and truncates the
+    original in place: same inode, size 0, and the run reports its loss window."""
+    log = tmp_path / "pm2-out.log"
+    write_lines(log, json_lines(3000))
+    original = log.read_bytes()
+    ino = log.stat().st_ino
+    res = run_rotate(str(log), "--copytruncate")
+    assert res.returncode == 0, res.stderr
+    assert log.stat().st_ino == ino and log.stat().st_size == 0
+    [r] = _rotated(log)
+    assert r.compressed and read_bytes(r.path) == original
+    assert "copytruncate" in res.stdout and "µs window" in res.stdout
+
+
+def test_no_compress_keeps_plain_rotated_files(tmp_path: Path) -> None:
+    """--no-compress leaves the rotated file uncompressed under its rotated name."""
+    log = tmp_path / "a.log"
+    write_lines(log, json_lines(10))
+    original = log.read_bytes()
+    assert run_rotate(str(log), "--no-compress").returncode == 0
+    [r] = _rotated(log)
+    assert not r.compressed and Path(r.path).read_bytes() == original
+
+
+def test_file_still_open_by_a_writer_is_compressed_next_run(tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """A foreign writer (PM2 before `pm2 reloadLogs`) still appending to the renamed file: the
+    run leaves it uncompressed and says why; lines it appends there are not lost; once the writer
+    has let go, the next run compresses it with every line."""
+    monkeypatch.setattr(rotate, "WRITER_WAIT_SECONDS", 0.3)
+    log = tmp_path / "app-out.log"
+    write_lines(log, [b"line-0"])
+    writer = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys,os\nf=open(sys.argv[1],'ab',buffering=0)\n"
+         "for line in sys.stdin:\n    f.write(line.encode())\n", str(log)],
+        stdin=subprocess.PIPE, text=True)
+    assert writer.stdin is not None
+    try:
+        writer.stdin.write("line-1\n")
+        writer.stdin.flush()
+        wait_for(lambda: log.read_bytes().count(b"\n") == 2, message="writer's first line")
+        out = _capture_main(RotateOptions(paths=[str(log)], retain=5))
+        [r] = _rotated(log)
+        assert not r.compressed
+        assert f"pid {writer.pid} still writes to it" in out
+        writer.stdin.write("line-2\n")  # still lands in the renamed file
+        writer.stdin.flush()
+        wait_for(lambda: Path(r.path).read_bytes().count(b"\n") == 3, message="late line")
+    finally:
+        writer.stdin.close()
+        writer.wait(timeout=10)
+    _capture_main(RotateOptions(paths=[str(log)], retain=5, max_size=1 << 30))
+    [r] = _rotated(log)
+    assert r.compressed
+    assert read_bytes(r.path) == b"line-0\nline-1\nline-2\n"
+
+
+def _capture_main(opts: RotateOptions) -> str:
+    import io
+
+    out = io.StringIO()
+    assert rotate.main(opts, out=out) == 0
+    return out.getvalue()
+
+
+def test_names_are_unique_and_ordered_within_one_second(tmp_path: Path) -> None:
+    """Many rotations in the same second get .1, .2 … suffixes that sort in rotation order, and
+    the history (rotated files oldest→newest, then the live file) is the input in order."""
+    log = tmp_path / "fast.log"
+    expected = b""
+    for i in range(12):
+        chunk = json_lines(20, start=i * 20)
+        write_lines(log, chunk)
+        expected += b"".join(line + b"\n" for line in chunk)
+        _capture_main(RotateOptions(paths=[str(log)], retain=100))
+    rotated = _rotated(log)
+    assert len(rotated) == 12
+    assert len({(r.stamp, r.seq) for r in rotated}) == 12
+    assert history(log) == expected
+
+
+def test_verification_rejects_a_corrupt_frame(tmp_path: Path) -> None:
+    """verify_zst raises RotateError for a frame whose checksum does not match (the check that
+    runs before an original is removed)."""
+    good = zstandard.ZstdCompressor(write_checksum=True).compress(b"hello world\n" * 1000)
+    bad = bytearray(good)
+    bad[-1] ^= 0xFF
+    p = tmp_path / "x.zst"
+    p.write_bytes(bytes(bad))
+    with pytest.raises(rotate.RotateError, match="failed verification"):
+        rotate.verify_zst(str(p), 12000)
+    p.write_bytes(good)
+    with pytest.raises(rotate.RotateError, match="expected 11999"):
+        rotate.verify_zst(str(p), 11999)

@@ -734,3 +734,57 @@ def test_example_stops_cleanly_on_sigterm() -> None:
     assert proc.wait(timeout=30) == 0
     last = lines(rest)[-1]
     assert last["message"] == "worker stopped" and last["signalled"] is True
+
+
+# --- under a real PM2 ---------------------------------------------------------------------------
+
+PM2_APP = """\
+import os, signal
+from logpipe import logger
+for i in range(3):
+    logger.info("tick", i=i)
+os.kill(os.getpid(), signal.SIGKILL)  # no flush, no exit handlers: PM2's pipe has what we wrote
+"""
+
+
+def test_under_real_pm2_defaults_and_kill_9(tmp_path: Path) -> None:
+    """Started by a real PM2 (fork mode, and ``-i 2``), with no LOGPIPE_* settings, each app's
+    lines in PM2's log files carry PM2's ``name`` as service, its ``pm_id``, the instance
+    (NODE_APP_INSTANCE under ``-i``, else pm_id) — and all 3 lines survive the app SIGKILLing
+    itself right after logging."""
+    import contextlib
+    import shutil
+    import tempfile
+
+    from tests.test_pm2 import Pm2, pm2_bin
+
+    binary = pm2_bin.__wrapped__()  # type: ignore[attr-defined]  # the installer, not the fixture
+    base = Path(tempfile.mkdtemp(prefix="lp-lg-"))  # short: PM2's sockets live in PM2_HOME
+    app = base / "app.py"
+    app.write_text(PM2_APP)
+    pm2 = Pm2(binary, base / "h")
+    try:
+        pm2.start(app, "solo", "--no-autorestart")
+        pm2.start(app, "pair", "-i", "2", "--no-autorestart")
+        logs = base / "h" / "logs"
+
+        def records() -> list[dict[str, object]]:
+            # whole lines only: PM2 may be half-way through writing the last one
+            return [r for p in sorted(logs.glob("*-out*.log"))
+                    for r in lines(p.read_bytes().rpartition(b"\n")[0])]
+
+        recs = wait_for(lambda: r if len(r := records()) >= 9 else None, timeout=60,
+                        message="9 lines in PM2's out files")
+    finally:
+        with contextlib.suppress(Exception):
+            pm2("kill")
+        shutil.rmtree(base, ignore_errors=True)
+    by_pm_id: dict[object, list[dict[str, object]]] = {}
+    for r in recs:
+        by_pm_id.setdefault(r["pm_id"], []).append(r)
+    assert len(by_pm_id) == 3 and all([r["i"] for r in rs] == [0, 1, 2] for rs in by_pm_id.values())
+    solo = [rs for rs in by_pm_id.values() if rs[0]["service"] == "solo"]
+    pair = [rs for rs in by_pm_id.values() if rs[0]["service"] == "pair"]
+    assert len(solo) == 1 and len(pair) == 2
+    assert solo[0][0]["instance_id"] == str(solo[0][0]["pm_id"])
+    assert sorted(rs[0]["instance_id"] for rs in pair) == ["0", "1"]

@@ -51,8 +51,16 @@ async def _main(
 
     def _signalled(signum: int) -> None:
         if stop.is_set():
-            diagnostics.warning("second signal: still draining; kill -9 loses nothing committed",
+            # Draining can wait on a stalled sink. Like Vector's second Ctrl-C, give the user a
+            # way out: the next SIGTERM/SIGINT gets the default action and ends the process at
+            # once; checkpoints never passed what the sinks did not accept, so files are re-read
+            # after a restart (only records read from a pipe and still buffered are lost).
+            diagnostics.warning("second signal: still draining what was read; a third one quits "
+                                "at once without delivering what is still buffered",
                                 key="second-signal")
+            for s in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(s, signal.SIG_DFL)
+            return
         stop.set()
         if on_stop is not None:
             on_stop()

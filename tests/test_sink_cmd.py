@@ -3,6 +3,7 @@ one-line errors for user mistakes, a full disk and a reader that goes away."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -174,3 +175,42 @@ def test_user_mistakes_are_one_click_error_line(args: list[str], expected: str) 
     assert "Traceback" not in text
     errors = [line for line in text.splitlines() if line.startswith("Error:")]
     assert len(errors) == 1 and expected in errors[0], text
+
+
+def test_stalled_output_drains_on_sigterm_and_a_third_signal_quits(tmp_path: Path) -> None:
+    """With stdout full (nobody reads it), SIGTERM starts a drain that cannot finish; a second
+    SIGTERM warns that a third quits at once, and the third ends the process by the signal."""
+    import fcntl
+    import termios
+
+    proc = subprocess.Popen([*LOGPIPE, "sink", "console"], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+    os.set_blocking(proc.stdin.fileno(), False)
+    data = b"a line that will not fit\n" * 200_000
+    sent = 0
+
+    def unread() -> int:
+        buf = bytearray(4)
+        fcntl.ioctl(proc.stdout.fileno(), termios.FIONREAD, buf)  # type: ignore[union-attr]
+        return int.from_bytes(buf, "little")
+
+    def stdout_full() -> bool:
+        nonlocal sent
+        with contextlib.suppress(BlockingIOError):
+            sent += os.write(proc.stdin.fileno(), data[sent:sent + 65536])  # type: ignore[union-attr]
+        return unread() >= 65536  # the default pipe capacity: logpipe's writes now block
+
+    wait_for(stdout_full, message="stdout pipe full")
+    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(signal.SIGTERM)
+
+    def warned() -> bool:
+        return b"a third one quits" in os.read(proc.stderr.fileno(), 65536)  # type: ignore[union-attr]
+
+    wait_for(warned, message="second-signal warning")
+    assert proc.poll() is None  # still draining into the full pipe
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=20) == -signal.SIGTERM
+    for f in (proc.stdin, proc.stdout, proc.stderr):
+        f.close()

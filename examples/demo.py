@@ -19,7 +19,6 @@ still comes.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import shlex
 import signal
@@ -42,9 +41,7 @@ def collect_command(out: Path, count: int, interval: float) -> list[str]:
     worker = service_command("worker.py", count, interval)
     cmd = [sys.executable, "-m", "logpipe", "collect",
            "--run", f"api={api}", "--run", f"api={api}", "--run", f"worker={worker}",
-           "--to", "console", "--once"]
-    if importlib.util.find_spec("logpipe.sinks.file") is not None:
-        cmd += ["--to", f"file:{out}", "--max-size", "64K", "--retain", "3"]
+           "--to", "console", "--to", f"file:{out}", "--max-size", "64K", "--retain", "3", "--once"]
     return cmd
 
 

@@ -139,6 +139,7 @@ class Spool:
         self._append_lock: asyncio.Lock
         self._read_lock: asyncio.Lock
         self._persist_lock: asyncio.Lock
+        self._wake: asyncio.Event
 
     # ------------------------------------------------------------------ properties
 
@@ -176,6 +177,7 @@ class Spool:
         self._append_lock = asyncio.Lock()
         self._read_lock = asyncio.Lock()
         self._persist_lock = asyncio.Lock()
+        self._wake = asyncio.Event()
         await asyncio.to_thread(self._open_sync)
         self._opened = True
 
@@ -232,6 +234,8 @@ class Spool:
                                     "re-sending that segment from its start")
                 start = (seq, HDR_SIZE)
                 n, b, size, _ = self._scan(seq, HDR_SIZE, last=(i == len(segments) - 1))
+            if seq == start[0] and start[1] > size:
+                start = (seq, size)
             items += n
             nbytes += b
             self._sizes[seq] = size
@@ -315,7 +319,7 @@ class Spool:
                 f.flush()
                 os.fdatasync(f.fileno())
         if from_off > off:
-            boundary = False
+            boundary = True  # the cursor is past what survived: all of it was done already
         return items, nbytes, off, boundary
 
     # ------------------------------------------------------------------ append
@@ -484,10 +488,10 @@ class Spool:
                     full = True
                     break
                 if p + HDR_SIZE + length > len(buf):
-                    if p == 0:  # one record larger than our read: fetch exactly it
-                        buf = os.pread(fd, HDR_SIZE + length, off)
-                        continue
-                    break
+                    if p or len(buf) >= HDR_SIZE + length or off + HDR_SIZE + length > size:
+                        break  # the rest of this block is read next time round
+                    buf = os.pread(fd, HDR_SIZE + length, off)  # one record larger than our read
+                    continue
                 payload = buf[p + HDR_SIZE:p + HDR_SIZE + length]
                 if not _crc_ok(length, crc, payload):
                     raise SinkError(f"spool {self.directory}: segment {seq} is corrupt at byte {off + p} "
@@ -496,6 +500,9 @@ class Spool:
                 total += length
                 p += HDR_SIZE + length
                 ends.append((seq, off + p))
+            if p == 0 and not full:
+                raise SinkError(f"spool {self.directory}: segment {seq} is corrupt at byte {off} "
+                                "(changed on disk while logpipe was running)")
             off += p
             if full:
                 break
@@ -550,14 +557,22 @@ class Spool:
             self._persist_task = asyncio.get_running_loop().create_task(self._persist_soon())
 
     async def _persist_soon(self) -> None:
-        wait = self._last_persist + CURSOR_INTERVAL - time.monotonic()
-        if wait > 0:
-            await asyncio.sleep(wait)
-        try:
-            await self._persist()
-        except OSError as e:
-            diagnostics.error(f"spool {self.directory}: cannot save the cursor ({e.strerror}); will retry",
-                              key=f"spool-cursor:{self.directory}")
+        # loop: done() calls that land while a write is in flight do not schedule another task.
+        # Never cancelled (close() wakes it instead): a cancelled task would leave its worker
+        # thread writing an older cursor that could land after close()'s newer one.
+        while self._normalised(self._cpos) != self._ppos:
+            wait = self._last_persist + CURSOR_INTERVAL - time.monotonic()
+            if wait > 0 and not self._closed:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), wait)
+            try:
+                await self._persist()
+            except OSError as e:
+                diagnostics.error(f"spool {self.directory}: cannot save the cursor ({e.strerror}); "
+                                  "will retry", key=f"spool-cursor:{self.directory}")
+                self._last_persist = time.monotonic()
+                if self._closed:
+                    return
 
     async def _persist(self) -> None:
         async with self._persist_lock:
@@ -599,13 +614,16 @@ class Spool:
         self._closed = True
         self._data.set()
         self._space.set()
+        self._wake.set()
         task = self._persist_task
         if task is not None and not task.done():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await task
         try:
-            await self._persist()
+            try:
+                await self._persist()
+            except OSError as e:
+                raise SinkError(f"spool {self.directory}: cannot save the cursor at close ({e.strerror}); "
+                                "delivered items may be sent again") from None
         finally:
             async with self._read_lock:
                 if self._rfd is not None:

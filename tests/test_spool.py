@@ -1,0 +1,542 @@
+"""The disk spool keeps order, survives restarts and kill -9, bounds itself by blocking, and cleans up."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import io
+import os
+import signal
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any, TypeVar
+
+import orjson
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from logpipe import diagnostics, spool
+from logpipe.errors import DiskFullError, UsageError
+from logpipe.spool import HDR_SIZE, Spool
+from tests.helpers import wait_for
+
+T = TypeVar("T")
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(coro)
+
+
+async def until(predicate: Callable[[], Any], timeout: float = 10.0,  # noqa: ASYNC109 - a poller
+                message: str = "condition") -> None:
+    """Async deadline poller (the loop keeps running while we wait)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {message}")
+        await asyncio.sleep(0.01)
+
+
+async def drain(s: Spool, max_items: int = 1000, max_bytes: int = 1 << 20) -> list[bytes]:
+    """Take and mark done everything currently in the spool."""
+    out: list[bytes] = []
+    while (c := await s.next_chunk(max_items, max_bytes, timeout=0)) is not None:
+        out.extend(c.items)
+        s.done(c.id)
+    return out
+
+
+def segments(d: Path) -> list[str]:
+    return sorted(p.name for p in d.iterdir() if p.name.endswith(".seg"))
+
+
+@pytest.fixture
+def diag() -> Any:
+    stream = io.BytesIO()
+    diagnostics.set_stream(stream)
+    yield stream
+    diagnostics.set_stream(None)
+
+
+# ----------------------------------------------------------------------------- order and chunks
+
+
+def test_items_come_out_in_append_order_within_chunk_limits(tmp_path: Path) -> None:
+    """Chunks hand out items in append order, ≤ max_items and ≤ max_bytes (one oversized item alone)."""
+    items = [f"item-{i}".encode() * (1 + i % 3) for i in range(50)] + [b"X" * 500]
+
+    async def scenario() -> list[list[bytes]]:
+        async with Spool(str(tmp_path / "sp"), segment_bytes=256) as s:
+            for i in range(0, len(items), 7):
+                await s.append(items[i:i + 7])
+            chunks = []
+            while (c := await s.next_chunk(4, 40, timeout=0)) is not None:
+                chunks.append(c.items)
+                s.done(c.id)
+            assert s.is_empty and s.pending_bytes == 0
+            return chunks
+
+    chunks = run(scenario())
+    assert [i for c in chunks for i in c] == items
+    for c in chunks:
+        assert 1 <= len(c) <= 4
+        assert len(c) == 1 or sum(map(len, c)) <= 40
+    assert chunks[-1] == [b"X" * 500]
+
+
+def test_items_are_opaque_bytes(tmp_path: Path) -> None:
+    """Any bytes round-trip unchanged: newlines, NULs, every byte value, the empty item."""
+    items = [b"", b"\n", b"a\nb\r\n", bytes(range(256)), b"\x00" * 10, b'{"event":"x"}\n{"event"']
+
+    async def scenario() -> list[bytes]:
+        async with Spool(str(tmp_path / "sp")) as s:
+            await s.append(items)
+        async with Spool(str(tmp_path / "sp")) as s:
+            return await drain(s)
+
+    assert run(scenario()) == items
+
+
+def test_next_chunk_times_out_then_wakes_on_append(tmp_path: Path) -> None:
+    """next_chunk returns None after its timeout when empty, and a waiting call wakes on append."""
+
+    async def scenario() -> None:
+        async with Spool(str(tmp_path / "sp")) as s:
+            t0 = time.monotonic()
+            assert await s.next_chunk(10, 1000, timeout=0.1) is None
+            assert time.monotonic() - t0 >= 0.1
+            waiter = asyncio.create_task(s.next_chunk(10, 1000, timeout=10))
+            await asyncio.sleep(0)
+            await s.append([b"late"])
+            c = await asyncio.wait_for(waiter, 5)
+            assert c is not None and c.items == [b"late"]
+
+    run(scenario())
+
+
+def test_release_hands_items_out_again_in_order_before_later_ones(tmp_path: Path) -> None:
+    """Released chunks come back first, lowest position first, before anything not yet handed out."""
+
+    async def scenario() -> None:
+        async with Spool(str(tmp_path / "sp")) as s:
+            await s.append([b"%d" % i for i in range(10)])
+            a = await s.next_chunk(3, 1000, 0)
+            b = await s.next_chunk(3, 1000, 0)
+            c = await s.next_chunk(2, 1000, 0)
+            assert a and b and c
+            assert (a.items, b.items, c.items) == ([b"0", b"1", b"2"], [b"3", b"4", b"5"], [b"6", b"7"])
+            s.release(b.id)
+            s.release(a.id)
+            s.done(c.id)
+            again = await s.next_chunk(2, 1000, 0)  # smaller limit: a released chunk is split
+            assert again is not None and again.items == [b"0", b"1"]
+            rest = await s.next_chunk(10, 1000, 0)
+            assert rest is not None and rest.items == [b"2"]
+            b2 = await s.next_chunk(10, 1000, 0)
+            assert b2 is not None and b2.items == [b"3", b"4", b"5"]
+            tail = await s.next_chunk(10, 1000, 0)
+            assert tail is not None and tail.items == [b"8", b"9"]
+            for ch in (again, rest, b2, tail):
+                s.done(ch.id)
+            assert s.is_empty
+            with pytest.raises(ValueError, match="not out"):
+                s.done(a.id)
+
+    run(scenario())
+
+
+def test_done_out_of_order_commits_only_contiguous_prefix(tmp_path: Path) -> None:
+    """A later chunk done before an earlier one does not move the cursor past the earlier one."""
+
+    async def scenario() -> None:
+        d = str(tmp_path / "sp")
+        async with Spool(d) as s:
+            await s.append([b"a", b"b", b"c"])
+            first = await s.next_chunk(1, 100, 0)
+            second = await s.next_chunk(2, 100, 0)
+            assert first and second
+            s.done(second.id)
+            assert s.pending_items == 3
+        async with Spool(d) as s:
+            assert await drain(s) == [b"a", b"b", b"c"]  # b, c again: bounded duplicates, no loss
+
+    run(scenario())
+
+
+# ----------------------------------------------------------------------------- restart and crashes
+
+
+def test_restart_recovers_undelivered_items_in_order(tmp_path: Path) -> None:
+    """After close and reopen, exactly the items not done are delivered, in order."""
+
+    async def scenario() -> None:
+        d = str(tmp_path / "sp")
+        async with Spool(d, segment_bytes=100) as s:
+            await s.append([b"%03d" % i for i in range(60)])
+            for _ in range(4):
+                c = await s.next_chunk(5, 1000, 0)
+                assert c is not None
+                s.done(c.id)
+            out = await s.next_chunk(5, 1000, 0)  # handed out, never done: must come back
+            assert out is not None
+        async with Spool(d, segment_bytes=100) as s:
+            assert s.pending_items == 40
+            assert await drain(s) == [b"%03d" % i for i in range(20, 60)]
+            await s.append([b"new"])
+        async with Spool(d, segment_bytes=100) as s:
+            assert await drain(s) == [b"new"]
+
+    run(scenario())
+
+
+WRITER = r"""
+import asyncio, sys
+from logpipe.spool import Spool
+
+async def main():
+    s = Spool(sys.argv[1], segment_bytes=200_000)
+    await s.open()
+    i = 0
+    while True:
+        await s.append([b"%08d:" % n + b"x" * (n * 997 % 20000) for n in range(i, i + 5)])
+        i += 5
+        sys.stdout.write(f"{i}\n")
+        sys.stdout.flush()
+
+asyncio.run(main())
+"""
+
+
+def expected_item(n: int) -> bytes:
+    return b"%08d:" % n + b"x" * (n * 997 % 20000)
+
+
+def test_kill9_writer_loses_nothing_acknowledged(tmp_path: Path) -> None:
+    """kill -9 of a process in the middle of appends: every item whose append returned is recovered,
+    in order, with no gap or garbage; a torn last record is dropped, not misread."""
+    d = tmp_path / "sp"
+    with subprocess.Popen([sys.executable, "-c", WRITER, str(d)], stdout=subprocess.PIPE, cwd=ROOT) as proc:
+        assert proc.stdout is not None
+        acked = 0
+        try:
+            while acked < 300:
+                line = proc.stdout.readline()
+                assert line, "writer died"
+                acked = int(line)
+        finally:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+        for line in proc.stdout.read().splitlines():  # acks printed before the kill
+            acked = int(line)
+
+    async def scenario() -> list[bytes]:
+        async with Spool(str(d), segment_bytes=200_000) as s:
+            return await drain(s, max_bytes=4 << 20)
+
+    got = run(scenario())
+    assert len(got) >= acked
+    assert got == [expected_item(n) for n in range(len(got))]
+
+
+CONSUMER = r"""
+import asyncio, sys
+from logpipe.spool import Spool
+
+async def main():
+    s = Spool(sys.argv[1], segment_bytes=300)
+    await s.open()
+    for i in range(0, 200, 10):
+        await s.append([b"%04d" % n for n in range(i, i + 10)])
+    done = 0
+    while done < 120:
+        c = await s.next_chunk(7, 10_000, 0)
+        s.done(c.id)
+        done += len(c.items)
+    sys.stdout.write(f"{done}\n")
+    sys.stdout.flush()
+    await asyncio.Event().wait()   # hang until killed
+
+asyncio.run(main())
+"""
+
+
+def test_kill9_consumer_resumes_from_persisted_cursor(tmp_path: Path) -> None:
+    """kill -9 after chunks were done and the cursor persisted: reopening delivers exactly the rest,
+    and the consumed segments are gone."""
+    d = tmp_path / "sp"
+
+    def cursor_moved() -> bool:
+        try:
+            doc = orjson.loads((d / "cursor").read_bytes())
+        except (FileNotFoundError, orjson.JSONDecodeError):
+            return False
+        return bool(doc["segment"] > 1)
+
+    with subprocess.Popen([sys.executable, "-c", CONSUMER, str(d)], stdout=subprocess.PIPE, cwd=ROOT) as proc:
+        try:
+            assert proc.stdout is not None
+            done = int(proc.stdout.readline())
+            wait_for(cursor_moved, timeout=10, message="cursor persisted")
+            wait_for(lambda: "0000000000000001.seg" not in segments(d), timeout=10, message="segment cleanup")
+        finally:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+
+    async def scenario() -> list[bytes]:
+        async with Spool(str(d), segment_bytes=300) as s:
+            return await drain(s)
+
+    assert run(scenario()) == [b"%04d" % n for n in range(done, 200)]
+
+
+def test_torn_or_corrupt_tail_is_dropped_and_spool_continues(tmp_path: Path, diag: io.BytesIO) -> None:
+    """A partial last frame (crash mid-write) or a bad CRC is cut off at open with a warning; the
+    items before it and items appended afterwards are delivered, in order."""
+    d = tmp_path / "sp"
+
+    async def write(items: list[bytes]) -> None:
+        async with Spool(str(d)) as s:
+            await s.append(items)
+
+    run(write([b"one", b"two"]))
+    seg = d / segments(d)[-1]
+    good_size = seg.stat().st_size
+    with open(seg, "ab") as f:  # a frame announcing 100 bytes, only 10 of them written
+        f.write(struct.pack("<II", 100, 0) + b"0123456789")
+
+    async def reopen_append_drain() -> list[bytes]:
+        async with Spool(str(d)) as s:
+            assert s.pending_items == 2
+            await s.append([b"three"])
+        async with Spool(str(d)) as s:
+            return await drain(s)
+
+    assert run(reopen_append_drain()) == [b"one", b"two", b"three"]
+    assert b"torn write" in diag.getvalue()
+    assert seg.stat().st_size == good_size + HDR_SIZE + len(b"three")
+
+    # flip the last payload byte of "three": its CRC no longer matches
+    data = bytearray(seg.read_bytes())
+    data[-1] ^= 0xFF
+    seg.write_bytes(bytes(data))
+
+    async def reopen() -> list[bytes]:
+        async with Spool(str(d)) as s:
+            return await drain(s)
+
+    assert run(reopen()) == []  # one, two were done above; the corrupt three is dropped, not misread
+    assert seg.stat().st_size == good_size
+
+
+def test_corrupt_cursor_redelivers_rather_than_loses(tmp_path: Path, diag: io.BytesIO) -> None:
+    """An unreadable cursor file means re-sending what is still spooled (duplicates), never loss."""
+    d = tmp_path / "sp"
+
+    async def first() -> None:
+        async with Spool(str(d)) as s:
+            await s.append([b"a", b"b", b"c"])
+            c = await s.next_chunk(1, 100, 0)
+            assert c is not None
+            s.done(c.id)
+
+    run(first())
+    (d / "cursor").write_bytes(b"{not json")
+
+    async def second() -> list[bytes]:
+        async with Spool(str(d)) as s:
+            return await drain(s)
+
+    assert run(second()) == [b"a", b"b", b"c"]
+    assert b"unreadable cursor" in diag.getvalue()
+
+
+# ----------------------------------------------------------------------- bound, cleanup, lock, disk full
+
+
+def test_full_spool_blocks_append_and_resumes_when_drained(tmp_path: Path, diag: io.BytesIO) -> None:
+    """Over max_bytes, append blocks (nothing dropped) with ONE warning, and resumes once items are done."""
+
+    async def scenario() -> None:
+        async with Spool(str(tmp_path / "sp"), max_bytes=1000) as s:
+            await s.append([b"a" * 100] * 8)  # 8 * 108 = 864 bytes
+            blocked = asyncio.create_task(s.append([b"b" * 100] * 2))
+            await until(lambda: b"is full" in diag.getvalue(), message="full warning")
+            assert not blocked.done()
+            third = asyncio.create_task(s.append([b"c"]))
+            await asyncio.sleep(0.05)
+            assert not blocked.done() and not third.done()
+            c = await s.next_chunk(3, 10_000, 0)
+            assert c is not None
+            s.done(c.id)  # 864 - 324 + 216 <= 1000: room again
+            await asyncio.wait_for(blocked, 5)
+            await asyncio.wait_for(third, 5)
+            assert await drain(s) == [b"a" * 100] * 5 + [b"b" * 100] * 2 + [b"c"]
+
+    run(scenario())
+    assert diag.getvalue().count(b"is full") == 1
+
+
+def test_single_append_larger_than_bound_into_empty_spool_does_not_deadlock(tmp_path: Path) -> None:
+    """An append bigger than max_bytes is accepted when the spool is empty (else it could never go in)."""
+
+    async def scenario() -> list[bytes]:
+        async with Spool(str(tmp_path / "sp"), max_bytes=100) as s:
+            await asyncio.wait_for(s.append([b"z" * 500]), 5)
+            return await drain(s)
+
+    assert run(scenario()) == [b"z" * 500]
+
+
+def test_consumed_segments_are_deleted(tmp_path: Path) -> None:
+    """Segments roll at segment_bytes; once consumed and the cursor persisted, they are deleted."""
+    d = tmp_path / "sp"
+
+    async def scenario() -> None:
+        async with Spool(str(d), segment_bytes=200) as s:
+            for i in range(30):
+                await s.append([b"%02d" % i + b"." * 50])
+            assert len(segments(d)) >= 8
+            got = await drain(s, max_items=3)
+            assert len(got) == 30
+            await until(lambda: len(segments(d)) == 1, message="segments deleted")
+            assert s.is_empty and s.pending_bytes == 0
+
+    run(scenario())
+    assert len(segments(d)) == 1
+
+
+def test_second_spool_on_same_directory_is_refused(tmp_path: Path) -> None:
+    """flock: a second Spool on a directory in use raises a clear UsageError; after close it opens."""
+    d = str(tmp_path / "sp")
+
+    async def scenario() -> None:
+        first = Spool(d)
+        await first.open()
+        with pytest.raises(UsageError, match=r"in use by another logpipe process \(pid \d+\)") as err:
+            await Spool(d).open()
+        assert "\n" not in str(err.value)
+        await first.close()
+        async with Spool(d):
+            pass
+
+    run(scenario())
+
+
+def test_unusable_directory_is_a_usage_error(tmp_path: Path) -> None:
+    """A spool path that is a file gives a one-line UsageError, not a traceback."""
+    f = tmp_path / "file"
+    f.write_text("")
+    with pytest.raises(UsageError, match="cannot use directory"):
+        run(Spool(str(f / "sp")).open())
+
+
+def test_disk_full_raises_one_line_and_keeps_the_spool_consistent(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """ENOSPC while appending → DiskFullError (one line); no partial frame is left behind and the spool
+    keeps working once space is back. (ENOSPC is injected at the write call: no unprivileged way to
+    fill a real filesystem here.)"""
+    real = spool._write_all
+    d = str(tmp_path / "sp")
+
+    def full(fd: int, data: bytes) -> None:
+        os.write(fd, data[: len(data) // 2])  # half written, as a real ENOSPC can leave it
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    async def scenario() -> list[bytes]:
+        async with Spool(d) as s:
+            await s.append([b"before"])
+            monkeypatch.setattr(spool, "_write_all", full)
+            with pytest.raises(DiskFullError) as err:
+                await s.append([b"lost-" * 20, b"also"])
+            assert "disk full" in str(err.value) and "\n" not in str(err.value)
+            assert s.pending_items == 1
+            monkeypatch.setattr(spool, "_write_all", real)
+            await s.append([b"after"])
+        async with Spool(d) as s:
+            return await drain(s)
+
+    assert run(scenario()) == [b"before", b"after"]
+
+
+# ----------------------------------------------------------------------------- model-based
+
+
+ops = st.one_of(
+    st.tuples(st.just("append"), st.lists(st.binary(max_size=40), min_size=1, max_size=4)),
+    st.tuples(st.just("next"), st.integers(1, 5), st.integers(1, 120)),
+    st.tuples(st.just("done"), st.integers(0, 10)),
+    st.tuples(st.just("release"), st.integers(0, 10)),
+    st.tuples(st.just("reopen")),
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(ops, max_size=30))
+def test_spool_matches_a_model(program: list[tuple[Any, ...]]) -> None:
+    """Any sequence of append/next/done/release/reopen behaves like the model: chunks are the lowest
+    not-yet-handed-out items in order, nothing is lost, and a reopen re-delivers exactly the items
+    from the first one not done."""
+    with tempfile.TemporaryDirectory() as tmp:
+        run(_check_program(tmp, program))
+
+
+async def _check_program(directory: str, program: list[tuple[Any, ...]]) -> None:
+    items: list[bytes] = []          # model: item at each position (after the committed prefix)
+    state: list[str] = []            # "p" pending, "o" out, "d" done
+    out: dict[int, list[int]] = {}   # chunk id -> positions
+    s = Spool(directory, segment_bytes=64)
+    await s.open()
+    try:
+        for op in program:
+            if op[0] == "append":
+                await s.append(op[1])
+                items.extend(op[1])
+                state.extend("p" * len(op[1]))
+            elif op[0] == "next":
+                _, max_items, max_bytes = op
+                c = await s.next_chunk(max_items, max_bytes, timeout=0)
+                pending = [i for i, x in enumerate(state) if x == "p"]
+                if not pending:
+                    assert c is None
+                    continue
+                assert c is not None
+                p0 = pending[0]
+                k = len(c.items)
+                assert 1 <= k <= max_items
+                assert k == 1 or sum(map(len, c.items)) <= max_bytes
+                assert all(state[p] == "p" for p in range(p0, p0 + k))
+                assert c.items == items[p0:p0 + k]
+                for p in range(p0, p0 + k):
+                    state[p] = "o"
+                out[c.id] = list(range(p0, p0 + k))
+            elif op[0] in ("done", "release"):
+                if not out:
+                    continue
+                cid = sorted(out)[op[1] % len(out)]
+                for p in out.pop(cid):
+                    state[p] = "d" if op[0] == "done" else "p"
+                (s.done if op[0] == "done" else s.release)(cid)
+            else:  # reopen: everything from the first not-done item comes back
+                await s.close()
+                committed = next((i for i, x in enumerate(state) if x != "d"), len(state))
+                items, state, out = items[committed:], ["p"] * (len(items) - committed), {}
+                s = Spool(directory, segment_bytes=64)
+                await s.open()
+            committed = next((i for i, x in enumerate(state) if x != "d"), len(state))
+            assert s.pending_items == len(items) - committed
+            assert s.is_empty == (committed == len(items))
+        # finally: close, reopen, and everything not committed comes back in order
+        await s.close()
+        committed = next((i for i, x in enumerate(state) if x != "d"), len(state))
+        s = Spool(directory, segment_bytes=64)
+        await s.open()
+        assert await drain(s) == items[committed:]
+    finally:
+        await s.close()

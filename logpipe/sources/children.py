@@ -33,6 +33,7 @@ import os
 import re
 import shlex
 import signal
+import subprocess
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -302,40 +303,50 @@ class ChildrenSource(Source):
     async def _run_once(self, spec: RunSpec, emit: Emit) -> tuple[int | None, int | None, str | None]:
         """Start the child, pump its pipes, wait for it (or stop it). Returns (pid, returncode,
         error text when it could not start)."""
+        loop = asyncio.get_running_loop()
+        exited: asyncio.Future[None] = loop.create_future()
         try:
-            proc = await asyncio.create_subprocess_exec(
-                *spec.argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE, env=self._env(spec), start_new_session=True,
+            transport, protocol = await loop.subprocess_exec(
+                lambda: _ChildProtocol(exited, loop), *spec.argv, stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=self._env(spec),
+                start_new_session=True,
             )
         except OSError as exc:
             return None, None, f"could not start {spec.argv[0]!r}: {exc.strerror or exc}"
-        assert proc.stdout is not None and proc.stderr is not None
-        base = self._defaults(spec, proc.pid)
-        out = _Stream(record.LineNormaliser(base, "info"), self.max_line_bytes, emit)
-        err = _Stream(record.LineNormaliser(base, "error"), self.max_line_bytes, emit)
-        pumps = asyncio.gather(out.pump(proc.stdout), err.pump(proc.stderr))
-        waiter = asyncio.ensure_future(proc.wait())
-        stopper = asyncio.ensure_future(self._stop.wait())
+        pid = transport.get_pid()
         try:
-            await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            assert protocol.stdout is not None and protocol.stderr is not None
+            base = self._defaults(spec, pid)
+            out = _Stream(record.LineNormaliser(base, "info"), self.max_line_bytes, emit)
+            err = _Stream(record.LineNormaliser(base, "error"), self.max_line_bytes, emit)
+            pumps = asyncio.gather(out.pump(protocol.stdout), err.pump(protocol.stderr))
+            stopper: asyncio.Future[Any] = asyncio.ensure_future(self._stop.wait())
+            try:
+                await asyncio.wait({exited, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                stopper.cancel()
+            if not exited.done() or self._stop.is_set():
+                await self._terminate(pid, exited)
+            await exited
+            rc = transport.get_returncode()
+            # Drain the pipes to EOF: the last lines a child writes before it exits must arrive.
+            try:
+                await asyncio.wait_for(asyncio.shield(pumps), DRAIN_TIMEOUT)
+            except TimeoutError:
+                # something else in its group still holds the pipes open; keep what we have
+                pumps.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await pumps
+                await out.finish()
+                await err.finish()
         finally:
-            stopper.cancel()
-        if not waiter.done() or self._stop.is_set():
-            await self._terminate(proc.pid, waiter)
-        rc = await waiter
-        # Drain the pipes to EOF: the last lines a child writes before it exits must arrive.
-        try:
-            await asyncio.wait_for(asyncio.shield(pumps), DRAIN_TIMEOUT)
-        except TimeoutError:
-            # something else in its group still holds the pipes open; keep what we have
-            pumps.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await pumps
-            await out.finish()
-            await err.finish()
-        return proc.pid, rc, None
+            # Python 3.11's Process.wait() waits for the pipes too, so exit is taken from
+            # process_exited instead, and the pipes are closed here whatever happened (a
+            # grandchild holding them, or a pipeline that stopped taking records).
+            transport.close()
+        return pid, rc, None
 
-    async def _terminate(self, pgid: int, waiter: asyncio.Future[int]) -> None:
+    async def _terminate(self, pgid: int, waiter: asyncio.Future[None]) -> None:
         """SIGTERM the child's process group; SIGKILL it if anything in it outlives
         stop_timeout."""
         with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -347,6 +358,7 @@ class ChildrenSource(Source):
             await asyncio.sleep(0.05)
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pgid, signal.SIGKILL)
+
 
     def _exit_batch(self, spec: RunSpec, status: tuple[int | None, int | None, str | None],
                     restarts: int, next_delay: float | None, stopped: bool) -> Batch:
@@ -377,6 +389,18 @@ class ChildrenSource(Source):
         rec["child_exit"] = True
         return Batch([rec], [record.dumps(rec)], source="children")
 
+
+class _ChildProtocol(asyncio.subprocess.SubprocessStreamProtocol):
+    """asyncio's stream protocol that also reports the child's exit as soon as it happens."""
+
+    def __init__(self, exited: asyncio.Future[None], loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(limit=READ_SIZE, loop=loop)
+        self._exited = exited
+
+    def process_exited(self) -> None:
+        super().process_exited()
+        if not self._exited.done():
+            self._exited.set_result(None)
 
 def _group_alive(pgid: int) -> bool:
     try:

@@ -210,3 +210,30 @@ def test_child_keeps_python_unbuffered_default() -> None:
     assert rc == 0
     assert [r["message"] for r in recs if not r.get("child_exit")] == ["1"]
     assert sys.executable
+
+
+def test_reader_going_away_stops_children_and_exits() -> None:
+    """``collect --run y=yes | head -1``: when stdout's reader goes away the collector says so
+    in one line, exits non-zero promptly, and stops the child instead of hanging on it."""
+    import subprocess
+
+    from tests.helpers import LOGPIPE
+
+    proc = subprocess.Popen([*LOGPIPE, "collect", "--run", "y=yes"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    assert proc.stdout is not None and proc.stderr is not None
+    first = proc.stdout.readline()
+    assert b'"message":"y"' in first
+    pid = int(__import__("json").loads(first)["pid"])
+    proc.stdout.close()
+    try:
+        rc = proc.wait(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    err = proc.stderr.read().decode()
+    proc.stderr.close()
+    assert rc != 0
+    assert "logpipe: " in err and "broken pipe" in err and "Traceback" not in err
+    wait_for(lambda: not pid_alive(pid), timeout=5, message="child stopped")

@@ -50,6 +50,7 @@ import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any, NamedTuple
@@ -93,8 +94,15 @@ TEXTS = {
     405: "Method Not Allowed",
     413: "Content-Length of request is too large",
 }
-#: What a load balancer in front of Splunk answers: HTML, not HEC JSON (SCK#474).
-_LB_HTML = b"<html><head><title>502 Bad Gateway</title></head><body><h1>502 Bad Gateway</h1></body></html>"
+
+
+def _lb_html(status: int) -> bytes:
+    """What a load balancer in front of Splunk answers: HTML, not HEC JSON (SCK#474)."""
+    try:
+        title = f"{status} {HTTPStatus(status).phrase}"
+    except ValueError:
+        title = str(status)
+    return f"<html><head><title>{title}</title></head><body><h1>{title}</h1></body></html>".encode()
 
 
 class Req(NamedTuple):
@@ -352,7 +360,8 @@ class HecDouble:
 
     def fail_next(self, n: int, status: int = 503, code: int | None = 9,
                   retry_after: float | None = None) -> None:
-        """Answer the next ``n`` event requests with ``status``/``code`` (code None: HTML body)."""
+        """Answer the next ``n`` event requests with ``status``/``code`` (code None: an HTML body,
+        like a load balancer's 429/502/504)."""
         with self._lock:
             self._fail_next = (n, status, code, retry_after)
 
@@ -611,7 +620,7 @@ class HecDouble:
                 fault = (st, {500: 8, 502: None, 503: 9}[st], None)
         if fault is not None:
             st, cd, ra = fault
-            self._reply(h, path, st, cd, html=_LB_HTML if cd is None else None, retry_after=ra, info=info)
+            self._reply(h, path, st, cd, html=_lb_html(st) if cd is None else None, retry_after=ra, info=info)
             return
         data, bad = self._decode(h, body)
         if bad is not None:

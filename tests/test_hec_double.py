@@ -368,6 +368,15 @@ def test_fail_next_then_recover(hec: HecDouble, client: httpx.Client) -> None:
     assert hec.statuses() == [503, 503, 200]
 
 
+def test_fail_next_with_html_body_like_a_load_balancer(hec: HecDouble, client: httpx.Client) -> None:
+    """fail_next(1, 429, code=None) answers an HTML page (no HEC JSON), as a proxy in front would."""
+    hec.fail_next(1, status=429, code=None, retry_after=2)
+    r = post(client, hec, body({"event": "x"}))
+    assert (r.status_code, r.headers["Content-Type"], r.headers["Retry-After"]) == (429, "text/html", "2")
+    assert b"429 Too Many Requests" in r.content
+    assert hec.requests[-1] == (EVENT, 429, None)
+
+
 def test_fail_for_window(hec: HecDouble, client: httpx.Client) -> None:
     """fail_for(s, 500, 8) fails every event request inside the window and none after it."""
     hec.fail_for(0.3, status=500, code=8)

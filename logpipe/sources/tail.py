@@ -77,6 +77,8 @@ HOT_POLL = 0.05
 DETACHED_IDLE_CLOSE = 60.0
 #: Checkpoint write period when something changed (Vector and Filebeat both use 1 s).
 CHECKPOINT_INTERVAL = 1.0
+#: Bytes compared beyond the fingerprint before a file is taken for a copy of another.
+SAMPLE_BYTES = 256
 #: Rough per-record growth of a normalised line (spliced keys), for batch byte bounds.
 _SPLICE_ESTIMATE = 128
 
@@ -112,7 +114,7 @@ class _Gen:
     """One generation of one file: identity, committed and emitted offsets."""
 
     __slots__ = ("committed", "dev", "emitted", "fp", "fp_len", "head", "ino", "path", "retired",
-                 "seen")
+                 "sample", "sample_end", "seen")
 
     def __init__(self, dev: int, ino: int, fp: str, fp_len: int, committed: int, path: str,
                  seen: float, retired: bool = False) -> None:
@@ -128,6 +130,10 @@ class _Gen:
         #: the first bytes themselves (memory only): lets a copy still being written — shorter
         #: than the fingerprint — be recognised as a copy rather than read as a new file
         self.head: bytes | None = None
+        #: the last bytes read up to a line end, and that offset (memory only): checks that a
+        #: file with the same first bytes really is a copy before skipping what we delivered
+        self.sample: bytes | None = None
+        self.sample_end = 0
 
     @property
     def key(self) -> tuple[int, int]:
@@ -314,6 +320,10 @@ class TailSource(Source):
                 f.size_seen = cur.st_size
                 f.hot_until = mono + HOT_SECONDS
                 woke = True
+                sg = f.shadow_gen
+                if sg is not None and not self._same_content(f.fd, cur.st_size, sg):
+                    # it grew apart from the file it looked like a copy of: its own file
+                    self._release_shadow(f, independent=True)
             if f.fd is None and cur.st_size != f.pos:
                 self._reopen(f)  # idle-closed and grown (or shrunk): read it again
         # 2. paths not attached yet: a known file under a new name, or a new file
@@ -428,7 +438,7 @@ class TailSource(Source):
             os.close(fd)
             return False
         self._open += 1
-        gen, pos, shadow = self._identify(key, fst.st_size, prefix, path)
+        gen, pos, shadow = self._identify(key, fst.st_size, prefix, path, fd)
         defaults, level = self._origin_for(path)
         f = _File(key, path, fd, gen, pos, record.LineNormaliser(defaults, level),
                   LineSplitter(self.max_line_bytes),
@@ -444,8 +454,47 @@ class TailSource(Source):
             gen.path = path
         return True
 
+    def _copy_candidates(self, key: tuple[int, int], prefix: bytes) -> list[_Gen]:
+        """Generations of other inodes whose fingerprint ``prefix`` matches, best first."""
+        found: list[_Gen] = []
+        for length in sorted(self._fp_lens, reverse=True):
+            if length <= len(prefix):
+                found += [g for g in self._by_fp.get(fingerprint(prefix[:length]), ())
+                          if g.key != key and g.fp_len == length]
+        if len(prefix) < FP_MAX:
+            # shorter than a full fingerprint: maybe a copy still being written (cp is not
+            # atomic); compare with the first bytes of generations held in memory
+            found += [g for g in self._gens.values()
+                      if g.key != key and g.head is not None and len(g.head) > len(prefix)
+                      and g.head.startswith(prefix)]
+        found.sort(key=lambda g: (-g.fp_len, -g.seen))
+        return found
+
+    def _same_content(self, fd: int | None, size: int, g: _Gen) -> bool:
+        """Does the file on ``fd`` hold ``g``'s content beyond the fingerprint? Compared with
+        the live original where it is open, else with the sample kept from the last read."""
+        if fd is None:
+            return False
+        try:
+            live = self._files.get(g.key)
+            if live is not None and live.gen is g and live.fd is not None:
+                live_size = os.fstat(live.fd).st_size
+                # only while the original still holds g (not yet seen truncated/rewritten)
+                if live_size >= live.pos and fingerprint(os.pread(live.fd, g.fp_len, 0)) == g.fp:
+                    end = min(size, live_size)
+                    begin = max(0, end - SAMPLE_BYTES)
+                    return os.pread(fd, end - begin, begin) == os.pread(live.fd, end - begin, begin)
+            if g.sample is not None and g.sample_end <= size:
+                n = len(g.sample)
+                return os.pread(fd, n, g.sample_end - n) == g.sample
+        except OSError:
+            return False
+        # no evidence beyond the fingerprint (an entry from the checkpoint, or a copy that
+        # ends before what we read of the original): the fingerprint decides
+        return True
+
     def _identify(self, key: tuple[int, int], size: int, prefix: bytes,
-                  path: str) -> tuple[_Gen | None, int, _Gen | None]:
+                  path: str, fd: int | None = None) -> tuple[_Gen | None, int, _Gen | None]:
         """(generation, start offset, shadowed generation) for a file seen for the first time."""
         # 1. a checkpoint for this very inode whose fingerprint still matches: resume there
         best: _Gen | None = None
@@ -467,34 +516,16 @@ class TailSource(Source):
             best.emitted = best.committed
             return best, best.committed, None
         # 2. another inode with the same first bytes: a copy (copytruncate's app.log.1) or a
-        #    file moved across filesystems
+        #    file moved across filesystems — but only if a later sample of the content agrees
+        #    too: two live files that merely share a banner are two files
         if len(prefix) >= FP_MIN_COPY:
-            match: _Gen | None = None
-            for length in sorted(self._fp_lens, reverse=True):
-                if length > len(prefix):
+            for g in self._copy_candidates(key, prefix):
+                if not self._same_content(fd, size, g):
                     continue
-                for g in self._by_fp.get(fingerprint(prefix[:length]), ()):
-                    if (g.key != key and g.fp_len == length
-                            and (match is None or g.seen > match.seen)):
-                        match = g
-                if match is not None:
-                    break
-            if match is not None:
-                live = self._files.get(match.key)
-                if live is not None and live.gen is match:
-                    return None, 0, match  # the original still holds this content
-            if match is None and len(prefix) < FP_MAX:
-                # shorter than a full fingerprint: maybe a copy still being written (cp is not
-                # atomic); compare with the first bytes of generations we hold in memory
-                for g in self._gens.values():
-                    if (g.key != key and g.head is not None and len(g.head) > len(prefix)
-                            and g.head.startswith(prefix) and (match is None or g.seen > match.seen)):
-                        match = g
-            if match is not None:
-                live = self._files.get(match.key)
-                if live is not None and live.gen is match:
-                    return None, 0, match  # the original still holds this content
-                start = min(match.emitted, size)
+                live = self._files.get(g.key)
+                if live is not None and live.gen is g:
+                    return None, 0, g  # the original still holds this content: wait
+                start = min(g.emitted, size)
                 return self._new_gen(key, prefix, start, path), start, None
         # 3. a new file: from the start
         return self._new_gen(key, prefix, 0, path), 0, None
@@ -506,13 +537,13 @@ class TailSource(Source):
             return False
         return sg.retired or src is None or src.gen is not sg or self._files.get(src.key) is not src
 
-    def _release_shadow(self, f: _File) -> None:
+    def _release_shadow(self, f: _File, independent: bool = False) -> None:
         """The original of a copy was truncated or is gone: read the copy from where the
-        original's delivered lines end."""
+        original's delivered lines end (``independent``: not a copy after all, read from 0)."""
         sg = f.shadow_gen
         if sg is None:
             return
-        start = sg.emitted
+        start = 0 if independent else sg.emitted
         f.shadow_gen = None
         f.shadow_file = None
         prefix = b""
@@ -639,6 +670,10 @@ class TailSource(Source):
         if not lines:
             return
         start = f.base + c0
+        if not cut or (len(lines) - 1) not in cut:
+            last = lines[-1]
+            gen.sample = last[-(SAMPLE_BYTES - 1):] + b"\n"
+            gen.sample_end = f.base + split.consumed
         if f.joiner is not None:
             if cut:
                 raws = [len(x) + 1 for x in lines]

@@ -156,6 +156,53 @@ def _file_on_inode(directory: Path, ino: int, name: str) -> Path:
     pytest.skip("this filesystem does not reuse inodes promptly")
 
 
+def test_live_files_sharing_a_banner_are_both_read(tmp_path: Path) -> None:
+    """Two live files (different inodes) that start with the same 2 KiB banner are two files,
+    not a file and its copy: every line of both arrives — also when the second one holds only
+    the banner at first and grows apart later."""
+    head = b"".join(b'{"message": "starting worker, loading config section %d"}\n' % i for i in range(40))
+    (tmp_path / "w-out-1.log").write_bytes(head + b'{"message": "only in 1"}\n')
+    (tmp_path / "w-out-2.log").write_bytes(head + b'{"message": "only in 2"}\n')
+    recs = run_once([str(tmp_path / "*.log")], str(tmp_path / "state"))
+    assert len(recs) == 82
+    assert sorted(m for m in messages(recs) if m.startswith("only")) == ["only in 1", "only in 2"]
+
+    later = tmp_path / "later"
+    later.mkdir()
+    (later / "w-out-1.log").write_bytes(head + b'{"message": "only in 1"}\n')
+    (later / "w-out-2.log").write_bytes(head)
+    with TailRunner([str(later / "*.log")], str(tmp_path / "state2"), rescan_interval=0.1) as r:
+        wait_for(lambda: len(r.sink.records) >= 41, 5)
+        with open(later / "w-out-2.log", "ab") as f:
+            f.write(b'{"message": "only in 2"}\n')
+        wait_for(lambda: len(r.sink.records) >= 82, 10, message="82 records")
+        time.sleep(0.3)
+        recs = r.stop()
+    assert len(recs) == 82
+    assert sorted(m for m in messages(recs) if m.startswith("only")) == ["only in 1", "only in 2"]
+
+
+def test_copy_of_a_live_file_is_not_read_until_the_original_is_truncated(tmp_path: Path) -> None:
+    """``cp app.log app.log.1`` (glob matches both) delivers nothing twice; after the original
+    is truncated the copy's undelivered tail is read, once."""
+    log = tmp_path / "app.log"
+    log.write_bytes(b"".join(b'{"seq":%d,"pad":"%s"}\n' % (i, b"p" * 60) for i in range(100)))
+    with TailRunner([str(tmp_path / "app.log*")], str(tmp_path / "state"), rescan_interval=0.1) as r:
+        wait_for(lambda: len(r.sink.records) >= 100, 5)
+        with open(log, "ab") as f:  # the copy will hold 100..149; the original gets them too
+            f.write(b"".join(b'{"seq":%d}\n' % i for i in range(100, 150)))
+        import shutil
+        shutil.copyfile(log, tmp_path / "app.log.1")
+        time.sleep(0.5)
+        os.truncate(log, 0)
+        with open(log, "ab") as f:
+            f.write(b"".join(b'{"seq":%d}\n' % i for i in range(150, 160)))
+        wait_for(lambda: len(r.sink.records) >= 160, 5, message="160 records")
+        time.sleep(0.5)
+        recs = r.stop()
+    assert sorted(seqs(recs)) == list(range(160))
+
+
 def test_5mb_line_is_truncated_and_flagged_and_the_next_100_arrive_once(tmp_path: Path) -> None:
     """A 5 MB line written mid-file in pieces (while tailing) becomes one record cut at
     max_line_bytes with ``truncated: true``; the 100 lines after it arrive exactly once, and

@@ -553,6 +553,8 @@ class Spool:
     # ------------------------------------------------------------------ cursor
 
     def _schedule_persist(self) -> None:
+        if self._closed:  # close() wrote the last cursor and dropped the lock; a late done() stays in memory
+            return
         if self._persist_task is None or self._persist_task.done():
             self._persist_task = asyncio.get_running_loop().create_task(self._persist_soon())
 

@@ -91,6 +91,45 @@ def test_items_come_out_in_append_order_within_chunk_limits(tmp_path: Path) -> N
     assert chunks[-1] == [b"X" * 500]
 
 
+def test_concurrent_consumers_get_disjoint_chunks_in_order(tmp_path: Path) -> None:
+    """Several senders pulling at once (requests in flight) get disjoint chunks; by chunk id they
+    cover every item exactly once, in order."""
+    items = [b"%04d" % i for i in range(400)]
+
+    async def consumer(s: Spool, got: list[tuple[int, list[bytes]]]) -> None:
+        while (c := await s.next_chunk(7, 1000, timeout=0.2)) is not None:
+            got.append((c.id, c.items))
+            await asyncio.sleep(0)
+            s.done(c.id)
+
+    async def scenario() -> list[tuple[int, list[bytes]]]:
+        async with Spool(str(tmp_path / "sp"), segment_bytes=500) as s:
+            got: list[tuple[int, list[bytes]]] = []
+            tasks = [asyncio.create_task(consumer(s, got)) for _ in range(3)]
+            for i in range(0, 400, 20):
+                await s.append(items[i:i + 20])
+            await asyncio.gather(*tasks)
+            assert s.is_empty
+            return got
+
+    got = run(scenario())
+    assert [i for _, c in sorted(got) for i in c] == items
+
+
+def test_close_wakes_a_waiting_next_chunk(tmp_path: Path) -> None:
+    """close() makes a next_chunk that is waiting for data return None instead of hanging."""
+
+    async def scenario() -> None:
+        s = Spool(str(tmp_path / "sp"))
+        await s.open()
+        waiter = asyncio.create_task(s.next_chunk(10, 1000, timeout=None))
+        await asyncio.sleep(0)
+        await s.close()
+        assert await asyncio.wait_for(waiter, 5) is None
+
+    run(scenario())
+
+
 def test_items_are_opaque_bytes(tmp_path: Path) -> None:
     """Any bytes round-trip unchanged: newlines, NULs, every byte value, the empty item."""
     items = [b"", b"\n", b"a\nb\r\n", bytes(range(256)), b"\x00" * 10, b'{"event":"x"}\n{"event"']
@@ -474,6 +513,7 @@ ops = st.one_of(
     st.tuples(st.just("done"), st.integers(0, 10)),
     st.tuples(st.just("release"), st.integers(0, 10)),
     st.tuples(st.just("reopen")),
+    st.tuples(st.just("crash")),
 )
 
 
@@ -485,6 +525,21 @@ def test_spool_matches_a_model(program: list[tuple[Any, ...]]) -> None:
     from the first one not done."""
     with tempfile.TemporaryDirectory() as tmp:
         run(_check_program(tmp, program))
+
+
+async def _crash(s: Spool) -> None:
+    """Abandon ``s`` as a kill -9 would: no cursor write, descriptors (and the flock) just dropped.
+
+    Holding the persist lock first makes sure no cursor write is half-way in a worker thread.
+    """
+    await s._persist_lock.acquire()
+    if s._persist_task is not None:
+        s._persist_task.cancel()
+    for fd in (s._wfd, s._rfd[1] if s._rfd else None, s._lock_fd):
+        if fd is not None:
+            os.close(fd)
+    s._wfd = s._rfd = s._lock_fd = None
+    s._closed = True
 
 
 async def _check_program(directory: str, program: list[tuple[Any, ...]]) -> None:
@@ -523,12 +578,20 @@ async def _check_program(directory: str, program: list[tuple[Any, ...]]) -> None
                 for p in out.pop(cid):
                     state[p] = "d" if op[0] == "done" else "p"
                 (s.done if op[0] == "done" else s.release)(cid)
-            else:  # reopen: everything from the first not-done item comes back
+            elif op[0] == "reopen":  # everything from the first not-done item comes back
                 await s.close()
                 committed = next((i for i, x in enumerate(state) if x != "d"), len(state))
                 items, state, out = items[committed:], ["p"] * (len(items) - committed), {}
                 s = Spool(directory, segment_bytes=64)
                 await s.open()
+            else:  # crash: a suffix comes back, starting at or before the first not-done item
+                await _crash(s)
+                committed = next((i for i, x in enumerate(state) if x != "d"), len(state))
+                s = Spool(directory, segment_bytes=64)
+                await s.open()
+                k = len(items) - s.pending_items
+                assert 0 <= k <= committed
+                items, state, out = items[k:], ["p"] * (len(items) - k), {}
             committed = next((i for i, x in enumerate(state) if x != "d"), len(state))
             assert s.pending_items == len(items) - committed
             assert s.is_empty == (committed == len(items))

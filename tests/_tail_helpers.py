@@ -1,11 +1,7 @@
-"""Helpers for the tail/checkpoint tests: an in-memory sink, an in-process tail runner, and two
-real programs run as subprocesses — a collector (``collect``) and a sequence writer that rotates
-its file by rename or copytruncate (``write``).
-
-Run ``python tests/_tail_helpers.py collect --state-dir D PATTERN...`` for a TailSource →
-NDJSON-on-stdout collector (the same parts ``logpipe collect`` wires), and
-``python tests/_tail_helpers.py write PATH --rate N --seconds S --rotate-bytes B --mode M
---report R`` for the writer.
+"""Helpers for the tail/checkpoint tests: an in-memory sink, an in-process tail runner, a
+reader for a collector subprocess's NDJSON stdout, and a real sequence writer that rotates its
+file by rename or copytruncate, run as ``python tests/_tail_helpers.py write PATH --rate N
+--seconds S --rotate-bytes B --mode rename|copytruncate --report R``.
 """
 
 from __future__ import annotations
@@ -185,28 +181,6 @@ def seqs(records: list[dict[str, Any]]) -> list[int]:
 
 
 # --- the subprocess programs --------------------------------------------------------------------
-def _collect(argv: list[str]) -> int:
-    from logpipe.runner import run_command
-    from logpipe.sinks.ndjson import NdjsonSink
-
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--state-dir", required=True)
-    ap.add_argument("--once", action="store_true")
-    ap.add_argument("--rescan", type=float, default=1.0)
-    ap.add_argument("patterns", nargs="+")
-    a = ap.parse_args(argv)
-    from logpipe.errors import LogpipeError
-
-    try:
-        return run_command(
-            lambda: [TailSource(a.patterns, a.state_dir, once=a.once, rescan_interval=a.rescan)],
-            lambda: [NdjsonSink()],
-        )
-    except LogpipeError as exc:
-        print(f"logpipe: {exc}", file=sys.stderr)
-        return exc.exit_code
-
-
 def _write(argv: list[str]) -> int:
     """Write ``{"seq": N, ...}`` lines at ``rate``/s for ``seconds``, rotating every
     ``rotate_bytes`` by rename (keep writing a few lines to the old fd, then reopen: a writer
@@ -270,5 +244,5 @@ def _write(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    cmd, rest = sys.argv[1], sys.argv[2:]
-    sys.exit(_collect(rest) if cmd == "collect" else _write(rest))
+    assert sys.argv[1] == "write", "usage: _tail_helpers.py write PATH ..."
+    sys.exit(_write(sys.argv[2:]))

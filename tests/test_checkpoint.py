@@ -6,7 +6,6 @@ from __future__ import annotations
 import io
 import os
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +17,8 @@ from logpipe import checkpoint, diagnostics
 from logpipe.checkpoint import CheckpointStore, FileState
 from logpipe.errors import UsageError
 from logpipe.sources import tail as tail_mod
-from tests._tail_helpers import HELPER, run_once
+from tests._tail_helpers import run_once
+from tests.helpers import LOGPIPE
 
 
 @pytest.fixture
@@ -102,8 +102,8 @@ def test_collector_cli_survives_garbage_checkpoint(tmp_path: Path) -> None:
     store = CheckpointStore(str(state), [str(log)])
     store.close()
     Path(store.path).write_bytes(b"\x00garbage{{{")
-    p = subprocess.run([sys.executable, HELPER, "collect", "--state-dir", str(state), "--once",
-                        str(log)], capture_output=True, timeout=60, check=False)
+    p = subprocess.run([*LOGPIPE, "collect", "--state-dir", str(state), "--once", str(log)],
+                       capture_output=True, timeout=60, check=False)
     assert p.returncode == 0
     assert [orjson.loads(x)["message"] for x in p.stdout.splitlines()] == ["x1", "x2"]
     diags = [orjson.loads(x) for x in p.stderr.splitlines()]  # every stderr line is a diagnostic

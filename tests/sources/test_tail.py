@@ -1,8 +1,8 @@
 """TailSource: real files, real rotation, real processes and signals (kill -9 included).
 
 In-process tests run ``TailSource`` through ``logpipe.pipeline.run`` into an in-memory sink;
-end-to-end tests run a real collector process (TailSource → NDJSON on stdout) and read its
-output. Figures (duplicates after kill -9, copytruncate window) are printed: ``pytest -s``.
+end-to-end tests run the real ``logpipe collect`` (NDJSON on stdout) and read its output.
+Figures (duplicates after kill -9, copytruncate window) are printed: ``pytest -s``.
 """
 
 from __future__ import annotations
@@ -22,14 +22,13 @@ from logpipe import checkpoint, diagnostics, record
 from logpipe.sources import tail as tail_mod
 from logpipe.sources._lines import TRUNCATION_MARKER
 from tests._tail_helpers import HELPER, TailRunner, collector_stdout, run_once, seqs
-from tests.helpers import wait_for
+from tests.helpers import LOGPIPE, wait_for
 
 
-def collector(state: Path, *patterns: str, rescan: float = 0.2,
-              once: bool = False) -> subprocess.Popen[bytes]:
-    """Start a real collector process (TailSource → NDJSON on stdout; stderr to
+def collector(state: Path, *patterns: str, once: bool = False) -> subprocess.Popen[bytes]:
+    """Start ``logpipe collect PATTERN... [--once]`` (NDJSON on stdout; stderr to
     ``<state>.stderr`` so a chatty stderr can never block it)."""
-    args = [sys.executable, HELPER, "collect", "--state-dir", str(state), "--rescan", str(rescan)]
+    args = [*LOGPIPE, "collect", "--state-dir", str(state)]
     if once:
         args.append("--once")
     with open(f"{state}.stderr", "ab") as err:

@@ -31,8 +31,9 @@ uncompressed file (pm2-logrotate #51 shipped truncated .gz files because it comp
 file). A rotated file is left uncompressed for the next run ("postponed", logrotate's
 ``delaycompress`` done on evidence instead of always) while
 
-- a process still holds it open for writing (seen in ``/proc``, like ``fuser``): a foreign
-  writer such as PM2 keeps appending to the renamed file until ``pm2 reloadLogs``; or
+- another process still has it open (seen in ``/proc``, like ``fuser``): a foreign writer
+  such as PM2 keeps appending to the renamed file until ``pm2 reloadLogs``; a collector or
+  ``tail -f`` may still be draining it; or
 - a collector has not finished reading it (``logpipe.checkpoint.unfinished``).
 
 Daily rotation needs no state file (logrotate's status file is its most common failure:
@@ -593,11 +594,11 @@ def collector_unfinished(state_dir: str, st: os.stat_result) -> bool:
         return True
 
 
-def open_for_writing(keys: set[tuple[int, int]]) -> dict[tuple[int, int], int]:
-    """(dev, inode) → pid of a process (not this one) holding that file open for writing, from
-    ``/proc/*/fd`` and ``fdinfo`` flags — what ``fuser`` does. Empty where /proc is absent;
-    other users' processes are only visible to root."""
-    found: dict[tuple[int, int], int] = {}
+def open_by_others(keys: set[tuple[int, int]]) -> dict[tuple[int, int], tuple[int, bool]]:
+    """(dev, inode) → (pid, writing) for files another process holds open, from ``/proc/*/fd``
+    and the ``fdinfo`` flags — what ``fuser`` does. A writer wins over a reader. Empty where
+    /proc is absent; other users' processes are only visible to root."""
+    found: dict[tuple[int, int], tuple[int, bool]] = {}
     if not keys or not os.path.isdir("/proc"):
         return found
     me = os.getpid()
@@ -615,15 +616,14 @@ def open_for_writing(keys: set[tuple[int, int]]) -> dict[tuple[int, int], int]:
             except OSError:
                 continue
             key = (st.st_dev, st.st_ino)
-            if key not in keys or key in found:
+            if key not in keys or found.get(key, (0, False))[1]:
                 continue
             try:
                 with open(f"/proc/{pid_name}/fdinfo/{fd_name}") as fh:
                     flags = next((int(ln.split()[1], 8) for ln in fh if ln.startswith("flags:")), 0)
             except (OSError, ValueError, IndexError):
                 continue
-            if flags & os.O_ACCMODE != os.O_RDONLY:
-                found[key] = int(pid_name)
+            found[key] = (int(pid_name), flags & os.O_ACCMODE != os.O_RDONLY)
     return found
 
 
@@ -895,20 +895,25 @@ def _compress_pending(pending: dict[str, list[str]], fresh: set[str], opts: Rota
             with contextlib.suppress(FileNotFoundError):
                 todo[f] = os.stat(f, follow_symlinks=False)
     # logpipe's file sink lets go of a renamed file within a second; a foreign writer (PM2
-    # before `pm2 reloadLogs`) may hold it much longer: wait a little, then postpone.
+    # before `pm2 reloadLogs`) may hold it much longer: wait a little, then postpone. A reader
+    # (a collector draining the renamed file, `tail -f`) also postpones it: it is compressed
+    # by a later run, once nobody has it open — never pulled from under someone.
     deadline = time.monotonic() + (WRITER_WAIT_SECONDS if fresh & set(todo) else 0.0)
+    keys = {(st.st_dev, st.st_ino) for st in todo.values()}
     while True:
-        keys = {(st.st_dev, st.st_ino): p for p, st in todo.items()}
-        writers = open_for_writing(set(keys))
-        if not writers or time.monotonic() >= deadline:
+        users = open_by_others(keys)
+        if not any(w for _, w in users.values()) or time.monotonic() >= deadline:
             break
         time.sleep(0.02)
     for path, st in todo.items():
-        pid = writers.get((st.st_dev, st.st_ino))
-        if pid is not None:
+        user = users.get((st.st_dev, st.st_ino))
+        if user is not None:
+            pid, writing = user
             report.postponed.append(path)
-            report.lines.append(f"kept {path} uncompressed for now: pid {pid} still writes to it "
-                                "(for PM2, run `pm2 reloadLogs` after rotating)")
+            report.lines.append(
+                f"kept {path} uncompressed for now: pid {pid} still writes to it (for PM2, run "
+                "`pm2 reloadLogs` after rotating)" if writing else
+                f"kept {path} uncompressed for now: pid {pid} still reads it")
             continue
         if collector_unfinished(opts.state_dir, st):
             report.postponed.append(path)

@@ -80,3 +80,32 @@ def snapshot(directory: Path) -> dict[str, tuple[int, int, int, bytes]]:
 def stamp_days_ago(days: float) -> str:
     """A rotated-name timestamp ``days`` ago."""
     return rotate.stamp(time.time() - days * 86400)
+
+
+#: A foreign writer: appends ``{"seq": i}`` lines at RATE/s for SECONDS with O_APPEND. With
+#: ``reopen`` it stats the path before each burst and reopens when it was renamed (what
+#: Python's WatchedFileHandler, or PM2 after `pm2 reloadLogs`, does); without, it keeps its fd
+#: (a copytruncate writer). Prints the number of lines written.
+WRITER = r"""
+import os, sys, time
+path, rate, seconds, reopen = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), sys.argv[4] == "1"
+fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+ino = os.fstat(fd).st_ino
+sent, t0 = 0, time.monotonic()
+while time.monotonic() - t0 < seconds:
+    due = int((time.monotonic() - t0) * rate) + 1
+    if reopen:
+        try:
+            cur = os.stat(path).st_ino
+        except FileNotFoundError:
+            cur = None
+        if cur != ino:
+            os.close(fd)
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            ino = os.fstat(fd).st_ino
+    if due > sent:
+        os.write(fd, b"".join(b'{"seq":%d,"service":"app"}\n' % i for i in range(sent, due)))
+        sent = due
+    time.sleep(0.005)
+print(sent)
+"""

@@ -110,7 +110,8 @@ def parse_jlist(output: bytes) -> list[Pm2App]:
     for item in data:
         if not isinstance(item, dict):
             continue
-        env = item.get("pm2_env") if isinstance(item.get("pm2_env"), dict) else {}
+        raw_env = item.get("pm2_env")
+        env: dict[str, Any] = raw_env if isinstance(raw_env, dict) else {}
         name = item.get("name", env.get("name"))
         pm_id = item.get("pm_id", env.get("pm_id"))
         if not isinstance(name, str) or not isinstance(pm_id, int):
@@ -206,6 +207,8 @@ class Pm2Registry:
             self.refresh(min_interval=JLIST_RECHECK)
             hit = self._by_path.get(real)
         ident = identity.from_filename(path)
+        app: Pm2App | None
+        pm_id: int | None
         if hit is not None:
             app, stream = hit
             service, pm_id = app.name, app.pm_id
@@ -284,7 +287,8 @@ def plan(opts: CollectOptions) -> Plan:
             try:
                 st = os.stat(path)
             except FileNotFoundError:
-                diagnostics.warning(f"{raw} does not exist yet; watching for it", key=f"missing:{path}")
+                what = "nothing to read" if opts.once else "watching for it"
+                diagnostics.warning(f"{raw} does not exist yet; {what}", key=f"missing:{path}")
             except OSError as exc:
                 raise UsageError(f"{raw}: {exc.strerror}") from None
             else:

@@ -363,7 +363,6 @@ class ChildrenSource(Source):
     def _exit_batch(self, spec: RunSpec, status: tuple[int | None, int | None, str | None],
                     restarts: int, next_delay: float | None, stopped: bool) -> Batch:
         pid, rc, error = status
-        who = f"{spec.name}[{spec.instance}]"
         rec = self._defaults(spec, pid)
         rec[record.TIME] = record.now()
         rec["restarts"] = restarts
@@ -385,7 +384,8 @@ class ChildrenSource(Source):
         else:
             tail = ""
         rec[record.LEVEL] = level
-        rec[record.MESSAGE] = f"{who} {what}{tail}"
+        # service[instance] are fields of their own (the console sink prints them first)
+        rec[record.MESSAGE] = f"child {what}{tail}"
         rec["child_exit"] = True
         return Batch([rec], [record.dumps(rec)], source="children")
 

@@ -350,7 +350,7 @@ def build_sources(opts: CollectOptions, p: Plan) -> list[Any]:
         sources.append(TailSource(
             patterns, opts.state_dir or opts.sink_options.state_dir, once=opts.once,
             max_line_bytes=opts.max_line_bytes, origin_for=origin_for,
-            is_excluded=feedback.is_own_output, joiner_factory=Joiner,
+            is_excluded=_ExclusionNotice(), joiner_factory=Joiner,
         ))
     if p.runs:
         from logpipe.sources.children import ChildrenSource
@@ -361,6 +361,22 @@ def build_sources(opts: CollectOptions, p: Plan) -> list[Any]:
 
         sources.append(StdinSource(service=opts.service, max_line=opts.max_line_bytes))
     return sources
+
+
+class _ExclusionNotice:
+    """``feedback.is_own_output`` that says once per path (on stderr) why a file that a
+    pattern matches is not collected — a silent skip would look like lost data."""
+
+    def __init__(self) -> None:
+        self._told: set[str] = set()
+
+    def __call__(self, path: str, st: os.stat_result) -> bool:
+        own = feedback.is_own_output(path, st)
+        if own and path not in self._told and len(self._told) < 10_000:
+            self._told.add(path)
+            diagnostics.info(f"not collecting {path}: logpipe itself writes it (feedback guard)",
+                             key=f"own-output:{path}")
+        return own
 
 
 def build_sinks(opts: CollectOptions) -> Sequence[Any]:

@@ -106,6 +106,31 @@ def test_any_record_gives_a_valid_envelope(rec: dict) -> None:
     assert set(env) <= {"time", "host", "source", "sourcetype", "index", "fields", "event"}
 
 
+@given(st.lists(st.fixed_dictionaries({}, optional={
+    "time": st.one_of(st.just("2026-11-23T14:01:51.123456Z"), st.just("2026-11-23T14:01:51.12345xZ"),
+                      st.integers(0, 2**40), st.text(max_size=27)),
+    "host": st.one_of(st.text(max_size=5), st.integers(0, 3), st.booleans(), st.none()),
+    "source": st.one_of(st.text(max_size=5), st.none()),
+    "service": st.one_of(st.sampled_from(["api", "", "w"]), st.integers(0, 2)),
+    "feature": st.one_of(st.text(max_size=3), st.floats(allow_nan=False, allow_infinity=False)),
+    "instance_id": st.one_of(st.sampled_from(["0", "1"]), st.integers(0, 2), st.booleans(),
+                             st.just(1.0)),
+    "level": st.sampled_from(["info", "error"]),
+}), max_size=12))
+def test_fast_encoding_equals_the_reference_envelope(recs: list[dict]) -> None:
+    """encode_many (cached metadata, byte splicing) produces exactly the JSON of the reference
+    envelope() dict for every record, whatever types its keys hold (1, 1.0 and True differ)."""
+    enc = EnvelopeEncoder(index="i", default_host="me")
+    lines = [record.dumps(r) for r in recs]
+    fast = enc.encode_many(recs, lines) + enc.encode_many(recs, lines)  # second pass: cache hits
+    ref = [orjson.dumps(enc.envelope(r, ln)) for r, ln in zip(recs, lines, strict=True)] * 2
+    if any("time" not in r or record.to_epoch(r["time"]) is None for r in recs):
+        # "now" differs between the two calls: compare all but the time
+        fast = [orjson.dumps({**orjson.loads(f), "time": 0}) for f in fast]
+        ref = [orjson.dumps({**orjson.loads(f), "time": 0}) for f in ref]
+    assert fast == ref
+
+
 # --- classify -----------------------------------------------------------------------------------
 def _body(**kw: object) -> bytes:
     return orjson.dumps(kw)
@@ -195,3 +220,13 @@ def test_ack_query_and_reply() -> None:
         _hec.parse_ack_reply(b'{"text":"x"}')
     with pytest.raises(ValueError, match="JSON"):
         _hec.parse_ack_reply(b"<html>")
+
+
+@given(st.one_of(st.none(), st.text(max_size=30)), st.text(max_size=10))
+def test_source_key_finds_the_source_without_parsing(source: str | None, other: str) -> None:
+    """source_key returns the raw JSON text of the envelope's source whatever characters it holds
+    (quotes, backslashes, the text ',"time":' itself), and b"" when there is none."""
+    rec = {"source": source, "message": other, "x": '","time":'}
+    env = EnvelopeEncoder().encode(rec)
+    expected = orjson.dumps(source)[1:-1] if source else b""
+    assert _hec.source_key(env) == expected

@@ -71,21 +71,38 @@ def time_cmd(argv: list[str], env: dict[str, str] | None = None) -> float:
     return dt
 
 
+#: The floor of any Python collector: read 1 MiB chunks, split lines, orjson.loads and
+#: orjson.dumps each line, write the result — no normalising, no checkpoints, no pipeline.
+PY_FLOOR = """
+import os, sys, orjson
+out = sys.stdout.buffer
+for name in sys.argv[1:]:
+    with open(name, 'rb') as f:
+        rest = b''
+        while chunk := f.read(1 << 20):
+            lines = (rest + chunk).split(b'\\n')
+            rest = lines.pop()
+            out.write(b''.join(orjson.dumps(orjson.loads(l)) + b'\\n' if l[:1] == b'{'
+                               else orjson.dumps({'message': l.decode()}) + b'\\n' for l in lines))
+"""
+
+
 def throughput(label: str, files: list[Path], n_lines: int, n_bytes: int, reps: int,
                work: Path) -> dict[str, float]:
-    """Interleaved runs of cat and logpipe; medians; one printed row each."""
-    cat_t, lp_t = [], []
+    """Interleaved runs of cat, a minimal Python loop and logpipe; medians; one row."""
+    cat_t, lp_t, py_t = [], [], []
     for r in range(reps):
         cat_t.append(time_cmd(["cat", *map(str, files)]))
+        py_t.append(time_cmd([sys.executable, "-c", PY_FLOOR, *map(str, files)]))
         state = work / f"state-{label}-{r}"
         env = dict(os.environ, LOGPIPE_STATE_DIR=str(state))
         lp_t.append(time_cmd([*LOGPIPE, "collect", "--once", *map(str, files)], env=env))
         shutil.rmtree(state, ignore_errors=True)
-    c, lp = statistics.median(cat_t), statistics.median(lp_t)
+    c, lp, py = statistics.median(cat_t), statistics.median(lp_t), statistics.median(py_t)
     mb = n_bytes / 1e6
     print(f"| {label} | {n_lines:,} | {mb:.0f} | {n_lines / lp:,.0f} | {mb / lp:.1f} | "
-          f"{n_lines / c:,.0f} | {mb / c:.0f} | {lp / c:.1f}x |")
-    return {"lp": lp, "cat": c}
+          f"{n_lines / py:,.0f} | {n_lines / c:,.0f} | {mb / c:.0f} | {lp / py:.2f}x | {lp / c:.0f}x |")
+    return {"lp": lp, "cat": c, "py": py}
 
 
 def proc_cpu(pid: int) -> float:
@@ -188,9 +205,9 @@ def main() -> None:
         pl, pb = make_plain_files(pd, args.files, args.lines)
         print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs; median of {args.reps} "
               f"interleaved runs\n")
-        print("| input | lines | MB | logpipe lines/s | logpipe MB/s | cat lines/s | cat MB/s | "
-              "logpipe / cat time |")
-        print("|---|---:|---:|---:|---:|---:|---:|---:|")
+        print("| input | lines | MB | logpipe lines/s | logpipe MB/s | python floor lines/s | "
+              "cat lines/s | cat MB/s | logpipe / python floor time | logpipe / cat time |")
+        print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         throughput("JSON ~200 B/line", sorted(jd.iterdir()), jl, jb, args.reps, work)
         throughput("plain text ~170 B/line", sorted(pd.iterdir()), pl, pb, args.reps, work)
         print()

@@ -99,8 +99,19 @@ class Joiner:
     def push(self, line: bytes, end_offset: int) -> list[tuple[bytes, int]]:
         """Feed one physical line (no newline); return the logical lines it completes."""
         state = self._state
-        if state == _IDLE and line[:1] == b"{":
+        first = line[:1]
+        if state == _IDLE and first == b"{":
             return [(line, end_offset)]  # hot path: JSON, nothing pending
+        if (state == _PLAIN and first > b" " and first != b"{" and len(self._held) == 1
+                and not line.startswith(b"Traceback")):
+            # plain writers' path: an unindented line ends the held single line and is held
+            # in its place (byte > 0x20: neither indented nor blank)
+            prev, prev_end = self._held[0], self._end
+            self._held[0] = line
+            self._bytes = len(line)
+            self._end = end_offset
+            self.idle_deadline = time.monotonic() + self.timeout
+            return [(prev, prev_end)]
         out: list[tuple[bytes, int]] = []
         self._step(line, end_offset, out)
         if self._state == _IDLE:

@@ -290,9 +290,13 @@ class FileSink(Sink):
 
     def _write_sync(self, batch: Batch) -> None:
         lines = batch.encoded()
+        services = [rec.get("service") for rec in batch.records]
+        first = services[0] if services else None
+        if first.__class__ is str and services.count(first) == len(services):
+            self._append(self._log_for(self._name(first)), lines)  # one service: no regrouping
+            return
         groups: dict[Any, list[bytes]] = {}
-        for rec, line in zip(batch.records, lines, strict=True):
-            svc = rec.get("service")
+        for svc, line in zip(services, lines, strict=True):
             if svc.__class__ is not str:
                 svc = None if svc is None else repr(svc)
             group = groups.get(svc)
@@ -300,12 +304,15 @@ class FileSink(Sink):
                 groups[svc] = group = []
             group.append(line)
         for svc, group in groups.items():
-            name = self._names.get(svc)
-            if name is None:
-                name = safe_service(svc)
-                if len(self._names) < 10000:
-                    self._names[svc] = name
-            self._append(self._log_for(name), group)
+            self._append(self._log_for(self._name(svc)), group)
+
+    def _name(self, svc: Any) -> str:
+        name = self._names.get(svc)
+        if name is None:
+            name = safe_service(svc)
+            if len(self._names) < 10000:  # bounded cache of service → file stem
+                self._names[svc] = name
+        return name
 
     def _log_for(self, name: str) -> _Log:
         log = self._logs.get(name)

@@ -968,9 +968,11 @@ def _summary(report: _Report, opts: RotateOptions) -> str:
     if opts.dry_run:
         return (f"logpipe rotate (dry run, nothing changed): would rotate {report.rotated}, "
                 f"would delete {report.deleted}")
-    ratio = f" ({report.bytes_out / report.bytes_in:.1%})" if report.bytes_in else ""
-    text = (f"logpipe rotate: rotated {report.rotated}, compressed {report.compressed} "
-            f"({_human(report.bytes_in)} -> {_human(report.bytes_out)}{ratio}), "
+    sizes = ""
+    if report.bytes_in:
+        sizes = (f" ({_human(report.bytes_in)} -> {_human(report.bytes_out)}, "
+                 f"{report.bytes_out / report.bytes_in:.1%})")
+    text = (f"logpipe rotate: rotated {report.rotated}, compressed {report.compressed}{sizes}, "
             f"deleted {report.deleted}")
     if report.postponed:
         text += f", postponed {len(report.postponed)}"

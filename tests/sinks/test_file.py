@@ -106,11 +106,12 @@ class _PacedWriter(threading.Thread):
 
 
 def test_no_line_lost_or_duplicated_under_forced_rotations(tmp_path: Path) -> None:
-    """A writer at >= 5k lines/s into `logpipe sink file` while `logpipe rotate` force-rotates its
-    files >= 200 times (every 20th run a real `logpipe rotate` process, the rest the same
-    engine in-process for speed): every line is present exactly once, in order, per service."""
+    """A writer at >= 5k lines/s into `logpipe sink file --max-size 256K` (rotating itself) while
+    `logpipe rotate` force-rotates its files >= 200 times (every 20th run a real `logpipe
+    rotate` process, the rest the same engine in-process for speed): every line is present
+    exactly once, in order, per service."""
     d = tmp_path / "logs"
-    proc = _sink(d)
+    proc = _sink(d, "--max-size", "256K")
     assert proc.stdin is not None
     writer = _PacedWriter(proc.stdin, rate=6000)  # type: ignore[arg-type]
     writer.start()

@@ -261,6 +261,20 @@ def rotate(paths: tuple[str, ...], retain: int, max_size: int | None, daily: boo
 
     With neither --max-size nor --daily, every matched non-empty file is rotated (forced).
     Safe beside logpipe's file sink and collector, and against a second run (lock).
+
+    \b
+    Rotated files: NAME.<UTC YYYYmmddTHHMMSS>[.N].zst beside NAME (so '*.log' never matches
+    them). A rotated file another process still has open (a writer that has not reopened yet,
+    a collector draining it) is left uncompressed and compressed by the next run. A second run
+    waits for the lock ($LOGPIPE_ROTATE_LOCK_WAIT, default 10 s), then exits 3.
+
+    \b
+    Cron: every 10 minutes; --daily fires once per UTC day (the first run after midnight, or
+    after a missed day), --max-size whenever a file is over 100M:
+      */10 * * * * logpipe rotate --daily --max-size 100M --retain 14 '/var/log/app/*.log'
+    PM2: rename, make PM2 reopen its files, then a second run compresses what PM2 held:
+      5 0 * * * L="$HOME/.pm2/logs/*.log"; logpipe rotate --daily "$L" && pm2 reloadLogs &&
+                logpipe rotate --daily "$L"
     """
     from logpipe.rotate import RotateOptions
     from logpipe.rotate import main as rotate_main

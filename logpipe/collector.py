@@ -158,7 +158,7 @@ class Pm2Registry:
         if not force and now - self._at < min_interval:
             return
         self._at = now
-        if self._bin is None or not os.path.exists(os.path.join(self.home, "rpc.sock")):
+        if self._bin is None or not self.daemon_running():
             return
         env = dict(os.environ, PM2_HOME=self.home)
         try:
@@ -182,6 +182,27 @@ class Pm2Registry:
             if app.err_path:
                 by_path[app.err_path] = (app, "err")
         self._by_path = by_path
+
+    def daemon_running(self) -> bool:
+        """True when PM2's daemon for this home is up: its ``rpc.sock`` exists and the pid in
+        ``pm2.pid`` is alive. ``pm2 jlist`` against a home without a live daemon would start
+        one — a collector must never do that."""
+        if not os.path.exists(os.path.join(self.home, "rpc.sock")):
+            return False
+        try:
+            with open(os.path.join(self.home, "pm2.pid"), "rb") as f:
+                pid = int(f.read().strip() or b"0")
+        except (OSError, ValueError):
+            return False
+        if pid <= 0:
+            return False
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True  # alive, another user's
+        return True
 
     def extra_paths(self) -> list[str]:
         """Log paths PM2 reports outside its log directory (``out_file``/``error_file``)."""

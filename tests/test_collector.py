@@ -217,3 +217,25 @@ def test_instances_with_identical_banners_are_both_read(tmp_path: Path) -> None:
     assert rc == 0, err
     assert sorted(r["message"] for r in recs if r["message"].startswith("only")) == ["only in 1", "only in 2"]
     assert len(recs) == 82
+
+
+def test_pm2_jlist_never_runs_without_a_live_daemon(tmp_path: Path) -> None:
+    """``--pm2`` with a PM2 home whose daemon is gone (stale rpc.sock, dead pid): ``pm2
+    jlist`` is not run (it would start a daemon); files are still collected, instance_id
+    falls back to the pm_id from the file name."""
+    home = tmp_path / "pm2"
+    (home / "logs").mkdir(parents=True)
+    (home / "rpc.sock").write_text("")
+    (home / "pm2.pid").write_text("999999999")
+    (home / "logs" / "api-out-4.log").write_text('{"message": "x"}\n')
+    called = tmp_path / "pm2-was-called"
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    fake = bindir / "pm2"
+    fake.write_text(f"#!/bin/sh\ntouch {called}\necho '[]'\n")
+    fake.chmod(0o755)
+    env = dict(os.environ, PATH=f"{bindir}{os.pathsep}{os.environ['PATH']}")
+    rc, recs, err = run_collect(["--once", "--pm2", str(home)], env=env)
+    assert rc == 0, err
+    assert [(r["service"], r["pm_id"], r["instance_id"]) for r in recs] == [("api", 4, "4")]
+    assert not called.exists()

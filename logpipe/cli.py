@@ -273,8 +273,7 @@ def rotate(paths: tuple[str, ...], retain: int, max_size: int | None, daily: boo
     after a missed day), --max-size whenever a file is over 100M:
       */10 * * * * logpipe rotate --daily --max-size 100M --retain 14 '/var/log/app/*.log'
     PM2: rename, make PM2 reopen its files, then a second run compresses what PM2 held:
-      5 0 * * * L="$HOME/.pm2/logs/*.log"; logpipe rotate --daily "$L" && pm2 reloadLogs &&
-                logpipe rotate --daily "$L"
+      5 0 * * * R="logpipe rotate --daily --retain 7 $HOME/.pm2/logs/*.log"; $R && pm2 reloadLogs && $R
     """
     from logpipe.rotate import RotateOptions
     from logpipe.rotate import main as rotate_main

@@ -70,9 +70,12 @@ FP_MIN_COPY = 64
 READ_CHUNK = 1 << 20
 #: Bytes read from one file before the others get a turn (Vector's ``max_read_bytes`` fairness).
 PASS_BUDGET = 8 << 20
-#: A file that had data this recently is polled every HOT_POLL seconds; others once per rescan.
-HOT_SECONDS = 10.0
+#: A file with data is polled every HOT_POLL seconds; each empty poll doubles the interval up to
+#: COLD_AFTER, then only the rescan's ``stat`` (once per ``rescan_interval``) wakes it — idle CPU
+#: with 1,000 quiet files stays at one ``stat`` per file per second.
 HOT_POLL = 0.05
+COLD_AFTER = 1.6
+_COLD = float("inf")
 #: A file renamed to a name no glob matches is closed after sitting at EOF this long.
 DETACHED_IDLE_CLOSE = 60.0
 #: Checkpoint write period when something changed (Vector and Filebeat both use 1 s).
@@ -147,8 +150,8 @@ class _Gen:
 class _File:
     """An open (or idle-closed) file being read."""
 
-    __slots__ = ("base", "detached_at", "fd", "gen", "hot_until", "joiner", "key", "last_data",
-                 "norm", "path", "pos", "shadow_file", "shadow_gen", "size_seen", "split")
+    __slots__ = ("base", "detached_at", "fd", "gen", "interval", "joiner", "key", "last_data",
+                 "next_poll", "norm", "path", "pos", "shadow_file", "shadow_gen", "size_seen", "split")
 
     def __init__(self, key: tuple[int, int], path: str, fd: int, gen: _Gen | None, pos: int,
                  norm: record.LineNormaliser, split: LineSplitter, joiner: Any) -> None:
@@ -165,8 +168,27 @@ class _File:
         self.shadow_file: _File | None = None
         self.size_seen = -1
         self.last_data = time.monotonic()
-        self.hot_until = self.last_data + HOT_SECONDS
+        self.next_poll = self.last_data  # poll now
+        self.interval = HOT_POLL
         self.detached_at = 0.0
+
+    def poke(self) -> None:
+        """Poll this file soon (it changed, or its state did)."""
+        self.next_poll = 0.0
+        self.interval = HOT_POLL
+
+    def polled(self, progressed: bool, now: float) -> None:
+        """Schedule the next poll: at once after data, backing off when empty, then cold
+        (woken only by the rescan) — except detached files, which no rescan sees."""
+        if progressed:
+            self.next_poll = now
+            self.interval = HOT_POLL
+            return
+        if self.interval >= COLD_AFTER and self.path is not None:
+            self.next_poll = _COLD
+            return
+        self.next_poll = now + self.interval
+        self.interval = min(self.interval * 2, COLD_AFTER)
 
 
 class TailSource(Source):
@@ -318,14 +340,14 @@ class TailSource(Source):
                 f.gen.path = path
             if cur.st_size != f.size_seen:
                 f.size_seen = cur.st_size
-                f.hot_until = mono + HOT_SECONDS
+                f.poke()
                 woke = True
                 sg = f.shadow_gen
                 if sg is not None and not self._same_content(f.fd, cur.st_size, sg):
                     # it grew apart from the file it looked like a copy of: its own file
                     self._release_shadow(f, independent=True)
-            if f.fd is None and cur.st_size != f.pos:
-                self._reopen(f)  # idle-closed and grown (or shrunk): read it again
+            if f.fd is None and cur.st_size != f.pos and self._reopen(f):
+                woke = True  # idle-closed and grown (or shrunk): read it again
         # 2. paths not attached yet: a known file under a new name, or a new file
         for path, st in stats.items():
             if path in self._by_path:
@@ -336,7 +358,7 @@ class TailSource(Source):
                 if f2.path is None:  # renamed to a name a glob matches: follow it, don't re-read
                     f2.path = path
                     self._by_path[path] = f2
-                    f2.hot_until = mono + HOT_SECONDS
+                    f2.poke()
                 # else: a hard link / second name of a file already read once
                 continue
             if self._is_excluded is not None and self._is_excluded(path, st):
@@ -358,7 +380,7 @@ class TailSource(Source):
             self._by_path.pop(f.path, None)
         f.path = None
         f.detached_at = mono
-        f.hot_until = mono + HOT_SECONDS
+        f.poke()
         if f.fd is None:  # idle-closed and now gone from its path: nothing left to read by fd
             self._forget_file(f)
 
@@ -380,11 +402,10 @@ class TailSource(Source):
     def _make_capacity(self) -> bool:
         if self._open < self.max_open:
             return True
-        mono = time.monotonic()
         victim: _File | None = None
         for f in self._files.values():
             if (f.fd is not None and f.path is not None and f.shadow_gen is None
-                    and f.hot_until < mono and f.size_seen == f.pos
+                    and f.next_poll == _COLD and f.size_seen == f.pos
                     and (victim is None or f.last_data < victim.last_data)):
                 victim = f
         if victim is None:
@@ -417,6 +438,7 @@ class TailSource(Source):
             return False
         f.fd = fd
         self._open += 1
+        f.poke()
         return True
 
     def _open_new(self, path: str, st: os.stat_result) -> bool:
@@ -553,7 +575,7 @@ class TailSource(Source):
         f.gen = self._new_gen(f.key, prefix, start, f.path or sg.path)
         f.pos = f.base = start
         f.split = LineSplitter(self.max_line_bytes)
-        f.hot_until = time.monotonic() + HOT_SECONDS
+        f.poke()
 
     # --- reading ----------------------------------------------------------------------------------
     async def _pump(self, f: _File, emit: Callable[[Batch], Awaitable[None]]) -> bool:
@@ -602,7 +624,6 @@ class TailSource(Source):
             await self._process(f, gen, data, emit)
         if progressed:
             f.last_data = time.monotonic()
-            f.hot_until = f.last_data + HOT_SECONDS
         elif f.path is None and f.gen is gen and not self._stopping and (
                 st.st_nlink == 0
                 or time.monotonic() - max(f.last_data, f.detached_at) >= DETACHED_IDLE_CLOSE):
@@ -750,7 +771,9 @@ class TailSource(Source):
         self._scan()
         if self.once:
             for f in list(self._files.values()):
-                while not self._stopping and await self._pump(f, emit):
+                # what is there now: a writer faster than us must not keep --once going forever
+                end = f.size_seen
+                while not self._stopping and f.pos < end and await self._pump(f, emit):
                     pass
                 if not self._stopping:
                     await self._flush_held(f, emit)
@@ -770,35 +793,31 @@ class TailSource(Source):
             wake.clear()
             mono = time.monotonic()
             progressed = False
-            any_hot = False
-            deadline: float | None = None
+            soonest = _COLD
             for f in list(self._files.values()):
                 if self._stopping:
                     break
-                if f.hot_until > mono or f.path is None or f.pos < f.size_seen or f.shadow_gen is not None:
-                    any_hot = True
-                    if await self._pump(f, emit):
-                        progressed = True
+                if f.next_poll <= mono:
+                    got = await self._pump(f, emit)
+                    progressed = progressed or got
+                    f.polled(got, time.monotonic())
+                soonest = min(soonest, f.next_poll)
                 j = f.joiner
                 if j is not None and j.idle_deadline is not None and f.gen is not None:
                     if time.monotonic() >= j.idle_deadline:
                         pairs = j.flush()
                         if pairs:
                             await self._emit_pairs(f, f.gen, pairs, emit)
-                    elif deadline is None or j.idle_deadline < deadline:
-                        deadline = j.idle_deadline
+                    else:
+                        soonest = min(soonest, j.idle_deadline)
             if progressed:
                 await asyncio.sleep(0)
                 continue
-            timeout: float | None = HOT_POLL if any_hot else None
-            if deadline is not None:
-                until = max(0.0, deadline - time.monotonic())
-                timeout = until if timeout is None else min(timeout, until)
-            if timeout is None:
+            if soonest == _COLD:
                 await wake.wait()
             else:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(wake.wait(), timeout)
+                    await asyncio.wait_for(wake.wait(), max(0.0, soonest - time.monotonic()))
 
     async def _scanner(self) -> None:
         assert self._stop_event is not None

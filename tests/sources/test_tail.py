@@ -363,7 +363,7 @@ def test_open_file_cap_closes_idle_files_and_reopens_them(tmp_path: Path,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     """With more files than the fd cap, idle files are closed and reopened (after an identity
     check) when they grow: every line of every file arrives once, and the cap holds."""
-    monkeypatch.setattr(tail_mod, "HOT_SECONDS", 0.2)  # files go idle (evictable) quickly
+    monkeypatch.setattr(tail_mod, "COLD_AFTER", 0.1)  # files go idle (evictable) quickly
     for i in range(12):
         (tmp_path / f"f{i:02d}.log").write_bytes(b"f%d first\n" % i)
     with TailRunner([str(tmp_path / "*.log")], str(tmp_path / "state"), max_open=4,

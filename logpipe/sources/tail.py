@@ -11,7 +11,8 @@ How it behaves, and whose behaviour it follows (research/collector.md §1, "What
   ``glob_minimum_cooldown_ms``). Files found after start are read from offset 0 (Vector RFC 3480:
   a ``mv`` cannot be told from create+write). Files present at the first start with no
   checkpoint are read from 0 as well — logpipe ships what is there rather than tail from EOF
-  (Fluent Bit's ``read_from_head=false`` loses the first lines).
+  (Fluent Bit's ``read_from_head=false`` loses the first lines). Compressed archives a glob
+  matches (``.gz``, ``.zst`` …) are skipped; ``**`` is not recursive.
 - **Rename rotation** (logrotate ``create``, supervisord, multilog): the old fd stays open and is
   drained to EOF with no give-up timer (Fluent Bit's 5 s ``Rotate_Wait`` loses bursts, #10414);
   the new file at the path is picked up from 0. A rotated name that a glob also matches is the
@@ -82,6 +83,8 @@ DETACHED_IDLE_CLOSE = 60.0
 CHECKPOINT_INTERVAL = 1.0
 #: Bytes compared beyond the fingerprint before a file is taken for a copy of another.
 SAMPLE_BYTES = 256
+#: Names a glob match skips: compressed rotated files.
+ARCHIVE_SUFFIXES = (".gz", ".zst", ".bz2", ".xz", ".lz4", ".zip", ".tgz")
 #: Rough per-record growth of a normalised line (spliced keys), for batch byte bounds.
 _SPLICE_ESTIMATE = 128
 
@@ -307,8 +310,12 @@ class TailSource(Source):
         for pat in self.patterns:
             if glob.has_magic(pat):
                 # Not recursive: ``**`` acts as ``*`` (no recursion blow-up, Vector #13129).
+                # Compressed archives a glob like ``app.log*`` also matches (logrotate's .gz,
+                # logpipe rotate's .zst) are not text: skipped, as Filebeat's docs advise with
+                # ``exclude_files: ['\.gz$']``. Named literally, a file is always read.
                 for p in sorted(glob.glob(pat)):
-                    seen.setdefault(p, None)
+                    if not p.endswith(ARCHIVE_SUFFIXES):
+                        seen.setdefault(p, None)
             else:
                 seen.setdefault(pat, None)
         return list(seen)

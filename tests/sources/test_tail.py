@@ -202,6 +202,21 @@ def test_copy_of_a_live_file_is_not_read_until_the_original_is_truncated(tmp_pat
     assert sorted(seqs(recs)) == list(range(160))
 
 
+def test_glob_skips_compressed_rotated_files(tmp_path: Path) -> None:
+    """``app.log*`` matches ``app.log.1`` (read) but not the compressed archives next to it
+    (``.zst``, ``.gz``): those are never read as text."""
+    import gzip
+
+    import zstandard
+
+    (tmp_path / "app.log").write_bytes(b"live\n")
+    (tmp_path / "app.log.1").write_bytes(b"rotated\n")
+    (tmp_path / "app.log.20261123T000000.zst").write_bytes(zstandard.compress(b"old\n" * 100))
+    (tmp_path / "app.log.2.gz").write_bytes(gzip.compress(b"older\n" * 100))
+    recs = run_once([str(tmp_path / "app.log*")], str(tmp_path / "state"))
+    assert sorted(messages(recs)) == ["live", "rotated"]
+
+
 def test_5mb_line_is_truncated_and_flagged_and_the_next_100_arrive_once(tmp_path: Path) -> None:
     """A 5 MB line written mid-file in pieces (while tailing) becomes one record cut at
     max_line_bytes with ``truncated: true``; the 100 lines after it arrive exactly once, and

@@ -237,3 +237,24 @@ def test_reader_going_away_stops_children_and_exits() -> None:
     assert rc != 0
     assert "logpipe: " in err and "broken pipe" in err and "Traceback" not in err
     wait_for(lambda: not pid_alive(pid), timeout=5, message="child stopped")
+
+
+def test_child_killed_from_outside_is_reported_and_restarted() -> None:
+    """``kill -9`` of a child by someone else: an error record names SIGKILL, and the child
+    is started again (a new pid) after the first backoff step."""
+    import signal as sig
+
+    code = "import time\nprint('up', flush=True)\nwhile True: time.sleep(1)\n"
+    col = Collector(["--run", f"victim={python_cmd(code)}"])
+    try:
+        first = col.wait_records(lambda r: r.get("message") == "up")[0]
+        os.kill(first["pid"], sig.SIGKILL)
+        exit_rec = col.wait_records(lambda r: r.get("child_exit"))[0]
+        ups = col.wait_records(lambda r: r.get("message") == "up", n=2)
+    finally:
+        rc = col.terminate()
+    assert rc == 0, col.stderr
+    assert exit_rec["signal"] == "SIGKILL" and exit_rec["level"] == "error"
+    assert exit_rec["pid"] == first["pid"] and exit_rec["restart_in"] == 1
+    assert ups[1]["pid"] != first["pid"]
+    assert not pid_alive(ups[1]["pid"])

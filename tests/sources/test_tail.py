@@ -87,7 +87,6 @@ def test_new_file_with_three_lines_within_50ms_is_delivered(tmp_path: Path) -> N
             for i in range(3):
                 f.write(b"line %d\n" % i)
                 time.sleep(0.015)
-        assert time.monotonic() - t0 < 0.1
         wait_for(lambda: len(r.sink.records) >= 3, 5, message="3 records")
         elapsed = time.monotonic() - t0
         recs = r.stop()
@@ -296,7 +295,7 @@ def test_backpressure_keeps_rotation_tracking_and_new_files(tmp_path: Path) -> N
     state = tmp_path / "state"
     with TailRunner([str(log)], str(state), rescan_interval=0.1) as r:
         wait_for(lambda: len(r.sink.records) >= 1, 5)
-        time.sleep(1.3)  # first checkpoint written
+        wait_for(lambda: _checkpoint_offsets(state) == {str(log): 10}, 5, message="first checkpoint")
         r.sink.stall(r.loop)
         with open(log, "ab") as f:
             f.write(b"".join(b'{"seq":%d}\n' % i for i in range(1, 40_001)))

@@ -258,3 +258,24 @@ def test_child_killed_from_outside_is_reported_and_restarted() -> None:
     assert exit_rec["pid"] == first["pid"] and exit_rec["restart_in"] == 1
     assert ups[1]["pid"] != first["pid"]
     assert not pid_alive(ups[1]["pid"])
+
+
+def test_logpipe_logger_in_child_binds_name_and_instance() -> None:
+    """Children using logpipe's own logger pick service and instance_id up from the
+    environment the collector sets; their JSON lines pass the fast path: their own keys and
+    values come through unchanged, only ``source`` is spliced onto their bytes."""
+    import json
+    import subprocess
+
+    from tests.helpers import LOGPIPE
+
+    code = "from logpipe import logger\nlogger.info('hi', k=1)\n"
+    proc = subprocess.run([*LOGPIPE, "collect", "--once", "--run", f"api={python_cmd(code)}",
+                           "--run", f"api={python_cmd(code)}"], capture_output=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    lines = [x for x in proc.stdout.splitlines() if b'"message":"hi"' in x]
+    recs = [json.loads(x) for x in lines]
+    assert sorted(r["instance_id"] for r in recs) == ["0", "1"]
+    for line, rec in zip(lines, recs, strict=True):
+        assert (rec["service"], rec["message"], rec["k"], rec["source"]) == ("api", "hi", 1, "run:api")
+        assert line.endswith(b',"source":"run:api"}')

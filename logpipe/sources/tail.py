@@ -366,6 +366,7 @@ class TailSource(Source):
                     f2.path = path
                     self._by_path[path] = f2
                     f2.poke()
+                    woke = True
                 # else: a hard link / second name of a file already read once
                 continue
             if self._is_excluded is not None and self._is_excluded(path, st):
@@ -579,6 +580,9 @@ class TailSource(Source):
         if f.fd is not None:
             with contextlib.suppress(OSError):
                 prefix = os.pread(f.fd, FP_MAX, 0)
+                # the original may have delivered more than the copy holds (lines written
+                # after the copy): then the copy has nothing new — never "truncated" from 0
+                start = min(start, os.fstat(f.fd).st_size)
         f.gen = self._new_gen(f.key, prefix, start, f.path or sg.path)
         f.pos = f.base = start
         f.split = LineSplitter(self.max_line_bytes)

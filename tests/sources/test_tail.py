@@ -181,24 +181,39 @@ def test_live_files_sharing_a_banner_are_both_read(tmp_path: Path) -> None:
 
 
 def test_copy_of_a_live_file_is_not_read_until_the_original_is_truncated(tmp_path: Path) -> None:
-    """``cp app.log app.log.1`` (glob matches both) delivers nothing twice; after the original
-    is truncated the copy's undelivered tail is read, once."""
+    """``cp app.log app.log.1`` (glob matches both) delivers nothing twice — neither while the
+    original still holds the content, nor after it is truncated when the original had already
+    delivered more than the copy holds; the copy's undelivered tail is read once."""
+    import shutil
+
     log = tmp_path / "app.log"
     log.write_bytes(b"".join(b'{"seq":%d,"pad":"%s"}\n' % (i, b"p" * 60) for i in range(100)))
     with TailRunner([str(tmp_path / "app.log*")], str(tmp_path / "state"), rescan_interval=0.1) as r:
         wait_for(lambda: len(r.sink.records) >= 100, 5)
-        with open(log, "ab") as f:  # the copy will hold 100..149; the original gets them too
+        # round 1: the copy ends beyond what was delivered -> its tail is read from the copy
+        r.sink.stall(r.loop)
+        with open(log, "ab") as f:
             f.write(b"".join(b'{"seq":%d}\n' % i for i in range(100, 150)))
-        import shutil
         shutil.copyfile(log, tmp_path / "app.log.1")
         time.sleep(0.5)
         os.truncate(log, 0)
+        r.sink.resume(r.loop)
         with open(log, "ab") as f:
-            f.write(b"".join(b'{"seq":%d}\n' % i for i in range(150, 160)))
+            f.write(b"".join(b'{"seq":%d,"pad":"%s"}\n' % (i, b"q" * 60) for i in range(150, 160)))
         wait_for(lambda: len(r.sink.records) >= 160, 5, message="160 records")
+        # round 2: the original delivers lines the copy does not hold, then is truncated
+        shutil.copyfile(log, tmp_path / "app.log.2")
+        time.sleep(0.5)
+        with open(log, "ab") as f:
+            f.write(b"".join(b'{"seq":%d}\n' % i for i in range(160, 170)))
+        wait_for(lambda: len(r.sink.records) >= 170, 5, message="170 records")
+        os.truncate(log, 0)
+        with open(log, "ab") as f:
+            f.write(b"".join(b'{"seq":%d}\n' % i for i in range(170, 175)))
+        wait_for(lambda: len(r.sink.records) >= 175, 5, message="175 records")
         time.sleep(0.5)
         recs = r.stop()
-    assert sorted(seqs(recs)) == list(range(160))
+    assert sorted(seqs(recs)) == list(range(175))
 
 
 def test_glob_skips_compressed_rotated_files(tmp_path: Path) -> None:

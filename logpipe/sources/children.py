@@ -174,23 +174,28 @@ class _Stream:
             if not chunk:
                 await self.finish()
                 return
-            lines, flags = self._split.feed(chunk)
+            lines, cut = self._split.split(chunk)
             out: list[tuple[bytes, bool]] = []
-            for line, cut in zip(lines, flags, strict=True):
-                if cut:  # a cut line is never joined: it keeps its truncated flag
+            push = joiner.push
+            for i, line in enumerate(lines):
+                if cut is not None and i in cut:
+                    # a cut line is never joined: it keeps its truncated flag
                     out.extend((t, False) for t, _ in joiner.flush())
                     out.append((line, True))
                 else:
-                    out.extend((t, False) for t, _ in joiner.push(line, 0))
+                    out.extend((t, False) for t, _ in push(line, 0))
             if out:
                 await self._send(out)
 
     async def finish(self) -> None:
         """EOF or shutdown: emit the partial last line and whatever the joiner holds."""
         out: list[tuple[bytes, bool]] = []
-        tail = self._split.flush()
-        if tail is not None:
-            out.extend((t, False) for t, _ in self._joiner.push(tail, 0))
+        held = self._split.flush_flagged()
+        if held is not None and held[1]:
+            out.extend((t, False) for t, _ in self._joiner.flush())
+            out.append((held[0], True))
+        elif held is not None:
+            out.extend((t, False) for t, _ in self._joiner.push(held[0], 0))
         out.extend((t, False) for t, _ in self._joiner.flush())
         if out:
             await self._send(out)

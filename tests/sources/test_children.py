@@ -279,3 +279,19 @@ def test_logpipe_logger_in_child_binds_name_and_instance() -> None:
     for line, rec in zip(lines, recs, strict=True):
         assert (rec["service"], rec["message"], rec["k"], rec["source"]) == ("api", "hi", 1, "run:api")
         assert line.endswith(b',"source":"run:api"}')
+
+
+def test_over_long_lines_are_truncated_and_flagged() -> None:
+    """Lines over --max-line-bytes are cut, marked and flagged ``truncated: true`` — also a
+    last line without a newline — and the lines around them arrive intact."""
+    code = (
+        "import sys\n"
+        "w = sys.stdout.write\n"
+        "w('before\\n' + 'x' * 5000 + '\\nafter\\n' + 'y' * 3000)\n"
+    )
+    rc, recs, err = run_collect(["--once", "--max-line-bytes", "1K", "--run", f"long={python_cmd(code)}"])
+    assert rc == 0, err
+    lines = [r for r in recs if not r.get("child_exit")]
+    assert [r["message"][:6] for r in lines] == ["before", "x" * 6, "after", "y" * 6]
+    assert [bool(r.get("truncated")) for r in lines] == [False, True, False, True]
+    assert all(len(r["message"]) < 1100 for r in lines)

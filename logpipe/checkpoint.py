@@ -185,18 +185,42 @@ class CheckpointStore:
             self._lock_fd = None
 
 
+#: unfinished()'s parse cache: checkpoint path → ((inode, mtime_ns, size), {(dev, ino): offset})
+_cache: dict[str, tuple[tuple[int, int, int], dict[tuple[int, int], int]]] = {}
+
+
+def _offsets(path: str) -> dict[tuple[int, int], int]:
+    """(dev, inode) → committed offset of the live entries of one checkpoint file, parsed once
+    per change of the file (``logpipe rotate`` asks once per candidate file)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return {}
+    stamp = (st.st_ino, st.st_mtime_ns, st.st_size)  # atomic_write makes a new inode
+    hit = _cache.get(path)
+    if hit is not None and hit[0] == stamp:
+        return hit[1]
+    try:
+        with open(path, "rb") as f:
+            entries = _parse(f.read())
+    except (OSError, ValueError, orjson.JSONDecodeError):
+        entries = []
+    offsets: dict[tuple[int, int], int] = {}
+    for e in entries:
+        if not e.retired:
+            key = (e.dev, e.ino)
+            offsets[key] = min(offsets.get(key, e.offset), e.offset)
+    _cache[path] = (stamp, offsets)
+    return offsets
+
+
 def unfinished(state_dir: str, st: os.stat_result) -> bool:
     """True when a tail checkpoint under ``<state_dir>/tail/`` knows the file (dev, inode) of
     ``st`` and has committed less than ``st.st_size`` bytes of it — ``logpipe rotate`` then
     postpones compressing or deleting it. Missing or corrupt checkpoints count as not knowing."""
+    key = (st.st_dev, st.st_ino)
     for path in glob.glob(os.path.join(glob.escape(tail_dir(state_dir)), "*.json")):
-        try:
-            with open(path, "rb") as f:
-                entries = _parse(f.read())
-        except (OSError, ValueError, orjson.JSONDecodeError):
-            continue
-        for e in entries:
-            if (e.dev == st.st_dev and e.ino == st.st_ino and not e.retired
-                    and e.offset < st.st_size):
-                return True
+        off = _offsets(path).get(key)
+        if off is not None and off < st.st_size:
+            return True
     return False

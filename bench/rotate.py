@@ -96,14 +96,19 @@ def time_logpipe(src: str, workdir: str) -> tuple[float, int]:
     log = os.path.join(d, "app.log")
     os.link(src, log)  # same bytes, same page cache, no copy; rotate renames this name away
     t0 = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "logpipe", "rotate", log], stdout=subprocess.DEVNULL)
+    # a private state dir: stale collector checkpoints elsewhere could match a reused inode
+    env = {**os.environ, "LOGPIPE_STATE_DIR": os.path.join(workdir, "state")}
+    proc = subprocess.Popen([sys.executable, "-m", "logpipe", "rotate", log], stdout=subprocess.PIPE,
+                            env=env)
+    assert proc.stdout is not None
+    report = proc.stdout.read().decode()
     _, status, usage = os.wait4(proc.pid, 0)
     elapsed = time.perf_counter() - t0
     proc.returncode = os.waitstatus_to_exitcode(status)
     assert proc.returncode == 0, proc.returncode
     RSS.append(usage.ru_maxrss / 1024)
     zst = [f for f in os.listdir(d) if f.endswith(".zst")]
-    assert len(zst) == 1, os.listdir(d)
+    assert len(zst) == 1, report
     return elapsed, os.path.getsize(os.path.join(d, zst[0]))
 
 

@@ -438,12 +438,12 @@ class Compressed:
     bytes_out: int
 
 
-def _compressor(size: int) -> Any:
+def _compressor(size: int, long_matching: bool) -> Any:
     import zstandard
 
     params = zstandard.ZstdCompressionParameters.from_level(
         ZSTD_LEVEL, source_size=size, window_log=ZSTD_WINDOW_LOG, threads=ZSTD_THREADS,
-        enable_ldm=ZSTD_LONG, write_checksum=True, write_content_size=True,
+        enable_ldm=long_matching, write_checksum=True, write_content_size=True,
     )
     return zstandard.ZstdCompressor(compression_params=params)
 
@@ -516,10 +516,13 @@ class _VerifyingWriter:
         self._thread.join()
 
 
-def compress_rotated(src_path: str) -> Compressed | None:
+def compress_rotated(src_path: str, long_matching: bool = ZSTD_LONG) -> Compressed | None:
     """Compress one rotated file to ``<src>.zst``: stream to a temp name, fsync, verify, rename,
     fsync the directory, then remove the source. None when the source grew meanwhile (a
-    writer still has it: postponed) or is gone. Raises RotateError (source kept) on failure."""
+    writer still has it: postponed) or is gone. Raises RotateError (source kept) on failure.
+
+    ``long_matching=False`` (the file sink, which compresses beside its hot path) is ~2.5x less
+    CPU for ~2% larger files."""
     try:
         src = os.open(src_path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except FileNotFoundError:
@@ -538,7 +541,7 @@ def compress_rotated(src_path: str) -> Compressed | None:
         writer = _VerifyingWriter(out)
         try:
             with open(src, "rb", closefd=False) as ifh:
-                n_in, n_out = _compressor(st.st_size).copy_stream(
+                n_in, n_out = _compressor(st.st_size, long_matching).copy_stream(
                     ifh, writer, size=st.st_size, read_size=IO_CHUNK, write_size=IO_CHUNK)
             writer.finish(tmp, n_in)
             os.fsync(out)

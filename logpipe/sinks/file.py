@@ -148,7 +148,7 @@ class _Compressor:
                 for f in rotate.rotated_files(log_path):
                     if f.compressed or f.path in doomed:
                         continue
-                    res = rotate.compress_rotated(f.path)
+                    res = rotate.compress_rotated(f.path, long_matching=False)
                     if res is not None:
                         self.compressed += 1
                         self.bytes_in += res.bytes_in

@@ -114,7 +114,7 @@ def receiver_main(port: int) -> None:
 
 
 def _get(url: str) -> dict[str, Any]:
-    with urllib.request.urlopen(url, timeout=10) as r:  # noqa: S310 - 127.0.0.1 only
+    with urllib.request.urlopen(url, timeout=10) as r:
         return orjson.loads(r.read())  # type: ignore[no-any-return]
 
 
@@ -145,7 +145,7 @@ def make_input(path: Path, n: int) -> int:
     buf = io.BytesIO()
     for i in range(n):
         svc = ("api", "worker", "cron")[i % 3]
-        rec = {"time": "2026-11-23T14:01:51.%06dZ" % (i % 1_000_000), "level": "info",
+        rec = {"time": f"2026-11-23T14:01:51.{i % 1_000_000:06d}Z", "level": "info",
                "message": "order placed", "service": svc, "feature": "store",
                "instance_id": str(i % 4), "host": "web-1", "pid": 4242 + i % 4,
                "source": f"/var/log/app/{svc}-out-{i % 4}.log", "order_id": i, "amount": 9.99,
@@ -249,8 +249,9 @@ def main() -> None:
             cpu = statistics.median(c for _, c in runs)
             med[name] = (wall, cpu)
             print(f"{name:<16}{n / wall:>20,.0f}{cpu / n * 1e5:>22.2f}{wall:>9.2f}")
-        ratios = [b[0] / l[0] for l, b in zip(rows["logpipe"], rows["splunk-handler"], strict=True)]
-        cpu_ratios = [b[1] / l[1] for l, b in zip(rows["logpipe"], rows["splunk-handler"], strict=True)]
+        pairs = list(zip(rows["logpipe"], rows["splunk-handler"], strict=True))
+        ratios = [base[0] / ours[0] for ours, base in pairs]
+        cpu_ratios = [base[1] / ours[1] for ours, base in pairs]
         print(f"\nthroughput ratio logpipe / splunk-handler: median {statistics.median(ratios):.1f}x "
               f"(per rep: {', '.join(f'{r:.1f}' for r in ratios)})")
         print(f"CPU per event ratio splunk-handler / logpipe: median {statistics.median(cpu_ratios):.1f}x")

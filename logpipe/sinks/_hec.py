@@ -12,6 +12,7 @@ Everything here is pure (no sockets, no files, no clock except where passed in),
 from __future__ import annotations
 
 import enum
+import hashlib
 import random
 import re
 import time as _time
@@ -67,7 +68,7 @@ class EnvelopeEncoder:
         self._tcache: dict[str, bytes] = {}
         #: (host, source, service, feature, instance_id, level) → the envelope bytes between
         #: ``time`` and ``event`` (a handful of distinct values per run)
-        self._heads: dict[tuple[Any, ...], tuple[bytes, bytes]] = {}
+        self._heads: dict[tuple[Any, ...], tuple[bytes, bytes, int]] = {}
 
     def epoch_text(self, value: Any) -> bytes:
         """A record's ``time`` → epoch seconds with microseconds, as JSON number text.
@@ -150,12 +151,16 @@ class EnvelopeEncoder:
         env["event"] = orjson.Fragment(line) if line is not None else dict(rec)
         return env
 
-    def _head(self, rec: Mapping[str, Any]) -> tuple[bytes, bytes]:
-        """(``{"source":…,"time":``, ``,"host":…,"event":``) around the time value."""
+    def _head(self, rec: Mapping[str, Any]) -> tuple[bytes, bytes, int]:
+        """(``{"source":…,"time":``, ``,"host":…,"event":``, source group) around the time."""
         meta = self.metadata(rec)
         source = meta.pop("source", None)
-        pre = b'{"time":' if source is None else b'{"source":' + orjson.dumps(source) + b',"time":'
-        return pre, b"," + orjson.dumps(meta)[1:-1] + b',"event":'
+        if source is None:
+            pre, group = b'{"time":', source_group(b"")
+        else:
+            text = orjson.dumps(source)
+            pre, group = b'{"source":' + text + b',"time":', source_group(text[1:-1])
+        return pre, b"," + orjson.dumps(meta)[1:-1] + b',"event":', group
 
     def encode(self, rec: Mapping[str, Any], line: bytes | None = None) -> bytes:
         """One envelope as compact JSON bytes (the record's own NDJSON bytes reused as ``event``)."""
@@ -163,15 +168,28 @@ class EnvelopeEncoder:
 
     def encode_many(self, records: Sequence[Mapping[str, Any]],
                     lines: Sequence[bytes] | None = None) -> list[bytes]:
-        """Envelopes for a batch, in order: cached metadata around the time, then ``"event":``
-        and the record's own NDJSON line — no per-record dict or JSON encoding (the hot path)."""
+        """Envelopes for a batch, in order."""
+        return self._encode(records, lines, grouped=False)[0]
+
+    def encode_grouped(self, records: Sequence[Mapping[str, Any]],
+                       lines: Sequence[bytes] | None = None) -> dict[int, list[bytes]]:
+        """Envelopes for a batch grouped by :func:`source_group` of their ``source``, each group
+        in record order (what the sink spools: one item per group)."""
+        return self._encode(records, lines, grouped=True)
+
+    def _encode(self, records: Sequence[Mapping[str, Any]], lines: Sequence[bytes] | None,
+                grouped: bool) -> dict[int, list[bytes]]:
+        """Cached metadata around the time, then ``"event":`` and the record's own NDJSON
+        line — no per-record dict or JSON encoding (the hot path)."""
         if lines is None:
             lines = [record.dumps(r) for r in records]
         heads = self._heads
         tcache = self._tcache
         epoch_text = self.epoch_text
-        out: list[bytes] = []
-        append = out.append
+        out: dict[int, list[bytes]] = {}
+        flat: list[bytes] = []
+        if not grouped:
+            out[0] = flat
         for rec, line in zip(records, lines, strict=True):
             get = rec.get
             t = get("time")
@@ -197,7 +215,14 @@ class EnvelopeEncoder:
                     head = heads[key] = self._head(rec)
             else:
                 head = self._head(rec)
-            append(b"".join((head[0], tb, head[1], line, b"}")))
+            env = b"".join((head[0], tb, head[1], line, b"}"))
+            if grouped:
+                bucket = out.get(head[2])
+                if bucket is None:
+                    bucket = out[head[2]] = []
+                bucket.append(env)
+            else:
+                flat.append(env)
         return out
 
 
@@ -209,6 +234,13 @@ def source_key(envelope: bytes) -> bytes:
         return b""
     end = envelope.find(b'","time":', 11)
     return envelope[11:end] if end > 0 else b""
+
+
+def source_group(source_text: bytes) -> int:
+    """A stable 32-bit hash of a source's JSON text (as :func:`source_key` returns it): the
+    sink sends one group's events through one lane, in order. Stable across processes
+    (blake2b, not ``hash``) because it is stored with spooled events."""
+    return int.from_bytes(hashlib.blake2b(source_text, digest_size=4).digest(), "big")
 
 
 def join_body(items: Iterable[bytes]) -> bytes:

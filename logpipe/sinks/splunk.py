@@ -95,7 +95,7 @@ ACK_QUERY_MAX = 1000
 #: gzip level 1: JSON logs compress ~8-10x even at the fastest level, and CPU is the budget
 GZIP_LEVEL = 1
 #: Bodies above this are compressed in a worker thread (zlib releases the GIL).
-GZIP_THREAD_MIN = 256 << 10
+GZIP_THREAD_MIN = 32 << 10
 MAX_ITEMS_PER_CHUNK = 100_000
 #: parts queued per lane (the one being sent included) before the taker waits
 LANE_DEPTH = 2
@@ -354,6 +354,8 @@ class SplunkSink(Sink):
         self._pending_acks = 0
         self._pending_ack_bytes = 0
         self._warned_no_ack_id = False
+        self._left_batches = 0
+        self._final = False  # close() has counted what is left
         self._progress_shown = False
         self._started = False
         self._closed = False
@@ -363,8 +365,12 @@ class SplunkSink(Sink):
         self.delivered = 0
         self.resent = 0
         self.quarantined = 0
-        self.backlog = 0  # found in the spool at start
+        self.backlog = 0  # batches found in the spool at start
         self.left_in_spool = 0
+        #: events per spooled batch not yet read back, in spool order (this run's appends)
+        self._blob_events: deque[int] = deque()
+        #: batches from an earlier run not yet read back (their event counts are unknown)
+        self._backlog_unread = 0
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -445,10 +451,11 @@ class SplunkSink(Sink):
             await self._client.aclose()
             raise
         self._spool = spool
-        self.backlog = spool.pending_items
+        self.backlog = self._backlog_unread = spool.pending_items
         if self.backlog:
-            diagnostics.info(f"splunk: {self.backlog} events from an earlier run are in the spool; "
-                             "sending them first", key="splunk-backlog")
+            diagnostics.info(f"splunk: {self.backlog} batches ({spool.pending_bytes:,} bytes) of events "
+                             "from an earlier run are in the spool; sending them first",
+                             key="splunk-backlog")
             self._unread_bytes = spool.pending_bytes
             self._first_unread = time.monotonic() - self._batch_timeout
         self._started = True
@@ -508,8 +515,9 @@ class SplunkSink(Sink):
         spool = self._spool
         if spool is None:
             raise SinkError("splunk: write before start")
-        items = self._encoder.encode_many(batch.records, batch.encoded())
-        append = asyncio.ensure_future(spool.append(items))
+        groups = self._encoder.encode_grouped(batch.records, batch.encoded())
+        blobs = [_to_blob(g, items) for g, items in groups.items()]
+        append = asyncio.ensure_future(spool.append(blobs))
         if not append.done():
             fatal = asyncio.ensure_future(self._fatal_evt.wait())
             try:
@@ -522,9 +530,10 @@ class SplunkSink(Sink):
                     await append
                 self._raise_if_fatal()
         append.result()
-        n = len(items)
-        self.spooled += n
-        self._unread_bytes += sum(map(len, items))
+        for items in groups.values():
+            self._blob_events.append(len(items))
+        self.spooled += len(batch.records)
+        self._unread_bytes += sum(map(len, blobs))
         if self._first_unread is None:
             self._first_unread = time.monotonic()
         self._wake.set()
@@ -556,7 +565,9 @@ class SplunkSink(Sink):
         await asyncio.gather(*self._tasks, return_exceptions=True)
         spool = self._spool
         assert spool is not None
-        self.left_in_spool = spool.pending_items
+        self.left_in_spool = self._in_spool()
+        self._left_batches = self._backlog_unread
+        self._final = True
         try:
             await spool.close()
         finally:
@@ -566,22 +577,31 @@ class SplunkSink(Sink):
                 with contextlib.suppress(OSError, ValueError):
                     sys.stderr.write("\r\x1b[K")
                     sys.stderr.flush()
-        if self.left_in_spool and self._fatal is None:
+        if (self.left_in_spool or self._left_batches) and self._fatal is None:
             diagnostics.warning(
                 f"splunk: HEC did not take everything within {self._drain_timeout:g}s; "
-                f"{self.left_in_spool} events left in spool {self._spool_dir} (sent on the next run)",
+                f"{self._left_text()} left in spool {self._spool_dir} (sent on the next run)",
                 key="splunk-left")
         self._raise_if_fatal()
 
     def summary(self) -> str | None:
         """``splunk: 120 delivered, 3 retried, 1 quarantined, 0 left in spool``."""
-        left = self.left_in_spool if self._closed else self._in_spool()
         return (f"splunk: {self.delivered} delivered, {self.resent} retried, "
-                f"{self.quarantined} quarantined, {left} left in spool")
+                f"{self.quarantined} quarantined, {self._left_text('')} left in spool")
 
     # ------------------------------------------------------------------ state helpers
     def _in_spool(self) -> int:
-        return self._spool.pending_items if self._spool is not None else 0
+        """Events still in the spool that this process knows the count of: read but not done,
+        and appended but not read yet (earlier runs' unread batches are not counted)."""
+        return (sum(w.events for w in self._in_hand.values() if not w.finished)
+                + sum(self._blob_events))
+
+    def _left_text(self, unit: str = " events") -> str:
+        n = self.left_in_spool if self._final else self._in_spool()
+        batches = self._left_batches if self._final else self._backlog_unread
+        if batches:
+            return f"{n}{unit} and {batches} earlier batches"
+        return f"{n}{unit}"
 
     def _is_drained(self) -> bool:
         spool = self._spool
@@ -596,7 +616,7 @@ class SplunkSink(Sink):
         if self._fatal is None:
             message = self._token.scrub(message)
             self._fatal = SinkConfigError(
-                f"{message}; sending stopped, {self._in_spool()} events kept in spool {self._spool_dir}")
+                f"{message}; sending stopped, {self._left_text()} kept in spool {self._spool_dir}")
             diagnostics.error(str(self._fatal), key="splunk-fatal")
             self._fatal_evt.set()
             self._settled.set()
@@ -668,11 +688,17 @@ class SplunkSink(Sink):
         n = len(self._lanes)
         if n == 1:
             return 0
-        # Python's hash: well spread, and per-process randomisation is harmless (a source only
-        # has to keep its lane within one process; the spool hands chunks out in order).
-        return hash(_hec.source_key(item)) % n
+        return _hec.source_group(_hec.source_key(item)) % n
 
     async def _taker(self) -> None:
+        """The chunk taker; a spool it cannot read stops the sink (data kept)."""
+        try:
+            await self._take_chunks()
+        except SinkError as exc:
+            with contextlib.suppress(_Stopped):
+                self._set_fatal(str(exc))
+
+    async def _take_chunks(self) -> None:
         """Takes chunks from the spool once a batch is due (bytes or time), splits each into
         per-lane parts and queues them; waits while a lane is full or too many acks are pending."""
         spool = self._spool
@@ -687,7 +713,9 @@ class SplunkSink(Sink):
             if due is None or due > 0:
                 await self._wait_wake(1.0 if due is None else due)
                 continue
-            chunk = await spool.next_chunk(MAX_ITEMS_PER_CHUNK, self._batch_bytes, timeout=0.05)
+            # up to one full request per lane; each lane's share is cut at --batch-size below
+            chunk = await spool.next_chunk(MAX_ITEMS_PER_CHUNK, self._batch_bytes * len(self._lanes),
+                                           timeout=0.05)
             if chunk is None:
                 if not spool.unread_items:
                     self._first_unread = None
@@ -698,17 +726,36 @@ class SplunkSink(Sink):
             if not spool.unread_items:
                 self._first_unread = None
                 self._unread_bytes = 0
+            by_lane: dict[int, list[bytes]] = {}
+            n_lanes = len(self._lanes)
+            events = 0
+            for blob in chunk.items:
+                group, envelopes = _from_blob(blob)
+                by_lane.setdefault(group % n_lanes, []).extend(envelopes)
+                events += len(envelopes)
+                if self._backlog_unread:
+                    self._backlog_unread -= 1
+                elif self._blob_events:
+                    self._blob_events.popleft()
             self._seq += 1
-            work = _Work(self._seq, chunk.id, len(chunk.items), nbytes)
-            parts: dict[int, list[bytes]] = {}
-            lane_of = self._lane_of
-            for item in chunk.items:
-                parts.setdefault(lane_of(item), []).append(item)
-            work.parts_left = len(parts)
+            work = _Work(self._seq, chunk.id, events, nbytes)
+            jobs: list[tuple[int, list[bytes]]] = []
+            limit = self._batch_bytes
+            for k, items in by_lane.items():
+                part: list[bytes] = []
+                size = 0
+                for item in items:
+                    if part and size + len(item) > limit:
+                        jobs.append((k, part))
+                        part, size = [], 0
+                    part.append(item)
+                    size += len(item)
+                jobs.append((k, part))
+            work.parts_left = len(jobs)
             self._in_hand[work.seq] = work
-            for k, items in parts.items():
+            for k, part in jobs:
                 lane = self._lanes[k]
-                lane.jobs.append((work, items, False))
+                lane.jobs.append((work, part, False))
                 lane.ready.set()
 
     async def _lane_sender(self, lane: _Lane) -> None:
@@ -950,6 +997,38 @@ def _stderr_is_tty() -> bool:
         return sys.stderr.isatty()
     except (AttributeError, ValueError):
         return False
+
+
+#: first byte of a spool item: format 1 = 4-byte source group + envelopes joined by newlines
+BLOB_V1 = b"\x01"
+
+
+def _to_blob(group: int, items: list[bytes]) -> bytes:
+    """One spool item per source group of a written batch: format byte, the group (so the
+    sender need not look into envelopes to pick their lane), then the envelopes joined by
+    newlines (an envelope never holds a raw newline: JSON escapes it inside strings). One frame
+    and one CRC per group instead of per event keeps the spool's cost per event negligible."""
+    head = BLOB_V1 + group.to_bytes(4, "big")
+    blob = b"\n".join(items)
+    if blob.count(b"\n") == len(items) - 1:
+        return head + blob
+    fixed = []
+    for it in items:  # a source handed a line with a raw newline (whitespace): re-encode it
+        if b"\n" in it:
+            try:
+                it = orjson.dumps(orjson.loads(it))
+            except orjson.JSONDecodeError:
+                it = it.replace(b"\n", b" ")  # not JSON: HEC will reject it and we quarantine
+        fixed.append(it)
+    return head + b"\n".join(fixed)
+
+
+def _from_blob(blob: bytes) -> tuple[int, list[bytes]]:
+    """(source group, envelopes) of a spool item."""
+    if blob[:1] == BLOB_V1:
+        return int.from_bytes(blob[1:5], "big"), blob[5:].split(b"\n")
+    raise SinkError(f"splunk: unknown item format {blob[:1]!r} in the spool (written by a newer "
+                    "logpipe?); move the spool directory aside")
 
 
 def _append_durably(path: str, data: bytes) -> None:

@@ -78,10 +78,11 @@ def free_port() -> int:
 
 
 def count_spooled(spool_dir: Path) -> int:
-    """Complete items in a spool's segment files (read from outside while a sink runs).
+    """Events in a spool's segment files (read from outside while a sink runs).
 
-    Uses the spool's framing (``<u32 len><u32 crc>payload`` after the segment magic); counts
-    items still on disk, done ones included until their segment is deleted.
+    Uses the spool's framing (``<u32 len><u32 crc>payload`` after the segment magic) and the
+    sink's items (one per written batch: envelopes joined by newlines); counts what is still on
+    disk, done items included until their segment is deleted.
     """
     total = 0
     for seg in sorted(spool_dir.glob("*.seg")):
@@ -93,8 +94,9 @@ def count_spooled(spool_dir: Path) -> int:
             length = struct.unpack_from("<I", data, off)[0]
             if off + HDR_SIZE + length > len(data):
                 break
+            # item: 1 format byte + 4-byte source group, then envelopes joined by newlines
+            total += data.count(b"\n", off + HDR_SIZE + 5, off + HDR_SIZE + length) + 1
             off += HDR_SIZE + length
-            total += 1
     return total
 
 

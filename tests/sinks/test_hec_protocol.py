@@ -230,3 +230,16 @@ def test_source_key_finds_the_source_without_parsing(source: str | None, other: 
     env = EnvelopeEncoder().encode(rec)
     expected = orjson.dumps(source)[1:-1] if source else b""
     assert _hec.source_key(env) == expected
+
+
+def test_grouped_encoding_keeps_each_source_in_order_and_matches_source_key() -> None:
+    """encode_grouped puts each source's envelopes in one group, in record order, and the group
+    id equals source_group(source_key(envelope)) — how a resent envelope finds its lane."""
+    recs = [{"source": s, "n": i} for i, s in enumerate("abacab\"c")]
+    groups = EnvelopeEncoder().encode_grouped(recs, [record.dumps(r) for r in recs])
+    assert sorted(len(v) for v in groups.values()) == [1, 2, 2, 3]
+    for gid, envs in groups.items():
+        ns = [_decode(e)["event"]["n"] for e in envs]
+        assert ns == sorted(ns)
+        assert {_decode(e)["source"] for e in envs} == {recs[ns[0]]["source"]}
+        assert all(_hec.source_group(_hec.source_key(e)) == gid for e in envs)

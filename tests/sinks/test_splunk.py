@@ -177,7 +177,7 @@ def test_sigterm_while_down_then_restart_with_empty_stdin_delivers_the_spool(tmp
         res = run_sink(env)
         assert res.returncode == 0, res.stderr.decode()
         assert_exactly_once_in_order(hec, n)
-    assert b"events from an earlier run are in the spool" in res.stderr
+    assert b"of events from an earlier run are in the spool" in res.stderr
     summary = [d["message"] for d in diag_lines(res.stderr) if d["message"].startswith("summary:")]
     assert f"splunk: {n} delivered" in summary[0] and "0 left in spool" in summary[0]
 

@@ -744,14 +744,18 @@ class TailSource(Source):
     async def _emit_pairs(self, f: _File, gen: _Gen, pairs: list[tuple[bytes, int]],
                           emit: Callable[[Batch], Awaitable[None]]) -> None:
         received = record.now()
+        # a joined line carries the marker if one of its lines was cut; look only when this
+        # file has cut a line at all (no per-line work otherwise)
+        check_cut = f.split.truncated_lines > 0
         n = len(pairs)
         i = 0
         while i < n:
-            j = min(n, i + BATCH_MAX_RECORDS)
-            while j - i > 1 and sum(len(p[0]) for p in pairs[i:j]) > BATCH_MAX_BYTES:
-                j = i + (j - i) // 2
-            seg = [p[0] for p in pairs[i:j]]
-            flagged = [k for k, line in enumerate(seg) if line.endswith(TRUNCATION_MARKER)]
+            seg = [p[0] for p in pairs[i : i + BATCH_MAX_RECORDS]]
+            while len(seg) > 1 and sum(map(len, seg)) + _SPLICE_ESTIMATE * len(seg) > BATCH_MAX_BYTES:
+                seg = seg[: len(seg) // 2]
+            j = i + len(seg)
+            flagged = ([k for k, line in enumerate(seg) if line.endswith(TRUNCATION_MARKER)]
+                       if check_cut else [])
             await self._emit_lines(f, gen, seg, flagged, pairs[j - 1][1], received, emit)
             i = j
 

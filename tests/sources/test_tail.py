@@ -19,6 +19,7 @@ import orjson
 import pytest
 
 from logpipe import checkpoint, diagnostics, record
+from logpipe.multiline import Joiner
 from logpipe.sources import tail as tail_mod
 from logpipe.sources._lines import TRUNCATION_MARKER
 from tests._tail_helpers import HELPER, TailRunner, collector_stdout, run_once, seqs
@@ -253,14 +254,17 @@ def test_glob_skips_compressed_rotated_files(tmp_path: Path) -> None:
     assert sorted(messages(recs)) == ["live", "rotated"]
 
 
-def test_5mb_line_is_truncated_and_flagged_and_the_next_100_arrive_once(tmp_path: Path) -> None:
+@pytest.mark.parametrize("joiner", [None, Joiner], ids=["plain", "multiline-joiner"])
+def test_5mb_line_is_truncated_and_flagged_and_the_next_100_arrive_once(tmp_path: Path,
+                                                                        joiner: Any) -> None:
     """A 5 MB line written mid-file in pieces (while tailing) becomes one record cut at
     max_line_bytes with ``truncated: true``; the 100 lines after it arrive exactly once, and
-    the checkpoint moves past it (a restart re-reads nothing)."""
+    the checkpoint moves past it (a restart re-reads nothing) — with or without the
+    multiline joiner the collector uses."""
     state = tmp_path / "state"
     log = tmp_path / "big.log"
     log.write_bytes(b"before\n")
-    with TailRunner([str(log)], str(state)) as r:
+    with TailRunner([str(log)], str(state), joiner_factory=joiner) as r:
         wait_for(lambda: len(r.sink.records) >= 1, 5)
         with open(log, "ab", buffering=0) as f:
             for _ in range(5):

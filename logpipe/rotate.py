@@ -41,6 +41,12 @@ logrotate #45/#78/#135): "when was this file started" is read from the file itse
 ``user.logpipe.created`` xattr set when rotation creates the fresh file, else the newest
 rotated name's timestamp, else the first line's ``time`` — so cron jitter and missed days
 (``Persistent=true``) need nothing extra. A file with no such evidence counts as never rotated.
+
+Limits (stated, not hidden): a collector can only follow a renamed file it had already found —
+it rescans globs every second — so rotating the same file more often than that can hide a
+short-lived generation from it; a stale collector checkpoint whose inode number was reused
+makes rotation postpone compressing that file (the safe direction) until the checkpoint is
+forgotten; other users' processes are invisible in ``/proc`` unless rotate runs as root.
 """
 
 from __future__ import annotations
@@ -175,13 +181,17 @@ def _tmp_zst(rotated_path: str) -> str:
 
 # --- "when was this file started" (for --daily) -------------------------------------------------
 def file_started(path: str) -> float | None:
-    """When the current file at ``path`` was started: its ``user.logpipe.created`` xattr, else the
-    newest rotated name's timestamp, else the first line's time; None when nothing says."""
+    """When the current file at ``path`` was started: the later of its ``user.logpipe.created``
+    xattr and the newest rotated name's timestamp, else the first line's time; None when
+    nothing says."""
+    evidence: list[float] = []
     with contextlib.suppress(OSError, ValueError, AttributeError):
-        return float(os.getxattr(path, CREATED_XATTR, follow_symlinks=False))
+        evidence.append(float(os.getxattr(path, CREATED_XATTR, follow_symlinks=False)))
     rotated = rotated_files(path)
     if rotated:
-        return rotated[-1].epoch
+        evidence.append(rotated[-1].epoch)
+    if evidence:
+        return max(evidence)
     try:
         with open(path, "rb") as fh:
             head = fh.read(64 * 1024)
@@ -410,6 +420,7 @@ def copy_truncate(path: str, now: float, wait: float) -> CopyTruncated | None:
             last = _copy_range(src, out, offset)
             os.ftruncate(src, 0)
             window = time.monotonic() - t0
+            mark_created(src, now)  # same inode, new content: --daily evidence
             fcntl.flock(src, fcntl.LOCK_UN)
             renamed = False  # truncated: the copy is now the only one, keep it whatever happens
             os.fsync(out)

@@ -135,6 +135,19 @@ def test_daily_rotates_once_per_utc_day_and_catches_up(tmp_path: Path) -> None:
     assert "rotated 0" in second.stdout
 
 
+def test_daily_copytruncate_rotates_once_per_day(tmp_path: Path) -> None:
+    """--daily --copytruncate keeps the inode, so the day it was started is re-recorded on it:
+    a second run the same day does not rotate again."""
+    log = tmp_path / "pm2-out.log"
+    write_lines(log, [b"yesterday"])
+    os.setxattr(log, rotate.CREATED_XATTR, str(int(time.time() - 86400)).encode())
+    assert run_rotate(str(log), "--daily", "--copytruncate").returncode == 0
+    write_lines(log, [b"today"])
+    res = run_rotate(str(log), "--daily", "--copytruncate")
+    assert res.returncode == 0 and "rotated 0" in res.stdout
+    assert len(_rotated(log)) == 1 and log.read_bytes() == b"today\n"
+
+
 def test_max_size_rotates_only_big_files(tmp_path: Path) -> None:
     """--max-size rotates files at or over SIZE and leaves smaller ones alone."""
     big, small = tmp_path / "big.log", tmp_path / "small.log"

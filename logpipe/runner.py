@@ -61,6 +61,8 @@ async def _main(
             for s in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(s, signal.SIG_DFL)
             return
+        diagnostics.info(f"{signal.Signals(signum).name}: stopping; delivering everything read",
+                         key="stopping")
         stop.set()
         if on_stop is not None:
             on_stop()

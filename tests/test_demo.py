@@ -12,9 +12,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import zstandard
 
 from tests.helpers import wait_for
+
+#: a hang must fail fast, not eat the suite's budget
+pytestmark = pytest.mark.timeout(120)
 
 DEMO = Path(__file__).resolve().parent.parent / "examples" / "demo.py"
 REPORT_LINE = re.compile(r"^  (\S+)\s+(\d+) records$")

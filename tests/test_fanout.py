@@ -13,9 +13,14 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
+
 from logpipe.pipeline import BATCH_MAX_RECORDS, SINK_BUFFER_BATCHES
 from tests._sink_cmd_helpers import count_lines, read_ndjson, split_stderr
 from tests.helpers import LOGPIPE, wait_for
+
+#: a hang must fail fast, not eat the suite's budget
+pytestmark = pytest.mark.timeout(120)
 
 
 def committed_offset(state_dir: Path, path: Path) -> int:

@@ -11,6 +11,9 @@ from logpipe.errors import PipelineAborted, SinkError, SourceError
 from logpipe.pipeline import Batch, Outcome, Pipeline, Sink, batch_bytes, run
 from tests._pipeline_helpers import ListSource, MemorySink, arun, numbered, settle
 
+#: a hang must fail fast, not eat the suite's budget
+pytestmark = pytest.mark.timeout(120)
+
 
 def test_fan_out_every_sink_gets_every_record_in_order() -> None:
     """Three sinks each receive all 50 records, in the source's order, and every batch is acked."""

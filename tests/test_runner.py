@@ -18,6 +18,9 @@ from logpipe.pipeline import Batch, Outcome, Pipeline
 from logpipe.runner import EXIT_OK, EXIT_UNDELIVERED, run_command, summary_line
 from tests._pipeline_helpers import ListSource, MemorySink, numbered
 
+#: a hang must fail fast, not eat the suite's budget
+pytestmark = pytest.mark.timeout(120)
+
 
 @pytest.fixture
 def diag() -> Iterator[io.BytesIO]:

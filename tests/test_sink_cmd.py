@@ -16,6 +16,9 @@ import pytest
 from tests._sink_cmd_helpers import count_lines, read_ndjson, split_stderr, summary_of
 from tests.helpers import LOGPIPE, wait_for
 
+#: a hang must fail fast, not eat the suite's budget
+pytestmark = pytest.mark.timeout(120)
+
 
 def test_sigterm_mid_stream_delivers_everything_read(tmp_path: Path) -> None:
     """While a writer streams records into the pipe, SIGTERM makes logpipe exit 0 having
@@ -201,16 +204,27 @@ def test_stalled_output_drains_on_sigterm_and_a_third_signal_quits(tmp_path: Pat
             sent += os.write(proc.stdin.fileno(), data[sent:sent + 65536])  # type: ignore[union-attr]
         return unread() >= 65536  # the default pipe capacity: logpipe's writes now block
 
-    wait_for(stdout_full, message="stdout pipe full")
-    proc.send_signal(signal.SIGTERM)
-    proc.send_signal(signal.SIGTERM)
+    err = bytearray()
+    os.set_blocking(proc.stderr.fileno(), False)
 
-    def warned() -> bool:
-        return b"a third one quits" in os.read(proc.stderr.fileno(), 65536)  # type: ignore[union-attr]
+    def said(text: bytes) -> bool:
+        with contextlib.suppress(BlockingIOError):
+            err.extend(os.read(proc.stderr.fileno(), 65536))  # type: ignore[union-attr]
+        return text in err
 
-    wait_for(warned, message="second-signal warning")
-    assert proc.poll() is None  # still draining into the full pipe
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=20) == -signal.SIGTERM
+    try:
+        wait_for(stdout_full, message="stdout pipe full")
+        # one signal at a time: a second SIGTERM sent before the first is handled merges with it
+        proc.send_signal(signal.SIGTERM)
+        wait_for(lambda: said(b"SIGTERM: stopping"), message="first signal handled")
+        proc.send_signal(signal.SIGTERM)
+        wait_for(lambda: said(b"a third one quits"), message="second-signal warning")
+        assert proc.poll() is None  # still draining into the full pipe
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == -signal.SIGTERM
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
     for f in (proc.stdin, proc.stdout, proc.stderr):
         f.close()

@@ -19,6 +19,9 @@ from logpipe.sinks.console import ConsoleFormatter, ConsoleSink, format_value, u
 from tests._sink_cmd_helpers import child_env
 from tests.helpers import LOGPIPE
 
+#: a hang must fail fast, not eat the suite's budget
+pytestmark = pytest.mark.timeout(120)
+
 ESC = b"\x1b["
 RECORD = {"time": "2026-11-23T14:01:51.123456Z", "level": "error", "message": "order failed",
           "service": "api", "instance_id": "2", "order_id": 7}

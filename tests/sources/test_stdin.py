@@ -7,10 +7,15 @@ import asyncio
 import os
 from pathlib import Path
 
+import pytest
+
 from logpipe.pipeline import Batch
 from logpipe.sources._lines import TRUNCATION_MARKER
 from logpipe.sources.stdin import StdinSource
 from tests._pipeline_helpers import arun
+
+#: a hang must fail fast, not eat the suite's budget
+pytestmark = pytest.mark.timeout(120)
 
 
 async def collect(src: StdinSource) -> list[Batch]:

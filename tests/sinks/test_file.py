@@ -258,3 +258,43 @@ def test_missing_dir_option_is_a_usage_error() -> None:
     res = subprocess.run([*LOGPIPE, "sink", "file"], input=b"", capture_output=True, timeout=30)
     assert res.returncode == 2
     assert res.stderr.decode().strip().splitlines()[-1].startswith("logpipe: the file sink needs a directory")
+
+
+def test_full_disk_that_frees_up_loses_nothing(tmp_path: Path) -> None:
+    """ENOSPC on a real (small tmpfs) disk: the sink warns, waits and retries instead of failing
+    or dropping (multilog's rule); once space is freed it finishes, exit 0, and the file holds
+    exactly the input — the failed attempt's partial batch was cut back off."""
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (needs root); EFBIG test covers the error path")
+    try:
+        (mnt / "D").mkdir()
+        (mnt / "D" / SINK_DIR_MARKER).write_bytes(b"made before the disk filled up\n")
+        filler = mnt / "filler"
+        fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o644)
+        try:  # fill the disk to the last byte
+            while True:
+                os.write(fd, b"\0" * 4096)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+        lines = [line for line in _records(6000) if b'"service":"api"' in line]  # ~400 KiB
+        proc = _sink(mnt / "D")
+        assert proc.stdin is not None and proc.stderr is not None
+        proc.stdin.write(b"".join(line + b"\n" for line in lines))
+        proc.stdin.close()
+        warning = proc.stderr.readline().decode()
+        assert "disk full writing" in warning and "retrying" in warning
+        filler.unlink()
+        assert proc.wait(timeout=60) == 0
+        rest = proc.stderr.read().decode()
+        assert "Traceback" not in rest and "logpipe: " not in rest
+        proc.stderr.close()
+        assert proc.stdout is not None
+        proc.stdout.close()
+        assert (mnt / "D" / "api.log").read_bytes() == b"".join(line + b"\n" for line in lines)
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)

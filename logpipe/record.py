@@ -35,6 +35,7 @@ OWN_MARK_KEY = "logpipe"
 OWN_MARK_VALUE = "diagnostic"
 
 LEVELS = ("debug", "info", "warning", "error", "critical")
+_LEVEL_SET = frozenset(LEVELS)
 
 # Aliases, in order of preference (the first present wins). pino/bunyan write ``msg``,
 # structlog's default is ``event``; ``timestamp``/``ts``/``@timestamp`` are the usual time keys.
@@ -269,19 +270,23 @@ class LineNormaliser:
     """Turns raw lines from one origin into (record, NDJSON bytes) pairs, fast.
 
     ``defaults`` are the keys the origin knows (``source``, ``service``, ``instance_id``,
-    ``host``, …) plus ``level`` for plain lines. The receipt time is passed per call (one clock
-    read per chunk, not per line).
+    ``host``, …); ``plain_level`` is the level of plain-text lines (``error`` for stderr). The
+    receipt time is passed per call (one clock read per chunk, not per line).
 
     Fast path: a line that is a JSON object needing no renames keeps its own bytes; the missing
-    keys are spliced in before the closing brace, so the line is parsed once and never
-    re-serialised.
+    keys are spliced in before the closing brace from fragments encoded once, so the line is
+    parsed once and never re-serialised. ``batch()`` does a whole chunk in one call.
     """
 
-    __slots__ = ("_defaults", "_plain_level")
+    __slots__ = ("_defaults", "_fragments", "_plain_level")
 
     def __init__(self, defaults: Mapping[str, Any], plain_level: str = "info") -> None:
         self._defaults = dict(defaults)
         self._plain_level = plain_level
+        # (key, value, b'"key":value') for each default, encoded once
+        self._fragments = tuple(
+            (k, v, orjson.dumps({k: v}, default=repr)[1:-1]) for k, v in self._defaults.items()
+        )
 
     @property
     def defaults(self) -> dict[str, Any]:
@@ -291,47 +296,78 @@ class LineNormaliser:
     def __call__(self, line: bytes, received: str) -> tuple[dict[str, Any], bytes] | None:
         """Normalise one line (without its newline). ``None`` for a line to drop (empty, or one
         of logpipe's own diagnostics)."""
+        recs, outs = self.batch([line], received)
+        if not recs:
+            return None
+        return recs[0], outs[0]
+
+    def batch(self, lines: list[bytes], received: str) -> tuple[list[dict[str, Any]], list[bytes]]:
+        """Normalise many lines (without newlines); dropped lines (blank, logpipe's own
+        diagnostics) are left out of both lists."""
+        recs: list[dict[str, Any]] = []
+        outs: list[bytes] = []
+        add_rec = recs.append
+        add_out = outs.append
+        loads = orjson.loads
+        decode_error = orjson.JSONDecodeError
+        needs_work = _NEEDS_WORK
+        levels = _LEVEL_SET
+        fragments = self._fragments
+        time_frag = b'"time":"' + received.encode() + b'"'
+        for line in lines:
+            if line and line[0] == 123 and line[-1] == 125:  # b"{" ... b"}"
+                try:
+                    obj = loads(line)
+                except decode_error:
+                    obj = None
+                if type(obj) is dict and needs_work.isdisjoint(obj):
+                    t = obj.get(TIME)
+                    lv = obj.get(LEVEL)
+                    if (
+                        (t is None or (type(t) is str and len(t) == 27 and t[10] == "T"
+                                       and t[26] == "Z"))
+                        and (lv is None or (type(lv) is str and lv in levels))
+                        and obj.get(OWN_MARK_KEY) != OWN_MARK_VALUE
+                    ):
+                        parts = []
+                        for k, v, frag in fragments:
+                            if k not in obj:
+                                obj[k] = v
+                                parts.append(frag)
+                        if t is None:
+                            obj[TIME] = received
+                            parts.append(time_frag)
+                        if lv is None:
+                            obj[LEVEL] = "info"
+                            parts.append(b'"level":"info"')
+                        add_rec(obj)
+                        if not parts:
+                            add_out(line)
+                        elif len(obj) == len(parts):  # the line was an empty object
+                            add_out(b"{" + b",".join(parts) + b"}")
+                        else:
+                            add_out(line[:-1] + b"," + b",".join(parts) + b"}")
+                        continue
+            res = self._slow(line, received)
+            if res is not None:
+                add_rec(res[0])
+                add_out(res[1])
+        return recs, outs
+
+    def _slow(self, line: bytes, received: str) -> tuple[dict[str, Any], bytes] | None:
         if line.endswith(b"\r"):
             line = line[:-1]
         if not line.strip():
             return None
-        obj: Any = None
-        if line[:1] == b"{" and line[-1:] == b"}":
-            try:
-                obj = orjson.loads(line)
-            except orjson.JSONDecodeError:
-                obj = None
-        if isinstance(obj, dict):
-            if obj.get(OWN_MARK_KEY) == OWN_MARK_VALUE:
-                return None
-            if _NEEDS_WORK.isdisjoint(obj) and (
-                TIME not in obj or _is_canonical_time(obj[TIME])
-            ) and obj.get(LEVEL, "info") in LEVELS:
-                missing = [(k, v) for k, v in self._defaults.items() if k not in obj]
-                if TIME not in obj:
-                    missing.append((TIME, received))
-                if LEVEL not in obj:
-                    missing.append((LEVEL, "info"))
-                if not missing:
-                    return obj, line
-                for k, v in missing:
-                    obj[k] = v
-                extra = orjson.dumps(dict(missing))
-                if len(obj) == len(missing):  # the line was "{}"
-                    return obj, extra
-                return obj, line[:-1] + b"," + extra[1:]
-            rec = obj
-            defaults = dict(self._defaults)
-            defaults.setdefault(TIME, received)
-            defaults.setdefault(LEVEL, "info")
-            normalise(rec, defaults)
-            return rec, dumps(rec)
         rec = parse_line(line)
         if is_own(rec):
             return None
         defaults = dict(self._defaults)
         defaults.setdefault(TIME, received)
-        defaults.setdefault(LEVEL, self._plain_level if MESSAGE in rec and len(rec) == 1 else "info")
+        # a plain-text line takes the stream's level (error for stderr); a JSON object without
+        # a level is info
+        plain = len(rec) == 1 and rec.get(MESSAGE) == decode_text(line)
+        defaults.setdefault(LEVEL, self._plain_level if plain else "info")
         normalise(rec, defaults)
         return rec, dumps(rec)
 

@@ -240,7 +240,6 @@ class TailSource(Source):
         self._by_path: dict[str, _File] = {}
         self._open = 0
         self._dirty = False
-        self._last_save = 0.0
         self._stopping = False
         self._closed = False
         self._wake: asyncio.Event | None = None
@@ -762,16 +761,19 @@ class TailSource(Source):
     async def _emit_lines(self, f: _File, gen: _Gen, seg: list[bytes], flagged: list[int],
                           end: int, received: str, emit: Callable[[Batch], Awaitable[None]]) -> None:
         norm = f.norm
-        res = [norm(line, received) for line in seg]
-        for k in flagged:
-            r = res[k]
-            if r is not None:
-                rec = r[0]
-                rec[record.TRUNCATED] = True
-                res[k] = (rec, record.dumps(rec))
-        res2 = [r for r in res if r is not None]
-        recs = [r[0] for r in res2]
-        outs = [r[1] for r in res2]
+        if flagged:
+            res = [norm(line, received) for line in seg]
+            for k in flagged:
+                r = res[k]
+                if r is not None:
+                    rec = r[0]
+                    rec[record.TRUNCATED] = True
+                    res[k] = (rec, record.dumps(rec))
+            res2 = [r for r in res if r is not None]
+            recs = [r[0] for r in res2]
+            outs = [r[1] for r in res2]
+        else:
+            recs, outs = norm.batch(seg, received)  # the hot path: one call per chunk
         self.lines_read += len(recs)
         if end > gen.emitted:
             gen.emitted = end
@@ -794,12 +796,15 @@ class TailSource(Source):
                     await self._flush_held(f, emit)
             return
         scanner = asyncio.create_task(self._scanner(), name="tail-scan")
+        checkpointer = asyncio.create_task(self._checkpointer(), name="tail-checkpoint")
         try:
             await self._reader(emit)
         finally:
+            self.stop()
             scanner.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await scanner
+            await checkpointer
 
     async def _reader(self, emit: Callable[[Batch], Awaitable[None]]) -> None:
         wake = self._wake
@@ -845,7 +850,17 @@ class TailSource(Source):
                 self._scan()
             except OSError as exc:  # e.g. EMFILE from elsewhere in the process: retry next time
                 diagnostics.warning(f"tail: scan failed: {exc}", key="tail-scan")
-            if self._dirty and time.monotonic() - self._last_save >= CHECKPOINT_INTERVAL:
+
+    async def _checkpointer(self) -> None:
+        """Write the checkpoint every CHECKPOINT_INTERVAL when acks moved it. Never cancelled
+        mid-write (a late stale write could land after the final one): it ends at stop."""
+        assert self._stop_event is not None
+        while not self._stopping:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop_event.wait(), CHECKPOINT_INTERVAL)
+            if self._stopping:
+                return
+            if self._dirty:
                 try:
                     await self._save_async()
                 except CheckpointError as exc:
@@ -859,7 +874,6 @@ class TailSource(Source):
             if g.seen < cutoff and id(g) not in live:
                 self._drop_gen(g)
         self._dirty = False
-        self._last_save = time.monotonic()
         return self._store.encode(g.state() for g in self._gens.values())
 
     async def _save_async(self) -> None:

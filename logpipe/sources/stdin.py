@@ -18,6 +18,8 @@ from logpipe.sources._lines import LineSplitter
 
 #: Bytes taken from stdin per turn (several pipe-buffers' worth, so batches are large).
 READ_SIZE = 1 << 20
+#: After stop(), how long to keep reading to finish a line already begun.
+STOP_LINE_GRACE = 2.0
 
 
 class StdinSource(Source):
@@ -26,10 +28,12 @@ class StdinSource(Source):
     Nothing read is ever dropped: bytes are taken from the descriptor only when the source is
     about to process them, so a SIGTERM (``stop()``) ends the run after the chunk in hand and
     leaves the rest in the pipe — daemontools multilog's rule ("on TERM it reads up to the next
-    newline and exits, leaving stdin at the first unprocessed byte", research/collector.md §5).
+    newline and exits, leaving stdin at the first unprocessed byte", research/collector.md §5):
+    a line begun is read to its newline (for at most STOP_LINE_GRACE seconds).
     Pipes, sockets and terminals are read when the event loop reports them readable (a read
     then returns at once); regular files and other unpollable inputs are read in a worker
-    thread, one chunk at a time. A partial last line is emitted at EOF and at stop.
+    thread, one chunk at a time. A partial last line is emitted at EOF (and at stop when its
+    newline does not come in time).
     """
 
     name = "stdin"
@@ -72,29 +76,50 @@ class StdinSource(Source):
         pollable = not stat.S_ISREG(mode) and _can_poll(loop, fd)
         poller = select.poll()
         poller.register(fd, select.POLLIN)
+        eof = False
         try:
             while not self._stopping:
                 if pollable:
-                    if not await self._readable(loop, fd):
+                    if not await self._readable(loop, fd, self._wake):
                         break  # stop() while waiting: nothing taken from the pipe
                     chunk = _read_available(fd, poller)
                 else:
                     chunk = await asyncio.to_thread(_read, fd, READ_SIZE)
                 if not chunk:
-                    break  # EOF (or an unreadable input, already reported)
-                self.bytes_read += len(chunk)
-                lines, cut = self._split.split(chunk)
-                if lines:
-                    await self._emit_lines(lines, cut, emit)
+                    eof = True  # EOF (or an unreadable input, already reported)
+                    break
+                await self._feed(chunk, emit)
+            if not eof and self._split.pending:
+                # stopped in the middle of a line: read on to its newline (multilog's rule on
+                # TERM), so a record is never split between this run and whoever reads next
+                deadline = loop.time() + STOP_LINE_GRACE
+                while self._split.pending and loop.time() < deadline:
+                    if pollable:
+                        if not await self._readable(loop, fd, None, deadline - loop.time()):
+                            break
+                        chunk = _read_available(fd, poller)
+                    else:
+                        chunk = await asyncio.to_thread(_read, fd, READ_SIZE)
+                    if not chunk:
+                        break
+                    await self._feed(chunk, emit)
         finally:
             poller.unregister(fd)
         held = self._split.flush_flagged()
         if held is not None:
             await self._emit_lines([held[0]], {0: 0} if held[1] else None, emit)
 
-    async def _readable(self, loop: asyncio.AbstractEventLoop, fd: int) -> bool:
-        """Wait until ``fd`` is readable (True) or stop() is called (False)."""
-        assert self._wake is not None
+    async def _feed(self, chunk: bytes, emit: Callable[[Batch], Awaitable[None]]) -> None:
+        self.bytes_read += len(chunk)
+        lines, cut = self._split.split(chunk)
+        if lines:
+            await self._emit_lines(lines, cut, emit)
+
+    @staticmethod
+    async def _readable(loop: asyncio.AbstractEventLoop, fd: int, wake: asyncio.Event | None,
+                        wait_at_most: float | None = None) -> bool:
+        """Wait until ``fd`` is readable (True), or ``wake`` is set or ``wait_at_most`` seconds
+        pass (False)."""
         ready = loop.create_future()
 
         def on_ready() -> None:
@@ -102,12 +127,16 @@ class StdinSource(Source):
                 ready.set_result(None)
 
         loop.add_reader(fd, on_ready)
-        wake = asyncio.ensure_future(self._wake.wait())
+        waits: set[asyncio.Future[Any]] = {ready}
+        if wake is not None:
+            waits.add(asyncio.ensure_future(wake.wait()))
         try:
-            await asyncio.wait({ready, wake}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(waits, timeout=wait_at_most, return_when=asyncio.FIRST_COMPLETED)
         finally:
             loop.remove_reader(fd)
-            wake.cancel()
+            for w in waits:
+                if w is not ready:
+                    w.cancel()
         return ready.done()
 
     async def _emit_lines(self, lines: list[bytes], cut: dict[int, int] | None,

@@ -99,3 +99,34 @@ def test_stop_takes_nothing_more_from_the_pipe() -> None:
     finally:
         os.close(r)
         os.close(w)
+
+
+def test_stop_mid_line_reads_on_to_the_newline() -> None:
+    """Stopped while holding half a line, the source reads on until that line's newline (and
+    no further than the data already waiting), so the record is whole and not split with the
+    next reader — multilog's behaviour on TERM."""
+    r, w = os.pipe()
+
+    async def scenario() -> list[str]:
+        src = StdinSource(fd=r)
+        got: list[str] = []
+        loop = asyncio.get_running_loop()
+
+        async def emit(batch: Batch) -> None:
+            got.extend(rec["message"] for rec in batch.records)
+            if got == ["first"]:
+                src.stop()
+                loop.call_later(0.2, os.write, w, b"ond half\n")  # the line's end comes later
+
+        os.write(w, b"first\nsec")
+        await asyncio.wait_for(src.run(emit), 10)
+        return got
+
+    try:
+        assert arun(scenario()) == ["first", "second half"]
+        os.set_blocking(r, False)
+        with pytest.raises(BlockingIOError):
+            os.read(r, 100)  # nothing left behind, nothing read beyond
+    finally:
+        os.close(r)
+        os.close(w)

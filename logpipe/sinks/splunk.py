@@ -54,7 +54,7 @@ import httpx
 import orjson
 
 from logpipe import diagnostics, identity, record
-from logpipe.errors import SinkConfigError, SinkError, UsageError
+from logpipe.errors import DiskFullError, SinkConfigError, SinkError, UsageError
 from logpipe.pipeline import Batch, Outcome, Sink
 from logpipe.sinks import SinkOptions, _hec
 from logpipe.sinks._hec import Action, Verdict
@@ -97,6 +97,9 @@ GZIP_LEVEL = 1
 #: Bodies above this are compressed in a worker thread (zlib releases the GIL).
 GZIP_THREAD_MIN = 32 << 10
 MAX_ITEMS_PER_CHUNK = 100_000
+#: the start-up health check waits this long per endpoint; a HEC that does not answer in time
+#: is "unreachable for now", not fatal (records are spooled)
+HEALTH_TIMEOUT = 5.0
 #: parts queued per lane (the one being sent included) before the taker waits
 LANE_DEPTH = 2
 
@@ -490,11 +493,11 @@ class SplunkSink(Sink):
         """
         assert self._client is not None
         try:
-            r = await self._client.get(ep.health_url, timeout=10.0)
+            r = await self._client.get(ep.health_url, timeout=HEALTH_TIMEOUT)
             health = _hec.classify(r.status_code, r.content)
             busy = r.status_code >= 500
             r = await self._client.post(ep.event_url, content=b"", headers=self._headers(False),
-                                        timeout=10.0)
+                                        timeout=HEALTH_TIMEOUT)
         except httpx.HTTPError as exc:
             v = self._error_verdict(exc, ep)
             if v.action is Action.CONFIG:
@@ -517,19 +520,17 @@ class SplunkSink(Sink):
             raise SinkError("splunk: write before start")
         groups = self._encoder.encode_grouped(batch.records, batch.encoded())
         blobs = [_to_blob(g, items) for g, items in groups.items()]
-        append = asyncio.ensure_future(spool.append(blobs))
-        if not append.done():
-            fatal = asyncio.ensure_future(self._fatal_evt.wait())
+        while True:
             try:
-                await asyncio.wait({append, fatal}, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                fatal.cancel()
-            if not append.done():  # only when the spool is full and sending has stopped for good
-                append.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await append
+                await self._append(spool, blobs)
+                break
+            except DiskFullError as exc:
+                # transient by the Sink contract: hold the batch (input pauses) and retry
+                diagnostics.warning(f"splunk: {exc}; retrying every second, input paused",
+                                    key="splunk-disk-full")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._fatal_evt.wait(), 1.0)
                 self._raise_if_fatal()
-        append.result()
         for items in groups.values():
             self._blob_events.append(len(items))
         self.spooled += len(batch.records)
@@ -538,6 +539,22 @@ class SplunkSink(Sink):
             self._first_unread = time.monotonic()
         self._wake.set()
         return Outcome.SPOOLED
+
+    async def _append(self, spool: Spool, blobs: list[bytes]) -> None:
+        """``spool.append``, abandoned only if sending stops for good while the spool is full."""
+        append = asyncio.ensure_future(spool.append(blobs))
+        if not append.done():
+            fatal = asyncio.ensure_future(self._fatal_evt.wait())
+            try:
+                await asyncio.wait({append, fatal}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                fatal.cancel()
+            if not append.done():
+                append.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await append
+                self._raise_if_fatal()
+        append.result()
 
     async def close(self) -> None:
         """Drain (bounded by the drain timeout), stop, close the spool; raise a fatal error."""

@@ -73,8 +73,10 @@ async def _main(
         sinks = make_sinks()
         sources = make_sources()
         pipeline = Pipeline(sinks)
+        failed = True
         try:
             await run(sources, sinks, stop, pipeline=pipeline)
+            failed = False
         except PipelineAborted as exc:
             cause = exc.__cause__
             if isinstance(cause, LogpipeError):
@@ -82,7 +84,7 @@ async def _main(
             raise
         finally:
             if summary:
-                report_summary(pipeline)
+                report_summary(pipeline, failed)
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
@@ -109,10 +111,10 @@ def summary_line(pipeline: Pipeline) -> str:
     return "; ".join(parts)
 
 
-def report_summary(pipeline: Pipeline) -> None:
+def report_summary(pipeline: Pipeline, failed: bool = False) -> None:
     """One diagnostic line on stderr with every sink's counts (error level after a failure)."""
     counts = {name: {o.value: n for o, n in c.items()} for name, c in pipeline.outcomes.items()}
-    level = "error" if pipeline.error is not None else "info"
+    level = "error" if failed or pipeline.error is not None else "info"
     diagnostics.emit(level, f"summary: {summary_line(pipeline)}", key="summary", sinks=counts)
 
 

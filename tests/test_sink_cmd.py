@@ -228,3 +228,23 @@ def test_stalled_output_drains_on_sigterm_and_a_third_signal_quits(tmp_path: Pat
             proc.wait()
     for f in (proc.stdin, proc.stdout, proc.stderr):
         f.close()
+
+
+@pytest.mark.parametrize(
+    ("redirect", "message"),
+    [
+        (">&-", "logpipe: console: standard output is closed"),
+        ("<&-", "logpipe: standard input is closed"),
+    ],
+)
+def test_closed_stdio_is_one_line_error(redirect: str, message: str) -> None:
+    """Started with stdout or stdin closed, ``logpipe sink console`` says so in one line and
+    exits 1 — no traceback, and never a write into whatever reused the descriptor number."""
+    cmd = " ".join(LOGPIPE) + " sink console"
+    res = subprocess.run(["sh", "-c", f"echo hi | exec {cmd} {redirect}"], capture_output=True,
+                         timeout=30)
+    assert res.returncode == 1
+    assert b"Traceback" not in res.stderr
+    _, other = split_stderr(res.stderr)
+    assert other == [message]
+    assert summary_of(res.stderr)["level"] == "error"

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import sys
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -22,7 +21,7 @@ from logpipe import record
 from logpipe.errors import UsageError
 from logpipe.pipeline import Batch, Outcome, Sink
 from logpipe.sinks import SinkOptions
-from logpipe.sinks.ndjson import write_all
+from logpipe.sinks.ndjson import stdout_fd, write_all
 
 # SGR sequences (ECMA-48)
 RESET = "\x1b[0m"
@@ -194,8 +193,7 @@ class ConsoleSink(Sink):
     async def start(self) -> None:
         """Resolve the descriptor (stdout unless given) and the colour decision."""
         if self._fd is None:
-            sys.stdout.flush()
-            self._fd = sys.stdout.fileno()
+            self._fd = stdout_fd(self.name)
         colour = self._colour if self._colour is not None else use_colour(self._fd)
         self._formatter = ConsoleFormatter(colour)
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import os
 import select
 import sys
 from typing import IO
 
-from logpipe.errors import DiskFullError, SinkError
+from logpipe.errors import DiskFullError, SinkConfigError, SinkError
 from logpipe.pipeline import Batch, Outcome, Sink
 from logpipe.sinks import SinkOptions
 
@@ -34,11 +35,13 @@ class NdjsonSink(Sink):
         return cls()
 
     async def start(self) -> None:
-        """Resolve the descriptor (stdout unless given)."""
+        """Resolve the descriptor (stdout unless given); a closed stdout is a one-line error."""
         if self._fd is None:
-            stream = self._stream if self._stream is not None else sys.stdout.buffer
-            stream.flush()
-            self._fd = stream.fileno()
+            if self._stream is not None:
+                self._stream.flush()
+                self._fd = self._stream.fileno()
+            else:
+                self._fd = stdout_fd(self.name)
 
     async def write(self, batch: Batch) -> Outcome:
         """Write the batch's NDJSON bytes fully, retrying short writes."""
@@ -46,6 +49,18 @@ class NdjsonSink(Sink):
         assert self._fd is not None
         await asyncio.to_thread(write_all, self._fd, data, self.name)
         return Outcome.DELIVERED
+
+
+def stdout_fd(what: str) -> int:
+    """Descriptor 1, after flushing anything Python buffered for it; SinkConfigError when the
+    process was started with stdout closed (``>&-``), where Python's ``sys.stdout`` is None."""
+    # Python sets sys.stdout to None when fd 1 was closed at start-up; by now the number may
+    # have been reused for one of our own descriptors, so that, not fstat(1), is the test.
+    if sys.stdout is None:
+        raise SinkConfigError(f"{what}: standard output is closed")
+    with contextlib.suppress(OSError, ValueError):
+        sys.stdout.flush()
+    return 1
 
 
 def write_all(fd: int, data: bytes, what: str) -> None:

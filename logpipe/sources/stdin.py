@@ -62,11 +62,15 @@ class StdinSource(Source):
 
     async def run(self, emit: Callable[[Batch], Awaitable[None]]) -> None:
         """Read until EOF or stop()."""
-        fd = self._fd if self._fd is not None else sys.stdin.fileno()
+        if self._fd is None and sys.stdin is None:
+            # Python sets sys.stdin to None when fd 0 was closed at start-up (the number may be
+            # reused by now for one of our own descriptors)
+            raise SourceError("standard input is closed")
+        fd = self._fd if self._fd is not None else 0
         try:
             mode = os.fstat(fd).st_mode
         except OSError as exc:
-            raise SourceError(f"standard input cannot be read: {exc.strerror}") from exc
+            raise SourceError(f"standard input cannot be read: {exc.strerror}") from None
         if stat.S_ISDIR(mode):
             raise SourceError("standard input is a directory")
         self._wake = asyncio.Event()

@@ -720,9 +720,13 @@ class _Report:
     bytes_in: int = 0
     bytes_out: int = 0
     deleted: int = 0
-    postponed: list[str] = field(default_factory=list)
+    postponed: list[str] = field(default_factory=list)  # "name: why"
+    windows: list[float] = field(default_factory=list)  # copytruncate loss windows, seconds
     problems: list[str] = field(default_factory=list)
-    lines: list[str] = field(default_factory=list)
+    lines: list[str] = field(default_factory=list)  # the dry run's plan
+
+    def postpone(self, path: str, why: str) -> None:
+        self.postponed.append(f"{os.path.basename(path)}: {why}")
 
 
 def _human(n: float) -> str:
@@ -822,7 +826,13 @@ def _say(stream: Any, text: str) -> None:
 
 def main(opts: RotateOptions, out: Any = None) -> int:
     """Run ``logpipe rotate``; returns the exit status (0; 1 when some file had a problem;
-    LockBusy → 3 and UsageError → 2 are raised to the CLI). Plan/summary on stdout."""
+    LockBusy → 3 and UsageError → 2 are raised to the CLI).
+
+    Output: exactly one summary line on stdout (rotated, compressed with bytes in → out,
+    deleted, and what was postponed and why) — stdout because it is the command's result, so
+    cron users can keep it or drop it with ``>/dev/null`` while problems, one ``logpipe: …``
+    line each on stderr, still reach them. ``--dry-run`` prints its plan, one line per action,
+    before the summary."""
     out = sys.stdout if out is None else out
     if not opts.paths:
         raise UsageError("give at least one log file or quoted glob")
@@ -874,15 +884,12 @@ def _run(paths: list[str], opts: RotateOptions, now: float, wait: float, report:
                         ct = copy_truncate(path, now, wait)
                         if ct is not None:
                             report.rotated += 1
-                            report.lines.append(f"rotated {path} -> {os.path.basename(ct.path)} "
-                                                f"(copytruncate, {ct.window_seconds * 1e6:.0f} µs "
-                                                "window)")
+                            report.windows.append(ct.window_seconds)
                     else:
                         res = rename_rotate(path, now, wait)
                         if res is not None:
                             report.rotated += 1
                             fresh.add(res[0])
-                            report.lines.append(f"rotated {path} -> {os.path.basename(res[0])}")
                 except (RotateError, OSError) as exc:
                     msg = str(exc) if isinstance(exc, RotateError) else f"{path}: {exc.strerror}"
                     report.problems.append(msg)
@@ -895,10 +902,8 @@ def _run(paths: list[str], opts: RotateOptions, now: float, wait: float, report:
     for path in paths:
         deleted, postponed = apply_retention(path, opts.retain, opts.max_age_days, now, opts.state_dir)
         report.deleted += len(deleted)
-        report.lines.extend(f"deleted {d}" for d in deleted)
         for p in postponed:
-            report.postponed.append(p)
-            report.lines.append(f"kept {p} for now: a collector is still reading it")
+            report.postpone(p, "a collector is still reading it")
 
 
 def _compress_pending(pending: dict[str, list[str]], fresh: set[str], opts: RotateOptions,
@@ -923,15 +928,11 @@ def _compress_pending(pending: dict[str, list[str]], fresh: set[str], opts: Rota
         user = users.get((st.st_dev, st.st_ino))
         if user is not None:
             pid, writing = user
-            report.postponed.append(path)
-            report.lines.append(
-                f"kept {path} uncompressed for now: pid {pid} still writes to it (for PM2, run "
-                "`pm2 reloadLogs` after rotating)" if writing else
-                f"kept {path} uncompressed for now: pid {pid} still reads it")
+            report.postpone(path, f"pid {pid} still writes to it (PM2: run `pm2 reloadLogs` after "
+                                  "rotating)" if writing else f"pid {pid} still reads it")
             continue
         if collector_unfinished(opts.state_dir, st):
-            report.postponed.append(path)
-            report.lines.append(f"kept {path} uncompressed for now: a collector is still reading it")
+            report.postpone(path, "a collector is still reading it")
             continue
         if _doomed(path, opts):
             continue  # retention deletes it anyway; compressing first would be wasted work
@@ -942,8 +943,7 @@ def _compress_pending(pending: dict[str, list[str]], fresh: set[str], opts: Rota
             continue
         if res is None:
             if os.path.exists(path):
-                report.postponed.append(path)
-                report.lines.append(f"kept {path} uncompressed for now: it is still growing")
+                report.postpone(path, "it is still growing")
             continue
         report.compressed += 1
         report.bytes_in += res.bytes_in
@@ -988,8 +988,12 @@ def _summary(report: _Report, opts: RotateOptions) -> str:
                  f"{report.bytes_out / report.bytes_in:.1%})")
     text = (f"logpipe rotate: rotated {report.rotated}, compressed {report.compressed}{sizes}, "
             f"deleted {report.deleted}")
+    if report.windows:
+        text += f", copytruncate window max {max(report.windows) * 1e6:.0f} µs"
     if report.postponed:
-        text += f", postponed {len(report.postponed)}"
+        # left uncompressed until a later run; say why, on the same line
+        text += f", postponed {len(report.postponed)} ({'; '.join(report.postponed[:5])}"
+        text += f"; +{len(report.postponed) - 5} more)" if len(report.postponed) > 5 else ")"
     if report.problems:
         text += f", problems {len(report.problems)}"
     return text

@@ -707,13 +707,6 @@ def clean_stale_temps(log_path: str) -> list[str]:
 
 # --- the cron command ---------------------------------------------------------------------------
 @dataclass
-class _Target:
-    path: str
-    st: os.stat_result
-    reason: str | None  # why it is rotated now, None: not due
-
-
-@dataclass
 class _Report:
     rotated: int = 0
     compressed: int = 0

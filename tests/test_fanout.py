@@ -117,3 +117,43 @@ def test_stalled_file_sink_bounds_console_and_holds_the_checkpoint(tmp_path: Pat
     assert split_stderr(stderr)[1] == []
     assert [r["n"] for r in read_ndjson(sink_file)] == list(range(total))
     assert [r["n"] for r in read_ndjson(console_path)] == list(range(total))
+
+
+def _limit_file_size() -> None:
+    """In the child: files may not grow past 1 MiB, and a write past it fails with EFBIG
+    instead of killing the process (SIGXFSZ ignored — the disposition survives exec)."""
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+
+
+def test_failed_file_sink_stops_the_checkpoint_and_a_rerun_loses_nothing(tmp_path: Path) -> None:
+    """When the file sink fails for good mid-run (RLIMIT_FSIZE: EFBIG), ``collect`` exits 1 with
+    one ``logpipe: file sink: ...`` line; the checkpoint covers no record the file sink lacks;
+    a second run without the limit delivers the rest, so every record ends up in the file."""
+    in_dir, out_dir, state = tmp_path / "in", tmp_path / "out", tmp_path / "state"
+    in_dir.mkdir()
+    src = in_dir / "app.log"
+    total = 30000
+    append_records(src, 0, total)
+    cmd = [*LOGPIPE, "collect", str(src), "--state-dir", str(state), "--once", "--to", "console",
+           "--format", "json", "--to", f"file:{out_dir}"]
+    first = subprocess.run(cmd, capture_output=True, timeout=60, preexec_fn=_limit_file_size)
+    assert first.returncode == 1, first.stderr[-2000:]
+    assert b"Traceback" not in first.stderr
+    errors = split_stderr(first.stderr)[1]
+    assert len(errors) == 1 and errors[0].startswith("logpipe: file sink: ") and "EFBIG" in errors[0]
+    in_file = [r["n"] for r in read_ndjson(out_dir / "app.log")]
+    assert 0 < len(in_file) < total
+    committed = committed_offset(state, src)
+    committed_records = src.read_bytes()[:committed].count(b"\n")
+    assert committed_records <= len(in_file)
+
+    second = subprocess.run(cmd, capture_output=True, timeout=60)
+    assert second.returncode == 0, second.stderr[-2000:]
+    in_file = [r["n"] for r in read_ndjson(out_dir / "app.log")]
+    assert set(in_file) == set(range(total))
+    # the re-read starts at the checkpoint: duplicates only of what was not committed
+    assert len(in_file) - total <= total - committed_records
+    assert committed_offset(state, src) == src.stat().st_size

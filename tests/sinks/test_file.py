@@ -298,3 +298,29 @@ def test_full_disk_that_frees_up_loses_nothing(tmp_path: Path) -> None:
         assert (mnt / "D" / "api.log").read_bytes() == b"".join(line + b"\n" for line in lines)
     finally:
         subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_copytruncate_of_the_sinks_files_loses_nothing(tmp_path: Path) -> None:
+    """`logpipe rotate --copytruncate` on files logpipe's sink is writing at 6k lines/s: the sink
+    holds the writer lock while appending, so the copy→truncate window is closed for it — 40
+    runs later every line is present exactly once, in order."""
+    d = tmp_path / "logs"
+    proc = _sink(d)
+    assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+    writer = _PacedWriter(proc.stdin, rate=6000)  # type: ignore[arg-type]
+    writer.start()
+    wait_for(lambda: all((d / f"{s}.log").exists() for s in SERVICES), message="sink files")
+    for _ in range(40):
+        assert rotate.main(RotateOptions(paths=[str(d / "*.log")], retain=10_000, copytruncate=True,
+                                         state_dir=str(tmp_path / "_state")), out=io.StringIO()) == 0
+        time.sleep(0.02)
+    writer.stop.set()
+    writer.join()
+    proc.stdin.close()
+    assert proc.wait(timeout=60) == 0, proc.stderr.read().decode()
+    proc.stdout.close()
+    proc.stderr.close()
+    expected = _by_service(_records(writer.sent))
+    for service in SERVICES:
+        assert len(rotate.rotated_files(str(d / f"{service}.log"))) >= 30
+        assert history(d / f"{service}.log") == b"".join(line + b"\n" for line in expected[service])

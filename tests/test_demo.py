@@ -50,12 +50,19 @@ def parse_report(stdout: str) -> tuple[list[str], dict[str, int]]:
 
 
 def test_demo_fans_out_to_console_and_rotated_files(tmp_path: Path) -> None:
-    """Run in an empty directory, the demo exits 0 after showing records of api[0], api[1] and
+    """Run in an empty directory, the demo writes nothing outside it (not even $HOME's state
+    dir) and exits 0 after showing records of api[0], api[1] and
     worker[0] on the console (the worker's exception indented below its line); it leaves
     ./demo-logs/ with api.log, worker.log and at least one rotated .zst file, none holding over
     64 KiB of records; its report names every file with its exact record count, and the files hold
     exactly the records the console showed."""
-    res = subprocess.run([sys.executable, str(DEMO), "--interval", "0.001"], cwd=tmp_path,
+    home, work = tmp_path / "home", tmp_path / "work"
+    home.mkdir()
+    work.mkdir()
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("LOGPIPE_STATE_DIR", "XDG_STATE_HOME", "NO_COLOR", "FORCE_COLOR")}
+    env["HOME"] = str(home)
+    res = subprocess.run([sys.executable, str(DEMO), "--interval", "0.001"], cwd=work, env=env,
                          capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr[-3000:]
     assert "Traceback" not in res.stderr
@@ -65,7 +72,9 @@ def test_demo_fans_out_to_console_and_rotated_files(tmp_path: Path) -> None:
         assert any(who in line for line in record_lines), who
     assert any(line.startswith("    Traceback (most recent call last):") for line in console)
 
-    out = tmp_path / "demo-logs"
+    assert list(home.iterdir()) == []  # nothing written outside the current directory
+    assert [p.name for p in work.iterdir()] == ["demo-logs"]
+    out = work / "demo-logs"
     files = {p.name: p for p in out.iterdir() if not p.name.startswith(".")}
     assert {"api.log", "worker.log"} <= set(files)
     assert any(name.endswith(".zst") for name in files)

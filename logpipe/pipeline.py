@@ -35,8 +35,8 @@ Every sink subclasses :class:`Sink`. A sink:
 - MAY keep its own internal buffers, but they count against its bound: when full, ``write``
   blocks. The pipeline gives each sink its own buffer, bounded in batches and in bytes, so a
   stalled sink stalls the others only once its buffer is full.
-- MUST NOT keep a reference to ``batch`` (or mutate its records) after ``write`` returns
-  unless it copied what it needs: the same batch object goes to every sink.
+- MUST NOT mutate ``batch.records`` (or the dicts in it) or ``batch.lines``: the same batch
+  object goes to every sink, possibly at the same time.
 - SHOULD keep ``write`` cheap per record: use ``batch.lines`` (pre-encoded NDJSON) where bytes
   are what it needs.
 

@@ -248,3 +248,14 @@ def test_closed_stdio_is_one_line_error(redirect: str, message: str) -> None:
     _, other = split_stderr(res.stderr)
     assert other == [message]
     assert summary_of(res.stderr)["level"] == "error"
+
+
+def test_sink_configuration_mistake_is_one_logpipe_line() -> None:
+    """A sink missing its required option (``file`` without ``--dir``) is a usage error: exit 2,
+    one ``logpipe:`` line naming the fix, nothing on stdout, no summary, no traceback."""
+    res = subprocess.run([*LOGPIPE, "sink", "file"], input=b"x\n", capture_output=True,
+                         timeout=30)
+    assert res.returncode == 2
+    assert res.stdout == b""
+    assert res.stderr.decode().splitlines() == [
+        "logpipe: the file sink needs a directory: --dir DIR (or LOGPIPE_FILE_DIR, or --to file:DIR)"]

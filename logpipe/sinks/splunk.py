@@ -811,6 +811,9 @@ class SplunkSink(Sink):
                 return None
         if self._draining or self._unread_bytes >= self._batch_bytes:
             return 0.0
+        spool = self._spool
+        if spool is not None and spool.pending_bytes * 2 >= self._spool_max:
+            return 0.0  # the spool is filling up (or full: input waits): no time to lose
         return self._first_unread + self._batch_timeout - time.monotonic()
 
     async def _wait_wake(self, seconds: float) -> None:

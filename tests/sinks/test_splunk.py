@@ -456,3 +456,76 @@ def test_progress_on_a_tty(tmp_path: Path) -> None:
 
 if sys.platform != "linux":  # pragma: no cover - pty and /proc assumptions
     pytestmark = pytest.mark.skip("linux only")
+
+
+def test_token_disabled_mid_run_stops_keeps_data_and_never_shows_the_token(tmp_path: Path,
+                                                                           diag: Any) -> None:
+    """A token disabled while the sink runs (403 code 1): sending stops, the events stay in the
+    spool, close raises SinkConfigError naming the problem — without the token anywhere."""
+    with HecDouble(token=TOKEN) as hec:
+        sink = make_sink(tmp_path, [hec.url])
+
+        async def go() -> None:
+            await sink.start()
+            hec.disabled_tokens.add(TOKEN)
+            await feed(sink, records(50))
+            await sink.close()
+
+        with pytest.raises(SinkConfigError, match="token is disabled") as info:
+            asyncio.run(go())
+        assert hec.events() == []
+    assert "50 events kept in spool" in str(info.value)
+    assert TOKEN not in str(info.value) and TOKEN.encode() not in diag.getvalue()
+    assert TOKEN.encode() not in all_files_text(tmp_path)
+
+
+def test_acks_are_polled_on_the_endpoint_that_issued_them(tmp_path: Path) -> None:
+    """With --ack and three endpoints, every ack id is asked for at the endpoint that issued it:
+    all events arrive once, and no endpoint is ever asked about an id it did not issue."""
+    n = 6000
+    with (HecDouble(token=TOKEN, ack=True) as h1, HecDouble(token=TOKEN, ack=True) as h2,
+          HecDouble(token=TOKEN, ack=True) as h3):
+        doubles = [h1, h2, h3]
+        for h in doubles:
+            h.set_ack_delay(0.3)
+        sink = make_sink(tmp_path, [h.url for h in doubles], ack=True, ack_interval=0.1,
+                         batch_bytes=32 << 10, batch_timeout=0.05)
+
+        async def go() -> None:
+            await sink.start()
+            await feed(sink, records(n), batch=200)
+            await sink.close()
+
+        asyncio.run(go())
+        arrived = [e["event"]["seq"] for h in doubles for e in h.events()]
+        assert sorted(arrived) == list(range(n))
+        for h in doubles:
+            issued = sum(1 for d in h.details if d["path"].endswith("/event") and d["status"] == 200)
+            asked = {int(k) for d in h.details if d["path"].endswith("/ack") for k in d["acks"]}
+            assert issued > 0 and asked == set(range(issued))
+    assert sink.summary() == f"splunk: {n} delivered, 0 retried, 0 quarantined, 0 left in spool"
+
+
+def test_full_spool_applies_back_pressure_then_drains(tmp_path: Path, diag: Any) -> None:
+    """HEC down and the spool at its bound: write blocks (input would stop) and says so; once
+    HEC is up the spool drains, the blocked write completes and every event arrives once."""
+    port = free_port()
+    hec = HecDouble(token=TOKEN, port=port)
+    sink = make_sink(tmp_path, [f"http://127.0.0.1:{port}"], spool_max=64 << 10)
+    recs = records(3000)
+
+    async def go() -> None:
+        await sink.start()
+        writer = asyncio.ensure_future(feed(sink, recs, batch=100))
+        await asyncio.to_thread(wait_for, lambda: b"is full" in diag.getvalue(), 20, 0.02,
+                                "the spool-full warning")
+        assert not writer.done()
+        hec.start()
+        await writer
+        await sink.close()
+
+    try:
+        asyncio.run(go())
+        assert_exactly_once_in_order(hec, 3000)
+    finally:
+        hec.close()

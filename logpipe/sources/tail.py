@@ -705,7 +705,11 @@ class TailSource(Source):
             last = lines[-1]
             gen.sample = last[-(SAMPLE_BYTES - 1):] + b"\n"
             gen.sample_end = f.base + split.consumed
-        if f.joiner is not None:
+        j = f.joiner
+        if j is not None and not (getattr(j, "pending", None) == 0
+                                  and all(map(bytes.startswith, lines, itertools.repeat(b"{")))):
+            # (a chunk of JSON lines with nothing held passes a Joiner unchanged — multiline.py's
+            # documented hot path — so it takes the batch path below without a call per line)
             if cut:
                 raws = [len(x) + 1 for x in lines]
                 for k, raw in cut.items():

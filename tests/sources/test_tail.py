@@ -414,6 +414,27 @@ def test_multiline_joiner_commits_only_lines_that_left_it(tmp_path: Path) -> Non
     assert _checkpoint_offsets(state) == {str(log): log.stat().st_size}
 
 
+def test_real_joiner_traceback_then_json_chunks(tmp_path: Path) -> None:
+    """With multiline.Joiner: a traceback written in one chunk and JSON lines in the next
+    becomes one traceback record followed by the JSON records, in order, each once; the
+    offset is committed to the end."""
+    log = tmp_path / "w-error.log"
+    state = tmp_path / "state"
+    log.write_bytes(b"Traceback (most recent call last):\n  File \"x.py\", line 1, in <module>\n")
+    with TailRunner([str(log)], str(state), joiner_factory=Joiner, rescan_interval=0.1) as r:
+        time.sleep(0.3)  # the first chunk is read and held by the joiner
+        with open(log, "ab") as f:
+            f.write(b"ValueError: bad\n" + b"".join(b'{"seq":%d}\n' % i for i in range(5)))
+        wait_for(lambda: len(r.sink.records) >= 6, 5, message="6 records")
+        time.sleep(0.3)
+        recs = r.stop()
+    assert recs[0]["message"] == ('Traceback (most recent call last):\n  File "x.py", line 1, in '
+                                  "<module>\nValueError: bad")
+    assert recs[0]["level"] == "error"
+    assert seqs(recs[1:]) == list(range(5)) and len(recs) == 6
+    assert _checkpoint_offsets(state) == {str(log): log.stat().st_size}
+
+
 def test_open_file_cap_closes_idle_files_and_reopens_them(tmp_path: Path,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     """With more files than the fd cap, idle files are closed and reopened (after an identity

@@ -71,10 +71,15 @@ def format_value(value: Any) -> str:
     """A value for ``key=value``: plain text as is, quoted (JSON string) when it holds spaces,
     quotes, ``=`` or control characters or is empty; numbers, booleans and null as JSON; nested
     values as compact JSON."""
-    if isinstance(value, str):
+    cls = value.__class__
+    if cls is str:
         if not value or not _NEEDS_QUOTES.isdisjoint(value) or not value.isprintable():
             return orjson.dumps(value).decode()
-        return value
+        return value  # type: ignore[no-any-return]
+    if cls is int:
+        return str(value)
+    if isinstance(value, str):  # a str subclass
+        return format_value(str(value))
     if isinstance(value, bool) or value is None:
         return "true" if value is True else "false" if value is False else "null"
     if isinstance(value, int | float):
@@ -90,10 +95,12 @@ def format_value(value: Any) -> str:
 class ConsoleFormatter:
     """Renders records as human lines; colour is decided once, at construction."""
 
-    __slots__ = ("colour",)
+    __slots__ = ("_keys", "colour")
 
     def __init__(self, colour: bool) -> None:
         self.colour = colour
+        #: key → its rendered ``key=`` prefix (keys repeat on every line: render each once)
+        self._keys: dict[Any, str] = {}
 
     def format(self, rec: Mapping[str, Any]) -> str:
         """One record → its line(s), ending with a newline."""
@@ -112,21 +119,16 @@ class ConsoleFormatter:
         msg = message if isinstance(message, str) else format_value(message)
         if "\n" in msg:
             msg = msg.rstrip("\n").replace("\n", "\n" + EXCEPTION_INDENT)
-        pairs = _pairs(rec)
+        pairs = self._pairs(rec)
         if c:
             head = f"{DIM}{time_s}{RESET} {LEVEL_COLOURS.get(level_name, MAGENTA)}{label}{RESET}"
             if who:
                 head += f" {BOLD}{who}{RESET}"
             line = f"{head} {msg}"
-            if pairs:
-                line += " " + " ".join(f"{CYAN}{k}{RESET}={v}" for k, v in pairs)
         else:
-            line = f"{time_s} {label}"
-            if who:
-                line += f" {who}"
-            line += f" {msg}"
-            if pairs:
-                line += " " + " ".join(f"{k}={v}" for k, v in pairs)
+            line = f"{time_s} {label} {who} {msg}" if who else f"{time_s} {label} {msg}"
+        if pairs:
+            line += " " + " ".join(pairs)
         exc = rec.get(record.EXCEPTION)
         if exc:
             text = exc if isinstance(exc, str) else orjson.dumps(
@@ -134,6 +136,34 @@ class ConsoleFormatter:
             body = EXCEPTION_INDENT + text.rstrip("\n").replace("\n", "\n" + EXCEPTION_INDENT)
             line += f"\n{RED}{body}{RESET}" if c else f"\n{body}"
         return line + "\n"
+
+    def _pairs(self, rec: Mapping[str, Any]) -> list[str]:
+        """``key=value`` texts: the application's keys in order, then the origin keys."""
+        keys = self._keys
+        out: list[str] = []
+        for key, value in rec.items():
+            if key in HEAD_KEYS or key in _ORIGIN:
+                continue
+            prefix = keys.get(key)
+            if prefix is None:
+                prefix = self._prefix(key)
+            out.append(prefix + format_value(value))
+        for key in ORIGIN_KEYS:
+            if key in rec:
+                prefix = keys.get(key)
+                if prefix is None:
+                    prefix = self._prefix(key)
+                out.append(prefix + format_value(rec[key]))
+        return out
+
+    def _prefix(self, key: Any) -> str:
+        k = str(key)
+        if not k or not _NEEDS_QUOTES.isdisjoint(k) or not k.isprintable():
+            k = orjson.dumps(k).decode()
+        prefix = f"{CYAN}{k}{RESET}=" if self.colour else f"{k}="
+        if len(self._keys) < 10000:  # bounded: keys are usually a small, fixed set
+            self._keys[key] = prefix
+        return prefix
 
     def format_many(self, records: Iterable[Mapping[str, Any]]) -> bytes:
         """Many records → one UTF-8 block (one write per batch)."""
@@ -151,25 +181,6 @@ def _short_time(value: str) -> str:
     if len(value) == 27 and value[19] == "." and value[26] == "Z":
         return value[:23] + "Z"
     return value
-
-
-def _pairs(rec: Mapping[str, Any]) -> list[tuple[str, str]]:
-    own: list[tuple[str, str]] = []
-    for key, value in rec.items():
-        if key in HEAD_KEYS or key in _ORIGIN:
-            continue
-        own.append((_key(key), format_value(value)))
-    for key in ORIGIN_KEYS:
-        if key in rec:
-            own.append((key, format_value(rec[key])))
-    return own
-
-
-def _key(key: Any) -> str:
-    k = str(key)
-    if not k or not _NEEDS_QUOTES.isdisjoint(k) or not k.isprintable():
-        return orjson.dumps(k).decode()
-    return k
 
 
 class ConsoleSink(Sink):

@@ -19,10 +19,12 @@ How it behaves, and whose behaviour it follows (research/collector.md §1, "What
   same inode, so it is followed, not re-read.
 - **copytruncate**: ``size < offset`` *or* a changed fingerprint at the same inode (truncate and
   regrow past the old offset between polls — rsyslog#511) starts a new generation read from 0.
-  A copy that a glob matches (``*.log*``) has the old generation's fingerprint: while the
-  original still holds that content the copy is a duplicate and is not read; once the
-  original is truncated, only the copy's part the original never delivered is read (Vector's
-  advice: include ``app.log.1``). Loss is limited to the rotator's copy→truncate window.
+  A copy that a glob matches (``*.log*``) has the old generation's fingerprint and the same
+  bytes further on (a sample compared with the live original, or with the last bytes read —
+  two live files that merely share a banner stay two files): while the original still holds
+  that content the copy is a duplicate and is not read; once the original is truncated, only
+  the copy's part the original never delivered is read (Vector's advice: include
+  ``app.log.1``). Loss is limited to the rotator's copy→truncate window.
 - **Deleted while open**: drained to EOF, the dangling partial line emitted (Vector's rule:
   only once the file is gone and drained), then closed — no disk held (Vector #17349). A file
   renamed to a name no glob matches is closed after it sat at EOF for ``DETACHED_IDLE_CLOSE``.

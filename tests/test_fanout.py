@@ -92,7 +92,7 @@ def test_stalled_file_sink_bounds_console_and_holds_the_checkpoint(tmp_path: Pat
             more = 60000
             size2 = append_records(src, first, more)
             wait_for(lambda: count_lines(console_path) > first, message="new records on the console")
-            held = plateau(lambda: count_lines(console_path))
+            held = plateau(lambda: count_lines(console_path), hold=2.0)
             assert first < held < first + more
             assert held - first <= SINK_BUFFER_BATCHES * BATCH_MAX_RECORDS
             assert count_lines(sink_file) == first

@@ -59,7 +59,7 @@ def count_records(path: Path) -> int:
         return sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
 
 
-def report(out: Path) -> int:
+def report(out: Path, earlier: bool = False) -> int:
     """Print each log file under ``out`` with its record count; return the total."""
     files = sorted(p for p in out.iterdir() if p.is_file() and not p.name.startswith(".")) \
         if out.is_dir() else []
@@ -75,6 +75,9 @@ def report(out: Path) -> int:
         total += n
         print(f"  {path.name:<{width}}  {n:>6} records")
     print(f"  {'total':<{width}}  {total:>6} records")
+    if earlier:
+        print(f"  (including earlier runs' records: the file sink appends; delete {shown}/ to "
+              "start afresh)")
     live = next((p for p in files if p.name.endswith(".log")), files[0])
     print(f"\nRead one back:  {shlex.quote(sys.executable)} -m logpipe sink console "
           f"< {shlex.quote(os.path.join(shown, live.name))}")
@@ -92,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="seconds between iterations (default: 0.01)")
     args = parser.parse_args(argv)
     out = Path(args.out).resolve()
+    earlier = out.is_dir() and any(p.name.endswith((".log", ".zst")) for p in out.iterdir())
     cmd = collect_command(out, args.count, args.interval)
     print("demo: logpipe collect --run api=… --run api=… --run worker=… --to console --to file:"
           f"{os.path.relpath(out)} --max-size 64K --retain 3 --once   (Ctrl-C stops)\n",
@@ -107,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         except KeyboardInterrupt:
             proc.send_signal(signal.SIGINT)
             status = proc.wait()
-    report(out)
+    report(out, earlier)
     return status
 
 

@@ -239,6 +239,28 @@ def test_truncate_and_regrow_past_offset_between_polls_is_detected(
     assert [x["gen"] for x in recs] == ["old"] * 50 + ["new"] * 100
 
 
+def test_excluded_files_are_never_opened(tmp_path: Path) -> None:
+    """Files the ``is_excluded`` hook (the feedback guard) vetoes are never opened or read;
+    the hook sees each candidate's path and stat."""
+    (tmp_path / "app.log").write_bytes(b"mine\n")
+    (tmp_path / "own.log").write_bytes(b"logpipe's own output\n")
+    asked: list[tuple[str, int]] = []
+
+    def excluded(path: str, st: os.stat_result) -> bool:
+        asked.append((path, st.st_ino))
+        return path.endswith("own.log")
+
+    with TailRunner([str(tmp_path / "*.log")], str(tmp_path / "state"), is_excluded=excluded,
+                    rescan_interval=0.1) as r:
+        wait_for(lambda: len(r.sink.records) >= 1, 5)
+        time.sleep(0.4)  # a few rescans: still excluded
+        held = _open_paths()
+        recs = r.stop()
+    assert messages(recs) == ["mine"]
+    assert not any(h.endswith("own.log") for h in held)
+    assert (str(tmp_path / "own.log"), (tmp_path / "own.log").stat().st_ino) in asked
+
+
 def test_glob_skips_compressed_rotated_files(tmp_path: Path) -> None:
     """``app.log*`` matches ``app.log.1`` (read) but not the compressed archives next to it
     (``.zst``, ``.gz``): those are never read as text."""
@@ -316,15 +338,19 @@ def test_deleted_while_open_is_drained_and_closed(tmp_path: Path) -> None:
     assert recs[-1]["message"] == "last-partial"
 
 
-def _holds_deleted() -> bool:
-    fds = Path("/proc/self/fd")
-    for fd in fds.iterdir():
+def _open_paths() -> list[str]:
+    """What this process's file descriptors point at."""
+    out = []
+    for fd in Path("/proc/self/fd").iterdir():
         try:
-            if os.readlink(fd).endswith("gone.log (deleted)"):
-                return True
-        except OSError:
+            out.append(os.readlink(fd))
+        except OSError:  # closed meanwhile (e.g. the listing's own fd)
             continue
-    return False
+    return out
+
+
+def _holds_deleted() -> bool:
+    return any(p.endswith("gone.log (deleted)") for p in _open_paths())
 
 
 def test_backpressure_keeps_rotation_tracking_and_new_files(tmp_path: Path) -> None:

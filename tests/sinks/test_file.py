@@ -155,8 +155,10 @@ def test_file_size_limit_is_one_clear_error_and_keeps_whole_lines(tmp_path: Path
     file holds only whole lines: an exact prefix of the input."""
     d = tmp_path / "logs"
     d.mkdir()
-    lines = [line for line in _records(30_000) if b'"service":"api"' in line]
-    proc = _sink(d, preexec_fn=lambda: _limit_file_size(300_000))
+    # the limit is above one batch (≤ 1 MiB), so the first batch always fits; ~5 MB in all
+    lines = [line for line in _records(30_000, pad=400) if b'"service":"api"' in line]
+    limit = 1_500_000
+    proc = _sink(d, preexec_fn=lambda: _limit_file_size(limit))
     _, err = proc.communicate(b"".join(line + b"\n" for line in lines), timeout=60)
     text = err.decode()
     assert proc.returncode != 0
@@ -165,7 +167,7 @@ def test_file_size_limit_is_one_clear_error_and_keeps_whole_lines(tmp_path: Path
     assert len(errors) == 1, text
     assert errors[0].startswith(f"logpipe: file sink: {d / 'api.log'} reached the file size limit")
     data = (d / "api.log").read_bytes()
-    assert 0 < len(data) <= 300_000 and data.endswith(b"\n")
+    assert 0 < len(data) <= limit and data.endswith(b"\n")
     assert data == b"".join(line + b"\n" for line in lines[: data.count(b"\n")])
 
 

@@ -58,6 +58,19 @@ def test_rename_rotation_keeps_exact_bytes_mode_and_owner(tmp_path: Path) -> Non
     assert not [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving a file to another owner needs root")
+def test_fresh_file_gets_the_previous_owner(tmp_path: Path) -> None:
+    """Rotating a file owned by another user (rotate running as root, as from /etc/cron.d)
+    creates the fresh file with that owner and group, and the .zst keeps them too."""
+    log = tmp_path / "app.log"
+    write_lines(log, json_lines(10))
+    os.chown(log, 65534, 65534)
+    assert run_rotate(str(log)).returncode == 0
+    assert (log.stat().st_uid, log.stat().st_gid) == (65534, 65534)
+    zst = os.stat(_rotated(log)[0].path)
+    assert (zst.st_uid, zst.st_gid) == (65534, 65534)
+
+
 def test_zst_output_is_standard_zstd(tmp_path: Path) -> None:
     """The .zst is a plain zstd frame with a checksum that the `zstd` CLI can test and decompress."""
     log = tmp_path / "w.log"

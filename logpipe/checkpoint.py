@@ -52,12 +52,20 @@ class FileState:
     #: an earlier generation of a file that was truncated in place (copytruncate): kept only so
     #: that its copy, if a glob matches it, is recognised by fingerprint and not re-read
     retired: bool = False
+    #: a hash of the ``sample_len`` bytes ending at ``sample_end`` (the last line read): lets a
+    #: copy found after a restart be checked beyond the fingerprint ("" when unknown)
+    sample_fp: str = ""
+    sample_len: int = 0
+    sample_end: int = 0
 
     def to_json(self) -> dict[str, Any]:
         """The JSON object stored for this entry."""
-        return {"dev": self.dev, "ino": self.ino, "fp": self.fp, "fp_len": self.fp_len,
-                "offset": self.offset, "path": self.path, "seen": round(self.seen, 3),
-                "retired": self.retired}
+        obj: dict[str, Any] = {"dev": self.dev, "ino": self.ino, "fp": self.fp, "fp_len": self.fp_len,
+                               "offset": self.offset, "path": self.path, "seen": round(self.seen, 3),
+                               "retired": self.retired}
+        if self.sample_fp:
+            obj["sample"] = [self.sample_fp, self.sample_len, self.sample_end]
+        return obj
 
     @classmethod
     def from_json(cls, obj: Any) -> FileState | None:
@@ -73,8 +81,14 @@ class FileState:
             return None
         path = obj.get("path", "")
         seen = obj.get("seen", 0.0)
-        return cls(dev, ino, fp, fp_len, off, path if isinstance(path, str) else "",
-                   float(seen) if isinstance(seen, int | float) else 0.0, obj.get("retired") is True)
+        st = cls(dev, ino, fp, fp_len, off, path if isinstance(path, str) else "",
+                 float(seen) if isinstance(seen, int | float) else 0.0, obj.get("retired") is True)
+        sample = obj.get("sample")
+        if (isinstance(sample, list) and len(sample) == 3 and isinstance(sample[0], str)
+                and isinstance(sample[1], int) and isinstance(sample[2], int)
+                and 0 < sample[1] <= sample[2]):
+            st.sample_fp, st.sample_len, st.sample_end = sample
+        return st
 
 
 def tail_dir(state_dir: str) -> str:

@@ -122,7 +122,7 @@ class _Gen:
     """One generation of one file: identity, committed and emitted offsets."""
 
     __slots__ = ("committed", "dev", "emitted", "fp", "fp_len", "head", "ino", "path", "retired",
-                 "sample", "sample_end", "seen")
+                 "sample", "sample_end", "sample_fp", "seen")
 
     def __init__(self, dev: int, ino: int, fp: str, fp_len: int, committed: int, path: str,
                  seen: float, retired: bool = False) -> None:
@@ -142,14 +142,23 @@ class _Gen:
         #: file with the same first bytes really is a copy before skipping what we delivered
         self.sample: bytes | None = None
         self.sample_end = 0
+        #: (hash, length) of a sample loaded from the checkpoint, when ``sample`` is unknown
+        self.sample_fp: tuple[str, int] | None = None
 
     @property
     def key(self) -> tuple[int, int]:
         return (self.dev, self.ino)
 
     def state(self) -> FileState:
-        return FileState(self.dev, self.ino, self.fp, self.fp_len, self.committed, self.path,
-                         self.seen, self.retired)
+        st = FileState(self.dev, self.ino, self.fp, self.fp_len, self.committed, self.path,
+                       self.seen, self.retired)
+        if self.sample is not None:
+            st.sample_fp, st.sample_len = fingerprint(self.sample), len(self.sample)
+            st.sample_end = self.sample_end
+        elif self.sample_fp is not None:
+            st.sample_fp, st.sample_len = self.sample_fp
+            st.sample_end = self.sample_end
+        return st
 
 
 class _File:
@@ -237,6 +246,9 @@ class TailSource(Source):
         for st in self._store.load():
             g = _Gen(st.dev, st.ino, st.fp, st.fp_len, st.offset, st.path,
                      max(st.seen, self._started), st.retired)
+            if st.sample_fp:
+                g.sample_fp = (st.sample_fp, st.sample_len)
+                g.sample_end = st.sample_end
             self._add_gen(g)
         self._files: dict[tuple[int, int], _File] = {}
         self._by_path: dict[str, _File] = {}
@@ -518,6 +530,9 @@ class TailSource(Source):
             if g.sample is not None and g.sample_end <= size:
                 n = len(g.sample)
                 return os.pread(fd, n, g.sample_end - n) == g.sample
+            if g.sample is None and g.sample_fp is not None and g.sample_end <= size:
+                h, n = g.sample_fp  # from the checkpoint: compare hashes
+                return fingerprint(os.pread(fd, n, g.sample_end - n)) == h
         except OSError:
             return False
         # no evidence beyond the fingerprint (an entry from the checkpoint, or a copy that

@@ -261,6 +261,34 @@ def test_excluded_files_are_never_opened(tmp_path: Path) -> None:
     assert (str(tmp_path / "own.log"), (tmp_path / "own.log").stat().st_ino) in asked
 
 
+def test_copytruncate_while_down_copy_resumes_twin_is_read(tmp_path: Path) -> None:
+    """copytruncate while no collector runs: after the restart the copy (matched by the glob)
+    is recognised from the checkpoint — fingerprint *and* the stored sample of the last line
+    read — and only its undelivered tail is read; the truncated original is read from 0; a
+    different file sharing the first 150 lines (a twin) is read whole."""
+    state = tmp_path / "state"
+    pattern = str(tmp_path / "app.log*")
+    old = [b'{"seq":%d,"pad":"%s"}\n' % (i, b"o" * 40) for i in range(200)]
+    log = tmp_path / "app.log"
+    log.write_bytes(b"".join(old))
+    assert len(run_once([pattern], str(state))) == 200
+    with open(log, "ab") as f:
+        f.write(b"".join(b'{"seq":%d}\n' % i for i in range(200, 220)))
+    import shutil
+    shutil.copyfile(log, tmp_path / "app.log.1")
+    os.truncate(log, 0)
+    log.write_bytes(b"".join(b'{"seq":%d}\n' % i for i in range(300, 305)))
+    (tmp_path / "app.log.twin").write_bytes(
+        b"".join(old[:150]) + b"".join(b'{"twin":%d,"pad":"%s"}\n' % (i, b"t" * 60) for i in range(100)))
+    recs = run_once([pattern], str(state))
+    by_source: dict[str, list[Any]] = {}
+    for rec in recs:
+        by_source.setdefault(Path(rec["source"]).name, []).append(rec.get("seq", rec.get("twin")))
+    assert by_source["app.log.1"] == list(range(200, 220))
+    assert by_source["app.log"] == list(range(300, 305))
+    assert by_source["app.log.twin"] == list(range(150)) + list(range(100))
+
+
 def test_glob_skips_compressed_rotated_files(tmp_path: Path) -> None:
     """``app.log*`` matches ``app.log.1`` (read) but not the compressed archives next to it
     (``.zst``, ``.gz``): those are never read as text."""

@@ -277,6 +277,17 @@ def _cert_error(exc: BaseException) -> ssl.SSLCertVerificationError | None:
     return None
 
 
+def _os_error(exc: BaseException) -> OSError | None:
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        if isinstance(cur, OSError) and not isinstance(cur, ssl.SSLError) and cur.strerror:
+            return cur
+        cur = cur.__cause__ or cur.__context__
+    return None
+
+
 def _gzip(body: bytes) -> bytes:
     c = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31)  # wbits 31: gzip container
     return c.compress(body) + c.flush()
@@ -419,8 +430,11 @@ class SplunkSink(Sink):
             return ctx
         try:
             return ssl.create_default_context(cafile=self._ca_file)
-        except (OSError, ssl.SSLError) as exc:
-            reason = getattr(exc, "strerror", None) or getattr(exc, "reason", None) or "not a CA bundle"
+        except ssl.SSLError:
+            raise UsageError(f"splunk: cannot load --ca-file {self._ca_file}: no PEM CA certificate "
+                             "in it") from None
+        except OSError as exc:
+            reason = exc.strerror or "unreadable"
             raise UsageError(f"splunk: cannot load --ca-file {self._ca_file}: {reason}") from None
 
     # ------------------------------------------------------------------ lifecycle
@@ -616,6 +630,8 @@ class SplunkSink(Sink):
     def _left_text(self, unit: str = " events") -> str:
         n = self.left_in_spool if self._final else self._in_spool()
         batches = self._left_batches if self._final else self._backlog_unread
+        if n == 1 and unit == " events":
+            unit = " event"
         if batches:
             return f"{n}{unit} and {batches} earlier batches"
         return f"{n}{unit}"
@@ -660,6 +676,10 @@ class SplunkSink(Sink):
                 f"splunk: TLS certificate of {ep.display} is not trusted ({why}); pass --ca-file "
                 "with the CA that signed it (or --insecure to skip verification)"))
         text = str(exc) or type(exc).__name__
+        os_error = _os_error(exc)
+        if os_error is not None:
+            # "Connection refused" rather than httpx's "All connection attempts failed"
+            text = os.strerror(os_error.errno) if os_error.errno else str(os_error.strerror)
         text = self._token.scrub(text.splitlines()[0] if text else text)[:160]
         if isinstance(exc, httpx.TimeoutException):
             text = f"timed out ({type(exc).__name__})"

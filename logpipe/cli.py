@@ -124,14 +124,15 @@ def sink_options(f: F) -> F:
         click.option("--insecure", "splunk_insecure", is_flag=True, envvar="LOGPIPE_SPLUNK_INSECURE",
                      help="splunk sink: do not verify TLS certificates (warns)."),
         click.option("--batch-size", "splunk_batch_bytes", type=SIZE, envvar="LOGPIPE_SPLUNK_BATCH_SIZE",
-                     help="splunk sink: max uncompressed bytes per request (default 1M, as "
-                          "Vector's HEC sink)."),
+                     help="splunk sink: max uncompressed bytes per request (default 1000000, as "
+                          "Vector's HEC sink; a request HEC refuses as too large is halved)."),
         click.option("--batch-timeout", "splunk_batch_timeout", type=click.FloatRange(min=0.001),
                      envvar="LOGPIPE_SPLUNK_BATCH_TIMEOUT",
                      help="splunk sink: seconds before a partial batch is sent (default 1)."),
         click.option("--concurrency", "splunk_concurrency", type=click.IntRange(min=1),
                      envvar="LOGPIPE_SPLUNK_CONCURRENCY",
-                     help="splunk sink: requests in flight (default 4)."),
+                     help="splunk sink: requests in flight (default 4); one source's events go one "
+                          "request at a time, in order."),
     ]
     for opt in reversed(opts):
         f = opt(f)

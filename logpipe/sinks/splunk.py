@@ -24,8 +24,15 @@ e.g. plain stdin, therefore has one request in flight here.)
 
 Duplicates: at-least-once. A request whose reply was lost (timeout, cut connection) is sent
 again, and with ``--ack`` a request not acknowledged within the ack timeout is sent again
-(Splunk's IDXAck guidance says to expect duplicates); after a crash, chunks done since the
-spool's last cursor write are sent again.
+(Splunk's IDXAck guidance says to expect duplicates); a chunk whose lanes were only partly
+delivered when the sink stopped is sent again whole on the next run; after a crash, chunks done
+since the spool's last cursor write are sent again.
+
+Spool items: one per source group of a written batch — a format byte, the 4-byte source group
+(the lane key) and the envelopes joined by newlines — so the spool frames and checksums once per
+group, not per event. Envelopes are spooled with their host/source/sourcetype; ``--index`` is
+added when a request is built, so fixing a refused index (HEC code 7) and restarting delivers
+what was spooled.
 
 Tuning through the environment (tests use short values):
 ``LOGPIPE_SPLUNK_TOKEN`` (the token), ``LOGPIPE_SPLUNK_ACK_TIMEOUT`` (300 s),

@@ -623,9 +623,11 @@ class SplunkSink(Sink):
         self._raise_if_fatal()
 
     def summary(self) -> str | None:
-        """``splunk: 120 delivered, 3 retried, 1 quarantined, 0 left in spool``."""
+        """``splunk: 120 delivered, 3 retried, 1 quarantined, 121 spooled, 0 left in spool`` (events;
+        "spooled" counts this run's input, "left in spool" what the next run will send)."""
         return (f"splunk: {self.delivered} delivered, {self.resent} retried, "
-                f"{self.quarantined} quarantined, {self._left_text('')} left in spool")
+                f"{self.quarantined} quarantined, {self.spooled} spooled, "
+                f"{self._left_text('')} left in spool")
 
     # ------------------------------------------------------------------ state helpers
     def _in_spool(self) -> int:

@@ -207,7 +207,8 @@ def test_one_bad_event_mid_batch_is_quarantined_rest_delivered_once(tmp_path: Pa
     assert q["envelope"]["event"]["seq"] == 500
     msgs = [d["message"] for d in diag_lines(diag.getvalue()) if "quarantined" in d["message"]]
     assert len(msgs) == 1 and "event 500" in msgs[0] and "HEC code 6" in msgs[0]
-    assert sink.summary() == "splunk: 999 delivered, 0 retried, 1 quarantined, 0 left in spool"
+    assert sink.summary() == ("splunk: 999 delivered, 0 retried, 1 quarantined, 1000 spooled, "
+                              "0 left in spool")
 
 
 def test_wrong_token_exits_non_zero_with_one_line_and_never_shows_the_token(tmp_path: Path) -> None:
@@ -503,7 +504,8 @@ def test_acks_are_polled_on_the_endpoint_that_issued_them(tmp_path: Path) -> Non
             issued = sum(1 for d in h.details if d["path"].endswith("/event") and d["status"] == 200)
             asked = {int(k) for d in h.details if d["path"].endswith("/ack") for k in d["acks"]}
             assert issued > 0 and asked == set(range(issued))
-    assert sink.summary() == f"splunk: {n} delivered, 0 retried, 0 quarantined, 0 left in spool"
+    assert sink.summary() == (f"splunk: {n} delivered, 0 retried, 0 quarantined, {n} spooled, "
+                              "0 left in spool")
 
 
 def test_full_spool_applies_back_pressure_then_drains(tmp_path: Path, diag: Any) -> None:

@@ -201,20 +201,21 @@ class EnvelopeEncoder:
                     tb = secs + frac.encode()
             if tb is None:
                 tb = epoch_text(t)
-            h, s, svc, feat, inst, lvl = (get("host"), get("source"), get("service"),
-                                          get("feature"), get("instance_id"), get("level"))
-            # cache only all-string keys: 1 == 1.0 == True would share a cache slot
-            if ((h is None or h.__class__ is str) and (s is None or s.__class__ is str)
-                    and (svc is None or svc.__class__ is str) and (feat is None or feat.__class__ is str)
-                    and (inst is None or inst.__class__ is str) and (lvl is None or lvl.__class__ is str)):
-                key = (h, s, svc, feat, inst, lvl)
+            key = (get("host"), get("source"), get("service"), get("feature"), get("instance_id"),
+                   get("level"))
+            try:
                 head = heads.get(key)
-                if head is None:
+            except TypeError:  # an unhashable value (a list, a dict)
+                head = None
+            if head is None:
+                head = self._head(rec)
+                # Only keys of strings (or None) are cached: 1 == 1.0 == True would otherwise
+                # share a slot. A lookup can then only hit with equal strings, never with
+                # numbers or booleans (no str equals them), so hits need no type check.
+                if all(v is None or isinstance(v, str) for v in key):
                     if len(heads) > 4096:
                         heads.clear()
-                    head = heads[key] = self._head(rec)
-            else:
-                head = self._head(rec)
+                    heads[key] = head
             env = b"".join((head[0], tb, head[1], line, b"}"))
             if grouped:
                 bucket = out.get(head[2])

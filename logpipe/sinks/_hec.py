@@ -245,10 +245,10 @@ def source_group(source_text: bytes) -> int:
 
 
 def join_body(items: Iterable[bytes]) -> bytes:
-    """Envelopes → one request body: the JSON objects concatenated, no array, no separator
-    (Splunk "Format events for HEC", batch examples). No separator keeps a request's size the
-    sum of its envelopes, so a chunk cut at ``--batch-size`` bytes stays within it."""
-    return b"".join(items)
+    """Envelopes (or newline-joined runs of them) → one request body: the JSON objects one
+    after another, no array, newlines between them (Splunk "Format events for HEC": a batch is
+    objects concatenated; whitespace between them is allowed)."""
+    return b"\n".join(items)
 
 
 # --- reply classification -----------------------------------------------------------------------

@@ -253,8 +253,32 @@ class _Work:
 class _Lane:
     """One sender's queue: (work, items, is_resend) jobs, sent strictly one after another."""
 
-    jobs: deque[tuple[_Work, list[bytes], bool]] = field(default_factory=deque)
+    jobs: deque[tuple[_Work, _Part, bool]] = field(default_factory=deque)
     ready: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+@dataclass(slots=True, eq=False)
+class _Part:
+    """What one request carries: segments of one or more envelopes joined by newlines (spooled
+    groups, kept whole so a request body is a join of a few segments, not of every event)."""
+
+    segs: list[bytes]
+    events: int
+
+    def envelopes(self) -> list[bytes]:
+        """The single envelopes, in order (needed only to split or isolate a bad event)."""
+        out: list[bytes] = []
+        for seg in self.segs:
+            out.extend(seg.split(b"\n"))
+        return out
+
+    @property
+    def nbytes(self) -> int:
+        return sum(map(len, self.segs))
+
+
+def _part(envelopes: list[bytes]) -> _Part:
+    return _Part(envelopes, len(envelopes))
 
 
 @dataclass(eq=False)
@@ -262,7 +286,7 @@ class _Pending:
     """A request HEC accepted with an ackId, not yet acknowledged."""
 
     work: _Work
-    items: list[bytes]
+    part: _Part
     endpoint: Endpoint
     ack_id: int
     sent: float
@@ -772,31 +796,36 @@ class SplunkSink(Sink):
             if not spool.unread_items:
                 self._first_unread = None
                 self._unread_bytes = 0
-            by_lane: dict[int, list[bytes]] = {}
+            by_lane: dict[int, list[tuple[bytes, int]]] = {}
             n_lanes = len(self._lanes)
             events = 0
             for blob in chunk.items:
-                group, envelopes = _from_blob(blob)
-                by_lane.setdefault(group % n_lanes, []).extend(envelopes)
-                events += len(envelopes)
+                group, payload = _from_blob(blob)
+                n = payload.count(b"\n") + 1
+                by_lane.setdefault(group % n_lanes, []).append((payload, n))
+                events += n
                 if self._backlog_unread:
                     self._backlog_unread -= 1
                 elif self._blob_events:
                     self._blob_events.popleft()
             self._seq += 1
             work = _Work(self._seq, chunk.id, events, nbytes)
-            jobs: list[tuple[int, list[bytes]]] = []
+            jobs: list[tuple[int, _Part]] = []
             limit = self._batch_bytes
-            for k, items in by_lane.items():
-                part: list[bytes] = []
-                size = 0
-                for item in items:
-                    if part and size + len(item) > limit:
-                        jobs.append((k, part))
-                        part, size = [], 0
-                    part.append(item)
-                    size += len(item)
-                jobs.append((k, part))
+            for k, segs in by_lane.items():
+                cur: list[bytes] = []
+                size = count = 0
+                for payload, n in segs:
+                    pieces = [(payload, n)] if len(payload) <= limit else [
+                        (env, 1) for env in payload.split(b"\n")]  # a group over --batch-size
+                    for piece, m in pieces:
+                        if cur and size + len(piece) > limit:
+                            jobs.append((k, _Part(cur, count)))
+                            cur, size, count = [], 0, 0
+                        cur.append(piece)
+                        size += len(piece) + 1
+                        count += m
+                jobs.append((k, _Part(cur, count)))
             work.parts_left = len(jobs)
             self._in_hand[work.seq] = work
             for k, part in jobs:
@@ -812,9 +841,9 @@ class SplunkSink(Sink):
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(lane.ready.wait(), 1.0)
                 continue
-            work, items, resend = lane.jobs[0]
+            work, part, resend = lane.jobs[0]
             try:
-                await self._send(work, items)
+                await self._send(work, part)
             except _Stopped:
                 return
             lane.jobs.popleft()
@@ -826,8 +855,8 @@ class SplunkSink(Sink):
             self._maybe_finish(work)
 
     def _queue_resend(self, p: _Pending) -> None:
-        lane = self._lanes[self._lane_of(p.items[0])]
-        lane.jobs.append((p.work, p.items, True))
+        lane = self._lanes[self._lane_of(p.part.segs[0])]
+        lane.jobs.append((p.work, p.part, True))
         lane.ready.set()
 
     def _batch_due(self) -> float | None:
@@ -850,47 +879,54 @@ class SplunkSink(Sink):
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), seconds)
 
-    async def _send(self, work: _Work, items: list[bytes]) -> None:
-        """Deliver ``items`` of ``work``: retries, splits, quarantines; raises _Stopped."""
-        parts: deque[list[bytes]] = deque([items])
+    async def _send(self, work: _Work, first: _Part) -> None:
+        """Deliver ``first`` (a part of ``work``): retries, splits, quarantines; raises _Stopped."""
+        parts: deque[_Part] = deque([first])
         while parts:
             part = parts.popleft()
             verdict, ep = await self._post_until_answered(work, part)
             action = verdict.action
             if action is Action.SUCCESS:
                 self._accepted(work, part, ep, verdict)
-            elif action is Action.SPLIT:
-                if len(part) == 1:
-                    await self._quarantine(part, 0, verdict, ep, "larger than the HEC accepts (413)")
+                continue
+            if action is Action.CONFIG:
+                self._set_fatal(verdict.text if verdict.status is None else
+                                f"splunk: {ep.display}: {_hec.config_message(verdict)}")
+            envs = part.envelopes()
+            if action is Action.SPLIT:
+                if len(envs) == 1:
+                    await self._quarantine(envs, 0, verdict, ep, "larger than the HEC accepts (413)")
                 else:
-                    mid = len(part) // 2
-                    parts.appendleft(part[mid:])
-                    parts.appendleft(part[:mid])
+                    mid = len(envs) // 2
+                    parts.appendleft(_part(envs[mid:]))
+                    parts.appendleft(_part(envs[:mid]))
             elif action is Action.BAD_EVENT:
                 i = verdict.event_index
-                if i is None or not 0 <= i < len(part):
-                    if len(part) == 1:
-                        await self._quarantine(part, 0, verdict, ep, "rejected by HEC")
+                if i is None or not 0 <= i < len(envs):
+                    if len(envs) == 1:
+                        await self._quarantine(envs, 0, verdict, ep, "rejected by HEC")
                     else:  # HEC did not say which: bisect until it is alone
-                        mid = len(part) // 2
-                        parts.appendleft(part[mid:])
-                        parts.appendleft(part[:mid])
+                        mid = len(envs) // 2
+                        parts.appendleft(_part(envs[mid:]))
+                        parts.appendleft(_part(envs[:mid]))
                     continue
                 # Objects before i were indexed; i and the rest were not (research/hec.md §4).
                 self.delivered += i
-                await self._quarantine(part[i:i + 1], i, verdict, ep, "rejected by HEC")
-                if i + 1 < len(part):
-                    parts.appendleft(part[i + 1:])
-            elif action is Action.REJECT:
-                await self._quarantine(part, None, verdict, ep, "rejected by HEC (request)")
-            else:  # CONFIG
-                self._set_fatal(verdict.text if verdict.status is None else
-                                f"splunk: {ep.display}: {_hec.config_message(verdict)}")
+                await self._quarantine(envs[i:i + 1], i, verdict, ep, "rejected by HEC")
+                if i + 1 < len(envs):
+                    parts.appendleft(_part(envs[i + 1:]))
+            else:  # REJECT
+                await self._quarantine(envs, None, verdict, ep, "rejected by HEC (request)")
 
-    async def _post_until_answered(self, work: _Work, part: list[bytes]) -> tuple[Verdict, Endpoint]:
+    async def _post_until_answered(self, work: _Work, part: _Part) -> tuple[Verdict, Endpoint]:
         """POST ``part`` until HEC gives a non-transient answer (no attempt limit: it is spooled)."""
         prefix = self._index_prefix
-        body = _hec.join_body([prefix + it[1:] for it in part] if prefix else part)
+        segs = part.segs
+        if prefix:
+            # every envelope starts with "{", and a raw newline only ever separates envelopes
+            nl_prefix = b"\n" + prefix
+            segs = [prefix + seg[1:].replace(b"\n{", nl_prefix) for seg in segs]
+        body = _hec.join_body(segs)
         gz = len(body) >= _hec.GZIP_MIN_BYTES
         if gz:
             body = await asyncio.to_thread(_gzip, body) if len(body) >= GZIP_THREAD_MIN else _gzip(body)
@@ -900,7 +936,7 @@ class SplunkSink(Sink):
             v = await self._post(ep, body, headers)
             if v.action is Action.RETRY:
                 self._mark_down(ep, v)
-                self.resent += len(part)
+                self.resent += part.events
                 continue
             if v.action is not Action.CONFIG or v.status is not None:
                 self._mark_up(ep)
@@ -914,9 +950,9 @@ class SplunkSink(Sink):
             return self._error_verdict(exc, ep)
         return _hec.classify(r.status_code, r.content, r.headers.get("Retry-After"))
 
-    def _accepted(self, work: _Work, part: list[bytes], ep: Endpoint, v: Verdict) -> None:
+    def _accepted(self, work: _Work, part: _Part, ep: Endpoint, v: Verdict) -> None:
         if self._ack and v.ack_id is not None:
-            nbytes = sum(map(len, part))
+            nbytes = part.nbytes
             old = ep.pending.get(v.ack_id)
             if old is not None:  # HEC restarted its ids: the old request can no longer be claimed
                 self._drop_pending(old)
@@ -931,7 +967,7 @@ class SplunkSink(Sink):
             diagnostics.warning("splunk: --ack is set but HEC returned no ackId (the token does not use "
                                 "indexer acknowledgement); a 200 reply counts as delivered",
                                 key="splunk-no-ackid")
-        self.delivered += len(part)
+        self.delivered += part.events
 
     def _maybe_finish(self, work: _Work) -> None:
         if work.finished or work.parts_left > 0 or work.unsettled > 0:
@@ -987,10 +1023,10 @@ class SplunkSink(Sink):
             for ep in self.endpoints:
                 for p in [p for p in ep.pending.values() if now - p.sent > self._ack_timeout]:
                     self._drop_pending(p)
-                    self.resent += len(p.items)
+                    self.resent += p.part.events
                     diagnostics.warning(
                         f"splunk: {ep.display}: ack {p.ack_id} not received within "
-                        f"{self._ack_timeout:g}s; sending its {len(p.items)} events again "
+                        f"{self._ack_timeout:g}s; sending its {p.part.events} events again "
                         "(duplicates possible)", key=f"splunk-ack-timeout:{ep.display}")
                     self._queue_resend(p)
 
@@ -1019,7 +1055,7 @@ class SplunkSink(Sink):
             if p is None:
                 continue
             self._drop_pending(p)
-            self.delivered += len(p.items)
+            self.delivered += p.part.events
             p.work.unsettled -= 1
             self._maybe_finish(p.work)
         self._wake.set()
@@ -1072,10 +1108,10 @@ def _to_blob(group: int, items: list[bytes]) -> bytes:
     return head + b"\n".join(fixed)
 
 
-def _from_blob(blob: bytes) -> tuple[int, list[bytes]]:
-    """(source group, envelopes) of a spool item."""
+def _from_blob(blob: bytes) -> tuple[int, bytes]:
+    """(source group, envelopes joined by newlines) of a spool item."""
     if blob[:1] == BLOB_V1:
-        return int.from_bytes(blob[1:5], "big"), blob[5:].split(b"\n")
+        return int.from_bytes(blob[1:5], "big"), blob[5:]
     raise SinkError(f"splunk: unknown item format {blob[:1]!r} in the spool (written by a newer "
                     "logpipe?); move the spool directory aside")
 

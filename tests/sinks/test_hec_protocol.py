@@ -88,7 +88,7 @@ def test_encode_many_reuses_lines_and_keeps_order() -> None:
     out = EnvelopeEncoder().encode_many(recs, lines)
     assert [_decode(b)["event"]["message"] for b in out] == [f"m{i}" for i in range(5)]
     body = _hec.join_body(out)
-    assert body == b"".join(out) and body.count(b"}{") == 4
+    assert body == b"\n".join(out) and body.count(b"}\n{") == 4
 
 
 @given(st.dictionaries(st.text(min_size=1, max_size=8),

@@ -31,7 +31,7 @@ def parse_size(text: str) -> int:
     return int(float(m[1]) * _UNITS[m[2].lower()])
 
 
-class SizeParam(click.ParamType):
+class SizeParam(click.ParamType):  # type: ignore[type-arg,unused-ignore]  # generic from click 8.2
     """A byte size such as ``512K``, ``100M``, ``2G``."""
 
     name = "size"

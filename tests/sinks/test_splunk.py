@@ -531,3 +531,30 @@ def test_full_spool_applies_back_pressure_then_drains(tmp_path: Path, diag: Any)
         assert_exactly_once_in_order(hec, 3000)
     finally:
         hec.close()
+
+
+def test_kill_9_while_sending_then_restart_delivers_everything_spooled(tmp_path: Path) -> None:
+    """kill -9 while requests are in flight to a slow HEC: a restart with empty stdin delivers
+    every spooled event (at least once; duplicates only from chunks sent before the kill)."""
+    n = 20_000
+    state = tmp_path / "state"
+    with HecDouble(token=TOKEN) as hec:
+        hec.set_delay(0.2)
+        env = sink_env(state, hec.url, LOGPIPE_SPLUNK_BATCH_SIZE="64K")
+        proc = spawn_sink(env, stderr_path=tmp_path / "stderr1")
+        assert proc.stdin is not None
+        proc.stdin.write(ndjson(records(n)))
+        proc.stdin.flush()
+        wait_for(lambda: count_spooled(state / "spool" / "splunk") >= n, message="all events spooled")
+        wait_for(lambda: hec.events(), message="some events indexed")
+        proc.kill()
+        proc.wait(timeout=10)
+        proc.stdin.close()
+        before = len(hec.events())
+        assert before < n  # the kill came mid-delivery
+        hec.set_delay(0)
+        res = run_sink(env)
+        assert res.returncode == 0, res.stderr.decode()
+        got = seqs(hec)
+    assert set(got) == set(range(n))
+    assert len(got) - n == hec.duplicate_count() <= before

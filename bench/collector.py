@@ -90,7 +90,9 @@ for name in sys.argv[1:]:
 def throughput(label: str, files: list[Path], n_lines: int, n_bytes: int, reps: int,
                work: Path) -> dict[str, float]:
     """Interleaved runs of cat, a minimal Python loop and logpipe; medians; one row."""
-    cat_t, lp_t, py_t = [], [], []
+    cat_t, lp_t, py_t, start_t = [], [], [], []
+    empty = work / "empty.log"
+    empty.touch()
     for r in range(reps):
         cat_t.append(time_cmd(["cat", *map(str, files)]))
         py_t.append(time_cmd([sys.executable, "-c", PY_FLOOR, *map(str, files)]))
@@ -98,11 +100,16 @@ def throughput(label: str, files: list[Path], n_lines: int, n_bytes: int, reps: 
         env = dict(os.environ, LOGPIPE_STATE_DIR=str(state))
         lp_t.append(time_cmd([*LOGPIPE, "collect", "--once", *map(str, files)], env=env))
         shutil.rmtree(state, ignore_errors=True)
+        # start-up and shutdown alone (interpreter, imports, state dir): an empty file
+        start_t.append(time_cmd([*LOGPIPE, "collect", "--once", str(empty)], env=env))
+        shutil.rmtree(state, ignore_errors=True)
     c, lp, py = statistics.median(cat_t), statistics.median(lp_t), statistics.median(py_t)
+    st = statistics.median(start_t)
     mb = n_bytes / 1e6
-    print(f"| {label} | {n_lines:,} | {mb:.0f} | {n_lines / lp:,.0f} | {mb / lp:.1f} | "
-          f"{n_lines / py:,.0f} | {n_lines / c:,.0f} | {mb / c:.0f} | {lp / py:.2f}x | {lp / c:.0f}x |")
-    return {"lp": lp, "cat": c, "py": py}
+    print(f"| {label} | {n_lines:,} | {mb:.0f} | {n_lines / lp:,.0f} | {n_lines / (lp - st):,.0f} "
+          f"| {st:.2f} | {mb / lp:.1f} | {n_lines / py:,.0f} | {n_lines / c:,.0f} | {mb / c:.0f} "
+          f"| {lp / py:.2f}x | {lp / c:.0f}x |")
+    return {"lp": lp, "cat": c, "py": py, "startup": st}
 
 
 def proc_cpu(pid: int) -> float:
@@ -205,9 +212,10 @@ def main() -> None:
         pl, pb = make_plain_files(pd, args.files, args.lines)
         print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs; median of {args.reps} "
               f"interleaved runs\n")
-        print("| input | lines | MB | logpipe lines/s | logpipe MB/s | python floor lines/s | "
-              "cat lines/s | cat MB/s | logpipe / python floor time | logpipe / cat time |")
-        print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        print("| input | lines | MB | logpipe lines/s | logpipe lines/s after start-up | "
+              "start-up s | logpipe MB/s | python floor lines/s | cat lines/s | cat MB/s | "
+              "logpipe / python floor time | logpipe / cat time |")
+        print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         throughput("JSON ~200 B/line", sorted(jd.iterdir()), jl, jb, args.reps, work)
         throughput("plain text ~170 B/line", sorted(pd.iterdir()), pl, pb, args.reps, work)
         print()

@@ -379,12 +379,16 @@ def dumps(rec: Mapping[str, Any]) -> bytes:
     try:
         return orjson.dumps(rec, default=repr, option=orjson.OPT_NON_STR_KEYS)
     except TypeError:
-        # e.g. integers beyond 64 bits, or a dict nested too deep
-        return orjson.dumps(
-            {str(k): (v if isinstance(v, str | int | float | bool | None) else repr(v))
-             for k, v in rec.items()},
-            default=repr,
-        )
+        # e.g. integers beyond 64 bits, or a dict nested too deep: each value that orjson
+        # refuses is rendered with repr, the rest kept as they are
+        return orjson.dumps({str(k): _safe_value(v) for k, v in rec.items()})
+
+
+def _safe_value(value: Any) -> Any:
+    try:
+        return orjson.Fragment(orjson.dumps(value, default=repr, option=orjson.OPT_NON_STR_KEYS))
+    except TypeError:
+        return repr(value)
 
 
 def loads_record(line: bytes) -> dict[str, Any]:

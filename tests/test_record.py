@@ -79,3 +79,19 @@ def test_helpers_importable() -> None:
 
     assert wait_for(lambda: 1) == 1
     assert LOGPIPE[-1] == "logpipe"
+
+
+def test_dumps_never_raises_on_huge_integers_or_deep_nesting() -> None:
+    """Values orjson refuses (ints beyond 64 bits, nesting too deep) become repr strings; the
+    other fields keep their JSON types."""
+    deep: list[object] = []
+    cur = deep
+    for _ in range(300):
+        nxt: list[object] = []
+        cur.append(nxt)
+        cur = nxt
+    out = orjson.loads(record.dumps({"big": 2**80, "nested": {"n": 2**70}, "deep": deep, "ok": 1}))
+    assert out["big"] == str(2**80)
+    assert out["nested"] == repr({"n": 2**70})
+    assert isinstance(out["deep"], str)
+    assert out["ok"] == 1

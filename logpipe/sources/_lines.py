@@ -1,6 +1,12 @@
-"""Splitting byte chunks into lines, holding the partial tail, capping line length."""
+"""Splitting byte chunks into lines (partial tail held, length capped) and lines into batches."""
 
 from __future__ import annotations
+
+from collections.abc import Container, Iterator, Sequence
+from typing import Any
+
+from logpipe import record
+from logpipe.pipeline import BATCH_MAX_BYTES, BATCH_MAX_RECORDS
 
 #: Marker appended to a line cut at the length limit (the record also gets ``truncated: true``).
 TRUNCATION_MARKER = b"...[truncated by logpipe]"
@@ -105,3 +111,42 @@ class LineSplitter:
         """Return the held partial line (at EOF / shutdown), counting it as consumed."""
         res = self.flush_flagged()
         return None if res is None else res[0]
+
+
+def normalised_batches(
+    normalise: record.LineNormaliser,
+    lines: Sequence[bytes],
+    truncated: Container[int] | None = None,
+) -> Iterator[tuple[list[dict[str, Any]], list[bytes]]]:
+    """Normalise ``lines`` into (records, NDJSON lines) batches of at most BATCH_MAX_RECORDS
+    records / about BATCH_MAX_BYTES bytes. ``truncated`` holds the indexes of lines cut at the
+    length limit: their records get ``truncated: true``. Dropped lines (blank, logpipe's own
+    diagnostics) are left out; empty batches are not yielded.
+
+    The common case is one ``LineNormaliser.batch`` call per batch (no per-line calls).
+    """
+    received = record.now()
+    n = len(lines)
+    i = 0
+    while i < n:
+        j = min(n, i + BATCH_MAX_RECORDS)
+        while j - i > 1 and sum(map(len, lines[i:j])) > BATCH_MAX_BYTES:
+            j = i + (j - i) // 2
+        if truncated and any(k in truncated for k in range(i, j)):
+            recs: list[dict[str, Any]] = []
+            outs: list[bytes] = []
+            for k in range(i, j):
+                res = normalise(lines[k], received)
+                if res is None:
+                    continue
+                rec, enc = res
+                if k in truncated:
+                    rec[record.TRUNCATED] = True
+                    enc = record.dumps(rec)
+                recs.append(rec)
+                outs.append(enc)
+        else:
+            recs, outs = normalise.batch(list(lines[i:j]), received)
+        if recs:
+            yield recs, outs
+        i = j

@@ -42,8 +42,8 @@ from typing import Any
 from logpipe import identity, record
 from logpipe.errors import UsageError
 from logpipe.multiline import Joiner
-from logpipe.pipeline import BATCH_MAX_BYTES, BATCH_MAX_RECORDS, Batch, Source
-from logpipe.sources._lines import LineSplitter
+from logpipe.pipeline import Batch, Source
+from logpipe.sources._lines import LineSplitter, normalised_batches
 
 READ_SIZE = 1 << 16
 BACKOFF_INITIAL = 1.0
@@ -201,27 +201,9 @@ class _Stream:
             await self._send(out)
 
     async def _send(self, lines: list[tuple[bytes, bool]]) -> None:
-        received = record.now()
-        recs: list[dict[str, Any]] = []
-        enc: list[bytes] = []
-        size = 0
-        for line, cut in lines:
-            res = self._normalise(line, received)
-            if res is None:
-                continue
-            rec, data = res
-            if cut:
-                rec[record.TRUNCATED] = True
-                data = record.dumps(rec)
-            recs.append(rec)
-            enc.append(data)
-            size += len(data)
-            if size >= BATCH_MAX_BYTES or len(recs) >= BATCH_MAX_RECORDS:
-                await self._emit(Batch(recs, enc, source="children"))
-                recs, enc, size = [], [], 0
-        if recs:
+        cut = {i for i, (_, c) in enumerate(lines) if c}
+        for recs, enc in normalised_batches(self._normalise, [t for t, _ in lines], cut):
             await self._emit(Batch(recs, enc, source="children"))
-
 
 class ChildrenSource(Source):
     """Runs every ``--run`` child under supervision and emits their output as records."""

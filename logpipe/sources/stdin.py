@@ -13,8 +13,8 @@ from typing import Any
 
 from logpipe import diagnostics, identity, record
 from logpipe.errors import SourceError
-from logpipe.pipeline import BATCH_MAX_BYTES, BATCH_MAX_RECORDS, Batch, Source
-from logpipe.sources._lines import LineSplitter
+from logpipe.pipeline import Batch, Source
+from logpipe.sources._lines import LineSplitter, normalised_batches
 
 #: Bytes taken from stdin per turn (several pipe-buffers' worth, so batches are large).
 READ_SIZE = 1 << 20
@@ -146,30 +146,9 @@ class StdinSource(Source):
     async def _emit_lines(self, lines: list[bytes], cut: dict[int, int] | None,
                           emit: Callable[[Batch], Awaitable[None]]) -> None:
         """Normalise ``lines`` (``cut``: indexes of truncated ones) and emit them in batches."""
-        received = record.now()
-        recs: list[dict[str, Any]] = []
-        out: list[bytes] = []
-        size = 0
-        normalise = self._normalise
-        for i, line in enumerate(lines):
-            res = normalise(line, received)
-            if res is None:
-                continue
-            rec, enc = res
-            if cut and i in cut:
-                rec[record.TRUNCATED] = True
-                enc = record.dumps(rec)
-            recs.append(rec)
-            out.append(enc)
-            size += len(enc)
-            if size >= BATCH_MAX_BYTES or len(recs) >= BATCH_MAX_RECORDS:
-                self.lines_read += len(recs)
-                await emit(Batch(recs, out, source=self.name))
-                recs, out, size = [], [], 0
-        if recs:
+        for recs, out in normalised_batches(self._normalise, lines, cut):
             self.lines_read += len(recs)
             await emit(Batch(recs, out, source=self.name))
-
 
 def _can_poll(loop: asyncio.AbstractEventLoop, fd: int) -> bool:
     """True when the event loop can watch ``fd`` (epoll refuses regular files and /dev/null)."""

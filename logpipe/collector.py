@@ -380,7 +380,9 @@ def build_sources(opts: CollectOptions, p: Plan) -> list[Any]:
     if p.stdin:
         from logpipe.sources.stdin import StdinSource
 
-        sources.append(StdinSource(service=opts.service, max_line=opts.max_line_bytes))
+        # multiline: a traceback piped in (``app 2>&1 | logpipe collect -``) is one record
+        sources.append(StdinSource(service=opts.service, max_line=opts.max_line_bytes,
+                                   multiline=True))
     return sources
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import pytest
 
 from logpipe.collector import CollectOptions, file_origin, parse_jlist, plan
 from logpipe.errors import UsageError
-from tests._collect_helpers import python_cmd, rss_kib, run_collect
+from tests._collect_helpers import Collector, python_cmd, rss_kib, run_collect
 from tests.helpers import LOGPIPE
 
 
@@ -138,6 +139,56 @@ def test_file_traceback_is_joined(tmp_path: Path) -> None:
     assert [r["message"].splitlines()[0] for r in recs] == [
         "starting", "Traceback (most recent call last):", "after"]
     assert recs[1]["message"].endswith("KeyError: 'x'")
+
+
+def test_stdin_uncaught_exception_is_one_record() -> None:
+    """``app 2>&1 | logpipe collect -``: a real interpreter's uncaught exception piped in
+    becomes exactly one record (joined, as for files and children); the line before it and
+    the JSON line after it stay records of their own."""
+    app = subprocess.run(
+        [sys.executable, "-c",
+         "import json, sys\n"
+         "print('starting', flush=True)\n"
+         "def f():\n    raise ValueError('boom')\n"
+         "try:\n    f()\n"
+         "except ValueError:\n    import traceback; traceback.print_exc(file=sys.stdout)\n"
+         "print(json.dumps({'message': 'after'}), flush=True)\n"
+         "f()\n"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=30)
+    assert app.returncode == 1 and app.stdout.count(b"Traceback") == 2
+    rc, recs, err = run_collect(["-", "--service", "app"], input=app.stdout)
+    assert rc == 0, err
+    firsts = [r["message"].splitlines()[0] for r in recs]
+    assert firsts == ["starting", "Traceback (most recent call last):", "after",
+                      "Traceback (most recent call last):"], recs
+    for tb in (recs[1], recs[3]):
+        assert tb["message"].endswith("ValueError: boom") and 'line 4, in f' in tb["message"]
+    assert {r["service"] for r in recs} == {"app"}
+
+
+def test_stdin_held_traceback_is_flushed_while_stdin_stays_open() -> None:
+    """A traceback piped in and then silence (stdin still open, no EOF): the joiner's idle
+    flush (≤ 1 s) delivers it as one record without waiting for more input or EOF."""
+    c = Collector(["-", "--service", "w"], stdin=subprocess.PIPE)
+    try:
+        assert c.proc.stdin is not None
+        c.proc.stdin.write(b"Traceback (most recent call last):\n"
+                           b'  File "w.py", line 1, in <module>\n'
+                           b"KeyError: 'k'\n")
+        c.proc.stdin.flush()
+        t0 = time.monotonic()
+        got = c.wait_records(lambda r: "KeyError" in r["message"], timeout=10)
+        waited = time.monotonic() - t0
+        assert c.proc.poll() is None  # stdin is still open: this was the idle flush, not EOF
+        assert got[0]["message"].splitlines()[0] == "Traceback (most recent call last):"
+        print(f"\nidle flush after {waited:.2f} s")
+        c.proc.stdin.write(b"next\n")
+        c.proc.stdin.close()
+        assert c.wait() == 0
+    finally:
+        c.kill()
+    assert [r["message"].splitlines()[0] for r in c.records] == [
+        "Traceback (most recent call last):", "next"]
 
 
 def test_to_file_sink_in_process(tmp_path: Path) -> None:

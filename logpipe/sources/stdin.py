@@ -8,11 +8,13 @@ import os
 import select
 import stat
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from logpipe import diagnostics, identity, record
 from logpipe.errors import SourceError
+from logpipe.multiline import Joiner
 from logpipe.pipeline import Batch, Source
 from logpipe.sources._lines import LineSplitter, normalised_batches
 
@@ -34,12 +36,19 @@ class StdinSource(Source):
     then returns at once); regular files and other unpollable inputs are read in a worker
     thread, one chunk at a time. A partial last line is emitted at EOF (and at stop when its
     newline does not come in time).
+
+    ``multiline=True`` (``logpipe collect -``) joins Python tracebacks and indented
+    continuation lines with :class:`logpipe.multiline.Joiner`, as for files and children: a
+    group is held until the line after it, EOF, stop, or the joiner's idle deadline (≤ 1 s
+    without input: research/collector.md "What the best do" 8). ``logpipe sink`` reads NDJSON
+    and leaves it off.
     """
 
     name = "stdin"
 
     def __init__(self, service: str | None = None, fd: int | None = None,
-                 max_line: int = 1 << 20, plain_level: str = "info") -> None:
+                 max_line: int = 1 << 20, plain_level: str = "info",
+                 multiline: bool = False) -> None:
         self._fd = fd
         defaults: dict[str, Any] = {record.SOURCE: "stdin"}
         if service:
@@ -47,6 +56,7 @@ class StdinSource(Source):
         defaults.setdefault(record.HOST, identity.hostname())
         self._normalise = record.LineNormaliser(defaults, plain_level=plain_level)
         self._split = LineSplitter(max_line)
+        self._joiner = Joiner() if multiline else None
         self._stopping = False
         self._wake: asyncio.Event | None = None
         #: records emitted so far
@@ -84,8 +94,12 @@ class StdinSource(Source):
         try:
             while not self._stopping:
                 if pollable:
-                    if not await self._readable(loop, fd, self._wake):
-                        break  # stop() while waiting: nothing taken from the pipe
+                    idle = self._idle_wait()
+                    if not await self._readable(loop, fd, self._wake, idle):
+                        if self._stopping or idle is None:
+                            break  # stop() while waiting: nothing taken from the pipe
+                        await self._flush_joiner(emit)  # quiet for the joiner's idle spell
+                        continue
                     chunk = _read_available(fd, poller)
                 else:
                     chunk = await asyncio.to_thread(_read, fd, READ_SIZE)
@@ -111,13 +125,46 @@ class StdinSource(Source):
             poller.unregister(fd)
         held = self._split.flush_flagged()
         if held is not None:
-            await self._emit_lines([held[0]], {0: 0} if held[1] else None, emit)
+            await self._emit_joined([held[0]], {0: 0} if held[1] else None, emit)
+        await self._flush_joiner(emit)
+
+    def _idle_wait(self) -> float | None:
+        """Seconds until the joiner's held lines are due (None: nothing held)."""
+        deadline = None if self._joiner is None else self._joiner.idle_deadline
+        return None if deadline is None else max(0.0, deadline - time.monotonic())
+
+    async def _flush_joiner(self, emit: Callable[[Batch], Awaitable[None]]) -> None:
+        if self._joiner is not None:
+            out = [t for t, _ in self._joiner.flush()]
+            if out:
+                await self._emit_lines(out, None, emit)
 
     async def _feed(self, chunk: bytes, emit: Callable[[Batch], Awaitable[None]]) -> None:
         self.bytes_read += len(chunk)
         lines, cut = self._split.split(chunk)
         if lines:
+            await self._emit_joined(lines, cut, emit)
+
+    async def _emit_joined(self, lines: list[bytes], cut: dict[int, int] | None,
+                           emit: Callable[[Batch], Awaitable[None]]) -> None:
+        """Pass ``lines`` through the joiner (when multiline) and emit what comes out."""
+        j = self._joiner
+        if j is None or (j.pending == 0 and all(x.startswith(b"{") for x in lines)):
+            # no joiner, or JSON with nothing held: the joiner would pass it through unchanged
             await self._emit_lines(lines, cut, emit)
+            return
+        out: list[bytes] = []
+        flagged: dict[int, int] = {}
+        for i, line in enumerate(lines):
+            if cut is not None and i in cut:
+                # a cut line is never joined: it keeps its truncated flag (as for children)
+                out.extend(t for t, _ in j.flush())
+                flagged[len(out)] = 0
+                out.append(line)
+            else:
+                out.extend(t for t, _ in j.push(line, 0))
+        if out:
+            await self._emit_lines(out, flagged or None, emit)
 
     @staticmethod
     async def _readable(loop: asyncio.AbstractEventLoop, fd: int, wake: asyncio.Event | None,

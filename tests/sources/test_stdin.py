@@ -130,3 +130,28 @@ def test_stop_mid_line_reads_on_to_the_newline() -> None:
     finally:
         os.close(r)
         os.close(w)
+
+
+def test_multiline_joins_only_when_asked_and_cut_lines_stay_flagged() -> None:
+    """``multiline=True`` (collect -) joins a traceback and an indented continuation; a cut
+    over-long line is never joined and keeps ``truncated: true``. Without it (``logpipe
+    sink``) every physical line stays its own record."""
+    data = (b"Traceback (most recent call last):\n  File \"x.py\", line 1, in <module>\n"
+            b"KeyError: 'k'\nwrapped\n  continued\n" + b"c" * 3000 + b"\n  indented after cut\n")
+    got: dict[bool, list[dict[str, object]]] = {}
+    for multiline in (True, False):
+        r, w = os.pipe()
+        os.write(w, data)
+        os.close(w)
+        try:
+            src = StdinSource(fd=r, max_line=1024, multiline=multiline)
+            got[multiline] = [rec for b in arun(collect(src)) for rec in b.records]
+        finally:
+            os.close(r)
+    cut = "c" * 1024 + TRUNCATION_MARKER.decode()
+    assert [rec["message"] for rec in got[True]] == [
+        "Traceback (most recent call last):\n  File \"x.py\", line 1, in <module>\nKeyError: 'k'",
+        "wrapped\n  continued", cut, "  indented after cut"]
+    assert [rec.get("truncated") for rec in got[True]] == [None, None, True, None]
+    assert [rec["message"] for rec in got[False]] == [
+        x.decode() if not x.startswith(b"ccc") else cut for x in data.splitlines()]

@@ -28,6 +28,11 @@ Every sink subclasses :class:`Sink`. A sink:
 - MUST raise :class:`~logpipe.errors.SinkError` (one-line message, no secret) when it can
   never succeed (bad token, unwritable directory): the pipeline then stops, the source does not
   commit, the process exits non-zero, and data already spooled is kept.
+- MUST report a fatal error it finds *outside* ``write`` (a background sender told "bad token"
+  while input is idle) through :meth:`Sink.fail` at once, and raise it again from the next
+  ``write``/``close``: the pipeline then stops the sources without waiting for more input
+  (Vector's components report a fatal error to the topology, which shuts down; the same holds
+  here), so ``logpipe sink splunk`` exits promptly with its one-line error.
 - MUST make ``close()`` drain: everything accepted is delivered or durable when it returns.
 - SHOULD implement ``start()`` as a health check over the real path (open the file, ask the
   HEC) and raise ``SinkError`` with a clear message when the destination is unusable, or warn
@@ -117,6 +122,15 @@ class Sink(abc.ABC):
 
     #: short name used in messages (``console``, ``file``, ``splunk``, ``ndjson``)
     name: str = "sink"
+    #: set by the Pipeline before ``start()``: where :meth:`fail` reports to
+    _on_fail: Callable[[BaseException], None] | None = None
+
+    def fail(self, exc: LogpipeError) -> None:
+        """Tell the pipeline, from outside ``write``, that this sink can never succeed: it stops
+        the sources now and exits with ``exc`` (one line, no secret). Without a pipeline (a sink
+        used on its own) this does nothing; the next ``write``/``close`` raises as usual."""
+        if self._on_fail is not None:
+            self._on_fail(exc)
 
     async def start(self) -> None:  # noqa: B027 - optional hook
         """Open resources and check health; raise SinkError when the sink can never work."""
@@ -244,6 +258,8 @@ class Pipeline:
         """Start every sink (health checks), then their workers. When a sink's start fails,
         the sinks already started are closed again and the error propagates."""
         started: list[Sink] = []
+        for sink in self.sinks:
+            sink._on_fail = self._fail
         try:
             for sink in self.sinks:
                 await sink.start()

@@ -4,13 +4,14 @@ sink error, and a stalled sink holds the others back only once its own buffer is
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from logpipe.errors import PipelineAborted, SinkError, SourceError
-from logpipe.pipeline import Batch, Outcome, Pipeline, Sink, batch_bytes, run
+from logpipe.pipeline import Batch, Outcome, Pipeline, Sink, Source, batch_bytes, run
 from tests._pipeline_helpers import ListSource, MemorySink, arun, numbered, settle
 
 #: a hang must fail fast, not eat the suite's budget
@@ -282,3 +283,67 @@ def test_any_schedule_delivers_everything_in_order_and_acks_in_order(
     for sink in sinks:
         assert [r["n"] for r in sink.records] == list(range(n))
     assert src.acks == list(range(len(batches)))
+
+
+class _IdleSource(Source):
+    """Emits one batch, then waits (like stdin left open and quiet) until ``stop()``."""
+
+    name = "idle"
+
+    def __init__(self) -> None:
+        self.acks: list[int] = []
+        self.stopped = asyncio.Event()
+
+    def stop(self) -> None:
+        self.stopped.set()
+
+    async def run(self, emit: Callable[[Batch], Awaitable[None]]) -> None:
+        await emit(Batch([{"message": "first"}], ack=lambda: self.acks.append(0), source=self.name))
+        await self.stopped.wait()
+
+
+class _BackgroundFailSink(MemorySink):
+    """Accepts writes, then — from a background task, as the Splunk sender does when HEC says
+    "token disabled" — reports a fatal error through ``fail()``; later writes/close raise it."""
+
+    def __init__(self) -> None:
+        super().__init__("bg")
+        self.fatal: SinkError | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def write(self, batch: Batch) -> Outcome:
+        if self.fatal is not None:
+            raise self.fatal
+        outcome = await super().write(batch)
+        self._task = asyncio.create_task(self._sender())
+        return outcome
+
+    async def _sender(self) -> None:
+        await asyncio.sleep(0)
+        self.fatal = SinkError("bg: token disabled")
+        self.fail(self.fatal)
+
+    async def close(self) -> None:
+        await super().close()
+        if self.fatal is not None:
+            raise self.fatal
+
+
+def test_sink_reported_failure_stops_an_idle_source_at_once() -> None:
+    """A fatal error a sink reports through ``fail()`` while the source is idle (no further write
+    would ever surface it) stops the run promptly: the source is told to stop, the run raises
+    PipelineAborted carrying the sink's error, the batch accepted before it stays acked, and
+    every sink is closed."""
+    bg, other = _BackgroundFailSink(), MemorySink("other")
+    src = _IdleSource()
+    with pytest.raises(PipelineAborted) as info:
+        arun(run([src], [bg, other], asyncio.Event()), timeout=5.0)  # no fix: hangs → TimeoutError
+    assert str(info.value.__cause__) == "bg: token disabled"
+    assert src.stopped.is_set()
+    assert src.acks == [0]
+    assert bg.closed and other.closed and other.records == [{"message": "first"}]
+
+
+def test_fail_without_a_pipeline_does_nothing() -> None:
+    """A sink used on its own (no pipeline) may call ``fail()``; it is a no-op, not a crash."""
+    MemorySink("alone").fail(SinkError("alone: broken"))

@@ -684,6 +684,9 @@ class SplunkSink(Sink):
             self._fatal = SinkConfigError(
                 f"{message}; sending stopped, {self._left_text()} kept in spool {self._spool_dir}")
             diagnostics.error(str(self._fatal), key="splunk-fatal")
+            # found by a background sender, maybe while input is idle: stop the pipeline now
+            # rather than at the next write/close (issue 5: "exit non-zero in sink mode")
+            self.fail(self._fatal)
             self._fatal_evt.set()
             self._settled.set()
             self._stop.set()

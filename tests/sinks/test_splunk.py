@@ -558,3 +558,37 @@ def test_kill_9_while_sending_then_restart_delivers_everything_spooled(tmp_path:
         got = seqs(hec)
     assert set(got) == set(range(n))
     assert len(got) - n == hec.duplicate_count() <= before
+
+
+def test_token_disabled_while_stdin_is_idle_exits_promptly(tmp_path: Path) -> None:
+    """`logpipe sink splunk` with stdin left open and quiet: once HEC says the token is disabled
+    (403 code 1), the process exits by itself within seconds — non-zero, one `logpipe:` line
+    naming the problem, the undelivered events kept in the spool — and the token appears in
+    none of stdout, stderr or the state dir's files."""
+    state = tmp_path / "state"
+    err = tmp_path / "stderr"
+    with HecDouble(token=TOKEN) as hec:
+        proc = spawn_sink(sink_env(state, hec.url), stderr_path=err)
+        try:
+            assert proc.stdin is not None
+            proc.stdin.write(ndjson(records(20)))
+            proc.stdin.flush()
+            hec.wait_for_events(20)
+            hec.disable_token()
+            proc.stdin.write(ndjson(records(30, start=20)))
+            proc.stdin.flush()  # stdin stays open: only the sink's own report can end the run
+            rc = proc.wait(timeout=15)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            proc.stdin.close()  # type: ignore[union-attr]
+        assert len(hec.events()) == 20
+    stderr = err.read_bytes()
+    text = stderr.decode()
+    assert rc == 1 and "Traceback" not in text
+    lines = [ln for ln in text.splitlines() if ln.startswith("logpipe: ")]
+    assert len(lines) == 1 and "token is disabled" in lines[0], text
+    assert "30 events kept in spool" in lines[0]
+    assert count_spooled(state / "spool" / "splunk") >= 30
+    assert TOKEN.encode() not in stderr + all_files_text(state)

@@ -199,13 +199,20 @@ class CheckpointStore:
             self._lock_fd = None
 
 
-#: unfinished()'s parse cache: checkpoint path → ((inode, mtime_ns, size), {(dev, ino): offset})
-_cache: dict[str, tuple[tuple[int, int, int], dict[tuple[int, int], int]]] = {}
+def fingerprint(data: bytes) -> str:
+    """The fingerprint of a file's first bytes (64-bit BLAKE2b, hex) — ``FileState.fp``."""
+    return hashlib.blake2b(data, digest_size=8).hexdigest()
 
 
-def _offsets(path: str) -> dict[tuple[int, int], int]:
-    """(dev, inode) → committed offset of the live entries of one checkpoint file, parsed once
-    per change of the file (``logpipe rotate`` asks once per candidate file)."""
+#: (fingerprint, fingerprint length, committed offset) of one live checkpoint entry
+_Entry = tuple[str, int, int]
+#: unfinished()'s parse cache: checkpoint path → ((inode, mtime_ns, size), {(dev, ino): entries})
+_cache: dict[str, tuple[tuple[int, int, int], dict[tuple[int, int], list[_Entry]]]] = {}
+
+
+def _offsets(path: str) -> dict[tuple[int, int], list[_Entry]]:
+    """(dev, inode) → (fp, fp_len, committed offset) of the live entries of one checkpoint
+    file, parsed once per change of the file (``logpipe rotate`` asks once per candidate)."""
     try:
         st = os.stat(path)
     except OSError:
@@ -219,22 +226,55 @@ def _offsets(path: str) -> dict[tuple[int, int], int]:
             entries = _parse(f.read())
     except (OSError, ValueError, orjson.JSONDecodeError):
         entries = []
-    offsets: dict[tuple[int, int], int] = {}
+    offsets: dict[tuple[int, int], list[_Entry]] = {}
     for e in entries:
         if not e.retired:
-            key = (e.dev, e.ino)
-            offsets[key] = min(offsets.get(key, e.offset), e.offset)
+            offsets.setdefault((e.dev, e.ino), []).append((e.fp, e.fp_len, e.offset))
     _cache[path] = (stamp, offsets)
     return offsets
 
 
-def unfinished(state_dir: str, st: os.stat_result) -> bool:
-    """True when a tail checkpoint under ``<state_dir>/tail/`` knows the file (dev, inode) of
-    ``st`` and has committed less than ``st.st_size`` bytes of it — ``logpipe rotate`` then
-    postpones compressing or deleting it. Missing or corrupt checkpoints count as not knowing."""
+def _head(path: str, st: os.stat_result, size: int) -> bytes | None:
+    """The first ``size`` bytes of the file ``st`` describes, read at ``path`` (``None`` when
+    it cannot be read, or ``path`` is now another file)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return None
+    try:
+        fst = os.fstat(fd)
+        if (fst.st_dev, fst.st_ino) != (st.st_dev, st.st_ino):
+            return None
+        return os.pread(fd, size, 0)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+def unfinished(state_dir: str, st: os.stat_result, path: str | None = None) -> bool:
+    """True when a tail checkpoint under ``<state_dir>/tail/`` knows the file of ``st`` and has
+    committed less than ``st.st_size`` bytes of it — ``logpipe rotate`` then postpones
+    compressing or deleting it. Missing or corrupt checkpoints count as not knowing.
+
+    "Knows" is the tailer's own identity rule: same (dev, inode) *and*, when ``path`` is given,
+    the entry's fingerprint matches the file's first bytes. Without the fingerprint, a stale
+    entry of a deleted file whose inode was handed to a new file (ext4 and tmpfs reuse freed
+    inodes at once) would postpone that file's compression forever — the collector itself
+    would read the new file from 0, not resume the entry. A file that cannot be read to check
+    counts as known (when unsure, postpone)."""
     key = (st.st_dev, st.st_ino)
-    for path in glob.glob(os.path.join(glob.escape(tail_dir(state_dir)), "*.json")):
-        off = _offsets(path).get(key)
-        if off is not None and off < st.st_size:
-            return True
+    head: bytes | None = None
+    checked = False
+    for ckpt in glob.glob(os.path.join(glob.escape(tail_dir(state_dir)), "*.json")):
+        for fp, fp_len, off in _offsets(ckpt).get(key, ()):
+            if off >= st.st_size:
+                continue
+            if path is None:
+                return True
+            if not checked:
+                head = _head(path, st, max(1024, fp_len))
+                checked = True
+            if head is None or (fp_len <= len(head) and fingerprint(head[:fp_len]) == fp):
+                return True
     return False

@@ -591,9 +591,10 @@ def compress_rotated(src_path: str, long_matching: bool = ZSTD_LONG) -> Compress
 
 
 # --- who still needs a rotated file -------------------------------------------------------------
-def collector_unfinished(state_dir: str, st: os.stat_result) -> bool:
-    """True when a collector's checkpoint (in ``state_dir``) has this file at an offset below its
-    size: it is still being read, so it must not be compressed or deleted yet."""
+def collector_unfinished(state_dir: str, st: os.stat_result, path: str | None = None) -> bool:
+    """True when a collector's checkpoint (in ``state_dir``) has this file (same dev, inode and,
+    given ``path``, first-bytes fingerprint) at an offset below its size: it is still being
+    read, so it must not be compressed or deleted yet."""
     if not state_dir:
         return False
     try:
@@ -601,7 +602,7 @@ def collector_unfinished(state_dir: str, st: os.stat_result) -> bool:
     except ImportError:
         return False
     try:
-        return bool(unfinished(state_dir, st))
+        return bool(unfinished(state_dir, st, path))
     except Exception as exc:  # noqa: BLE001 - when unsure, keep the file (postpone), and say so
         diagnostics.warning(f"cannot read collector checkpoints in {state_dir}: {exc!r}; "
                             "postponing compression", key="rotate-checkpoint")
@@ -670,7 +671,7 @@ def apply_retention(log_path: str, retain: int | None, max_age_days: int | None,
             st = os.stat(f.path, follow_symlinks=False)
         except FileNotFoundError:
             continue
-        if not f.compressed and collector_unfinished(state_dir, st):
+        if not f.compressed and collector_unfinished(state_dir, st, f.path):
             postponed.append(f.path)
             continue
         try:
@@ -924,7 +925,7 @@ def _compress_pending(pending: dict[str, list[str]], fresh: set[str], opts: Rota
             report.postpone(path, f"pid {pid} still writes to it (PM2: run `pm2 reloadLogs` after "
                                   "rotating)" if writing else f"pid {pid} still reads it")
             continue
-        if collector_unfinished(opts.state_dir, st):
+        if collector_unfinished(opts.state_dir, st, path):
             report.postpone(path, "a collector is still reading it")
             continue
         if _doomed(path, opts):

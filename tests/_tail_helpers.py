@@ -180,6 +180,26 @@ def seqs(records: list[dict[str, Any]]) -> list[int]:
     return [r["seq"] for r in records if "seq" in r]
 
 
+def file_on_inode(directory: Path, ino: int, name: str) -> Path:
+    """Create ``name`` on inode ``ino`` (ext4/tmpfs hand a freed inode to the next create);
+    skips the test where the filesystem does not."""
+    import pytest
+
+    spare = []
+    try:
+        for i in range(200):
+            p = directory / f".probe{i}"
+            p.touch()
+            if p.stat().st_ino == ino:
+                p.rename(directory / name)
+                return directory / name
+            spare.append(p)
+    finally:
+        for p in spare:
+            p.unlink(missing_ok=True)
+    pytest.skip("this filesystem does not reuse inodes promptly")
+
+
 # --- the subprocess programs --------------------------------------------------------------------
 def _write(argv: list[str]) -> int:
     """Write ``{"seq": N, ...}`` lines at ``rate``/s for ``seconds``, rotating every

@@ -149,3 +149,24 @@ def test_unfinished_is_cheap_and_tolerant(tmp_path: Path) -> None:
     (Path(store.dir) / "zz.json").write_bytes(b"garbage")
     assert checkpoint.unfinished(str(state), st) is False
     store.close()
+
+
+def test_unfinished_with_path_also_compares_the_fingerprint(tmp_path: Path) -> None:
+    """Given the path, unfinished() uses the tailer's identity rule: an entry whose fingerprint
+    is not the file's first bytes (its inode now holds another file) does not count; a
+    matching one (also a short fingerprint of a file that grew since) does."""
+    log = tmp_path / "r.log"
+    log.write_bytes(b"0123456789\n" * 10)
+    st = log.stat()
+    state = tmp_path / "state"
+    store = CheckpointStore(str(state), ["/p"])
+    try:
+        for fp, fp_len, expect in ((checkpoint.fingerprint(b"0123456789\n" * 10), 110, True),
+                                   (checkpoint.fingerprint(b"0123"), 4, True),
+                                   (checkpoint.fingerprint(b"abcd"), 4, False),
+                                   (checkpoint.fingerprint(b"x" * 200), 200, False)):
+            store.save([FileState(st.st_dev, st.st_ino, fp, fp_len, 50, str(log), time.time())])
+            assert checkpoint.unfinished(str(state), st, str(log)) is expect, (fp_len, expect)
+            assert checkpoint.unfinished(str(state), st) is True  # dev+inode only, as before
+    finally:
+        store.close()

@@ -475,3 +475,38 @@ def test_collector_tailing_while_rotating(tmp_path: Path, mode: str) -> None:
         assert lost_on_disk <= 5 * 5  # µs-scale window: at most a burst per rotation
         assert len(got) == len(set(got)), "duplicates"
         assert missed <= on_disk  # what the collector missed is in the rotated copies, not gone
+
+
+def test_stale_checkpoint_on_a_reused_inode_does_not_block_compression(tmp_path: Path) -> None:
+    """A collector checkpoint for a deleted file whose inode the filesystem handed to a new
+    log (the collector not running, so the entry is never forgotten) does not make `logpipe
+    rotate` postpone that log's compression forever: the fingerprint differs, so it is not the
+    file the collector was reading. A file the collector really has not finished (same
+    fingerprint) is still postponed."""
+    from tests._tail_helpers import file_on_inode, run_once
+
+    state = os.environ["LOGPIPE_STATE_DIR"]  # conftest: the collector's and rotate's default
+    d = tmp_path / "d"
+    d.mkdir()
+    old = d / "old.log"
+    write_lines(old, [b"old %d" % i for i in range(20)])
+    assert len(run_once([str(d / "*.log")], state)) == 20  # committed: offset = its size
+    ino = old.stat().st_ino
+    old.unlink()
+    app = file_on_inode(d, ino, "app.log")
+    write_lines(app, json_lines(200))  # longer than the stale entry's offset
+    res = run_rotate(str(app), "--retain", "5")
+    assert res.returncode == 0, res.stderr
+    rotated = rotate.rotated_files(str(app))
+    assert [r.compressed for r in rotated] == [True], (res.stdout, res.stderr)
+    assert read_bytes(rotated[0].path) == b"".join(x + b"\n" for x in json_lines(200))
+
+    # the same collector state for a file it has really not finished: postponed, as before
+    live = d / "live.log"
+    write_lines(live, json_lines(10))
+    assert len(run_once([str(d / "*.log")], state)) == 10
+    write_lines(live, json_lines(10, start=10))  # not read yet
+    res = run_rotate(str(live), "--retain", "5")
+    assert res.returncode == 0, res.stderr
+    assert [r.compressed for r in rotate.rotated_files(str(live))] == [False]
+    assert "collector is still reading" in res.stdout + res.stderr

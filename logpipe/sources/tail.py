@@ -47,7 +47,6 @@ import asyncio
 import contextlib
 import functools
 import glob
-import hashlib
 import itertools
 import os
 import resource
@@ -58,7 +57,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from logpipe import diagnostics, identity, record
-from logpipe.checkpoint import FORGET_AFTER, CheckpointStore, FileState
+from logpipe.checkpoint import FORGET_AFTER, CheckpointStore, FileState, fingerprint
 from logpipe.errors import CheckpointError
 from logpipe.pipeline import BATCH_MAX_BYTES, BATCH_MAX_RECORDS, Batch, Source
 from logpipe.sources._lines import TRUNCATION_MARKER, LineSplitter
@@ -89,11 +88,6 @@ SAMPLE_BYTES = 256
 ARCHIVE_SUFFIXES = (".gz", ".zst", ".bz2", ".xz", ".lz4", ".zip", ".tgz")
 #: Rough per-record growth of a normalised line (spliced keys), for batch byte bounds.
 _SPLICE_ESTIMATE = 128
-
-
-def fingerprint(data: bytes) -> str:
-    """The fingerprint of a file's first bytes (64-bit BLAKE2b, hex)."""
-    return hashlib.blake2b(data, digest_size=8).hexdigest()
 
 
 def default_origin(path: str) -> tuple[dict[str, Any], str]:

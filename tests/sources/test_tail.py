@@ -22,7 +22,7 @@ from logpipe import checkpoint, diagnostics, record
 from logpipe.multiline import Joiner
 from logpipe.sources import tail as tail_mod
 from logpipe.sources._lines import TRUNCATION_MARKER
-from tests._tail_helpers import HELPER, TailRunner, collector_stdout, run_once, seqs
+from tests._tail_helpers import HELPER, TailRunner, collector_stdout, file_on_inode, run_once, seqs
 from tests.helpers import LOGPIPE, wait_for
 
 
@@ -129,30 +129,13 @@ def test_inode_reuse_is_not_mistaken_for_the_old_file(tmp_path: Path) -> None:
     old_ino = a.stat().st_ino
     for n_lines in (80, 5):  # longer, then shorter than the old committed offset
         a.unlink() if a.exists() else None
-        b = _file_on_inode(tmp_path, old_ino, "b.log")
+        b = file_on_inode(tmp_path, old_ino, "b.log")
         b.write_bytes(b"".join(b"new line %03d\n" % i for i in range(n_lines)))
         recs = run_once([pattern], str(state))
         assert messages(recs) == [f"new line {i:03d}" for i in range(n_lines)]
         b.rename(a)  # next round: a.log is this file, committed to its end
         assert run_once([pattern], str(state)) == []
         a.unlink()
-
-
-def _file_on_inode(directory: Path, ino: int, name: str) -> Path:
-    """Create ``name`` on inode ``ino`` (ext4/tmpfs hand a freed inode to the next create)."""
-    spare = []
-    try:
-        for i in range(200):
-            p = directory / f".probe{i}"
-            p.touch()
-            if p.stat().st_ino == ino:
-                p.rename(directory / name)
-                return directory / name
-            spare.append(p)
-    finally:
-        for p in spare:
-            p.unlink(missing_ok=True)
-    pytest.skip("this filesystem does not reuse inodes promptly")
 
 
 def test_live_files_sharing_a_banner_are_both_read(tmp_path: Path) -> None:

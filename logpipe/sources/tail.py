@@ -27,7 +27,11 @@ How it behaves, and whose behaviour it follows (research/collector.md §1, "What
   ``app.log.1``). Loss is limited to the rotator's copy→truncate window.
 - **Deleted while open**: drained to EOF, the dangling partial line emitted (Vector's rule:
   only once the file is gone and drained), then closed — no disk held (Vector #17349). A file
-  renamed to a name no glob matches is closed after it sat at EOF for ``DETACHED_IDLE_CLOSE``.
+  renamed to a name no glob matches is closed after it sat at EOF for ``DETACHED_IDLE_CLOSE``
+  (60 s) *and* no other process has it open for writing (/proc, as ``fuser``): a writer that
+  has not reopened yet keeps it followed however slowly it writes (Filebeat's
+  ``close_renamed`` would lose its lines). To read a rotated file found later, let a glob
+  match the rotated names (``app.log*``).
 - **Open files** are capped at min(1024, 80 % of RLIMIT_NOFILE) (Vector PR #25252); beyond it the
   least recently active idle file is closed and reopened — after an identity check — when it
   grows. Idle files cost one ``stat`` per rescan; only files with recent data are polled fast.
@@ -647,10 +651,33 @@ class TailSource(Source):
             f.last_data = time.monotonic()
         elif f.path is None and f.gen is gen and not self._stopping and (
                 st.st_nlink == 0
-                or time.monotonic() - max(f.last_data, f.detached_at) >= DETACHED_IDLE_CLOSE):
-            # detached and at EOF: deleted → finish now; renamed away → after an idle spell
+                or (time.monotonic() - max(f.last_data, f.detached_at) >= DETACHED_IDLE_CLOSE
+                    and not await self._still_written(f))):
+            # detached and at EOF: deleted → finish now; renamed away → after an idle spell,
+            # unless a writer still has it open (it has not reopened yet: PM2 before
+            # `pm2 reloadLogs`, a slow app with WatchedFileHandler) — its next line would be lost
             await self._finish(f, emit)
         return progressed
+
+    async def _still_written(self, f: _File) -> bool:
+        """True (and the close postponed by another DETACHED_IDLE_CLOSE) when another process
+        holds the renamed-away file open for writing — /proc, as ``fuser`` does; one scan per
+        idle spell of such a file, in a thread."""
+        from logpipe.rotate import open_by_others
+
+        try:
+            users = await asyncio.to_thread(open_by_others, {f.key})
+        except OSError:
+            return False
+        if f.path is not None or self._stopping:
+            return True  # renamed to a name a glob matches meanwhile (followed), or stopping
+        user = users.get(f.key)
+        if user is None or not user[1]:
+            return False
+        f.detached_at = time.monotonic()
+        diagnostics.info(f"{f.gen.path if f.gen else f.key} was renamed away but pid {user[0]} "
+                         "still writes to it; still reading it", key=f"tail-renamed-written:{f.key}")
+        return True
 
     async def _retire(self, f: _File, emit: Callable[[Batch], Awaitable[None]], why: str) -> None:
         """The file at this inode no longer holds the generation we read (copytruncate)."""

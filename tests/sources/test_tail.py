@@ -340,13 +340,73 @@ def test_deleted_while_open_is_drained_and_closed(tmp_path: Path) -> None:
         with open(log, "ab") as f:
             f.write(b"".join(b'{"seq":%d}\n' % i for i in range(50_000)) + b"last-partial")
         log.unlink()
-        time.sleep(0.5)  # the scan sees the path gone while the reader is blocked
+        # the scan sees the path gone while the reader is blocked
+        wait_for(lambda: all(f.path is None for f in list(r.source._files.values())), 10,
+                 message="deletion noticed while stalled")
         r.sink.resume(r.loop)
         wait_for(lambda: len(r.sink.records) >= 50_002, 20, message="all lines")
         wait_for(lambda: not _holds_deleted(), 5, message="fd closed")
         recs = r.stop()
     assert seqs(recs) == list(range(50_000))
     assert recs[-1]["message"] == "last-partial"
+
+
+#: A writer that appends each line it reads on stdin to a file it opened once (never reopens).
+LINE_WRITER = ("import sys\n"
+               "f = open(sys.argv[1], 'ab', buffering=0)\n"
+               "for line in sys.stdin.buffer:\n"
+               "    f.write(line)\n"
+               "    print('ok', flush=True)\n")
+
+
+def test_renamed_away_file_still_written_is_not_closed(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file renamed to a name no glob matches while its writer (another process, not yet
+    reopened) keeps it open for writing stays followed past the idle-close spell: a line the
+    writer sends after a long quiet spell still arrives, exactly once. Once the writer has
+    closed it, the file is closed after the idle spell (no fd held for ever)."""
+    monkeypatch.setattr(tail_mod, "DETACHED_IDLE_CLOSE", 0.3)
+    log = tmp_path / "app.log"
+    log.touch()
+    w = subprocess.Popen([sys.executable, "-c", LINE_WRITER, str(log)],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    assert w.stdin is not None and w.stdout is not None
+
+    def send(text: bytes) -> None:
+        assert w.stdin is not None and w.stdout is not None
+        w.stdin.write(text + b"\n")
+        w.stdin.flush()
+        assert w.stdout.readline() == b"ok\n"
+
+    try:
+        with TailRunner([str(tmp_path / "*.log")], str(tmp_path / "state"),
+                        rescan_interval=0.1) as r:
+            send(b"one")
+            wait_for(lambda: r.sink.messages() == ["one"], 10, message="first line")
+            (f,) = r.source._files.values()
+            log.rename(tmp_path / "app.log.1")  # *.log does not match it: detached
+            wait_for(lambda: f.path is None, 10, message="rename noticed")
+            detached = f.detached_at
+            # the idle spell passed and the writer check postponed the close (twice, so the
+            # file sat well past DETACHED_IDLE_CLOSE at EOF)
+            wait_for(lambda: f.detached_at > detached, 10, message="first postponement")
+            again = f.detached_at
+            wait_for(lambda: f.detached_at > again, 10, message="second postponement")
+            assert f.fd is not None and f.key in r.source._files
+            send(b"two")
+            wait_for(lambda: r.sink.messages() == ["one", "two"], 10, message="late line")
+            w.stdin.close()
+            assert w.wait(10) == 0
+            wait_for(lambda: f.key not in r.source._files and f.fd is None, 10,
+                     message="closed once nobody writes it")
+            recs = r.stop()
+    finally:
+        if w.poll() is None:
+            w.kill()
+            w.wait()
+        w.stdin.close()
+        w.stdout.close()
+    assert [x["message"] for x in recs] == ["one", "two"]
 
 
 def _open_paths() -> list[str]:

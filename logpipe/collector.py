@@ -304,6 +304,13 @@ def plan(opts: CollectOptions) -> Plan:
         if not raw.strip():
             raise UsageError("empty path given")
         path = os.path.abspath(os.path.expanduser(raw))
+        if "**" in path:
+            from logpipe.sources.tail import expand_pattern
+
+            try:
+                expand_pattern(path)
+            except ValueError as exc:
+                raise UsageError(f"{exc} ('**' matches up to 8 directory levels)") from None
         if not is_glob(path):
             try:
                 st = os.stat(path)

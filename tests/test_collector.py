@@ -48,6 +48,20 @@ def test_plan_validation(tmp_path: Path) -> None:
     assert p.patterns == [str(tmp_path / "later.log")]
 
 
+def test_two_double_stars_are_a_usage_error(tmp_path: Path) -> None:
+    """``a/**/b/**/*.log``: exit 2 with one clear ``logpipe:`` line naming the rule, no
+    traceback; one ``**`` is accepted."""
+    rc, recs, err = run_collect(["--once", f"{tmp_path}/**/b/**/*.log"])
+    assert rc == 2 and recs == []
+    lines = err.decode().strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("logpipe: ") and "at most one '**'" in lines[0]
+    assert b"Traceback" not in err
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "x.log").write_text("deep\n")
+    rc, recs, err = run_collect(["--once", f"{tmp_path}/**/*.log"])
+    assert rc == 0 and [r["message"] for r in recs] == ["deep"], err
+
+
 def test_unwritable_state_dir_is_a_usage_error(tmp_path: Path) -> None:
     """A state dir that cannot be created is a one-line usage error."""
     blocker = tmp_path / "file"

@@ -12,7 +12,9 @@ How it behaves, and whose behaviour it follows (research/collector.md §1, "What
   a ``mv`` cannot be told from create+write). Files present at the first start with no
   checkpoint are read from 0 as well — logpipe ships what is there rather than tail from EOF
   (Fluent Bit's ``read_from_head=false`` loses the first lines). Compressed archives a glob
-  matches (``.gz``, ``.zst`` …) are skipped; ``**`` is not recursive.
+  matches (``.gz``, ``.zst`` …) are skipped. ``**`` as a whole path component is recursive to
+  at most RECURSIVE_DEPTH (8) directory levels, Filebeat's ``recursive_glob`` cap (no unbounded
+  tree walk per rescan, Vector #13129); ``dir/**`` means ``dir/**/*``; one ``**`` per pattern.
 - **Rename rotation** (logrotate ``create``, supervisord, multilog): the old fd stays open and is
   drained to EOF with no give-up timer (Fluent Bit's 5 s ``Rotate_Wait`` loses bursts, #10414);
   the new file at the path is picked up from 0. A rotated name that a glob also matches is the
@@ -62,7 +64,7 @@ from typing import Any
 
 from logpipe import diagnostics, identity, record
 from logpipe.checkpoint import FORGET_AFTER, CheckpointStore, FileState, fingerprint
-from logpipe.errors import CheckpointError
+from logpipe.errors import CheckpointError, UsageError
 from logpipe.pipeline import BATCH_MAX_BYTES, BATCH_MAX_RECORDS, Batch, Source
 from logpipe.sources._lines import TRUNCATION_MARKER, LineSplitter
 
@@ -92,6 +94,24 @@ SAMPLE_BYTES = 256
 ARCHIVE_SUFFIXES = (".gz", ".zst", ".bz2", ".xz", ".lz4", ".zip", ".tgz")
 #: Rough per-record growth of a normalised line (spliced keys), for batch byte bounds.
 _SPLICE_ESTIMATE = 128
+#: ``**`` matches at most this many directory levels (Filebeat's ``recursive_glob`` depth).
+RECURSIVE_DEPTH = 8
+
+
+def expand_pattern(pattern: str) -> list[str]:
+    """The plain globs one pattern stands for: a ``**`` path component becomes 0 to
+    RECURSIVE_DEPTH ``*`` levels (``a/**/b`` → ``a/b``, ``a/*/b``, …); ``a/**`` is
+    ``a/**/*``. A ``**`` inside a component (``x**.log``) is a plain ``*``, as in ``glob``.
+    Raises ValueError for more than one ``**`` component (depth**2 globs per rescan)."""
+    parts = pattern.split(os.sep)
+    where = [i for i, part in enumerate(parts) if part == "**"]
+    if not where:
+        return [pattern]
+    if len(where) > 1:
+        raise ValueError(f"{pattern}: at most one '**' per pattern")
+    i = where[0]
+    head, rest = parts[:i], parts[i + 1:] or ["*"]
+    return [os.sep.join(head + ["*"] * k + rest) for k in range(RECURSIVE_DEPTH + 1)]
 
 
 def default_origin(path: str) -> tuple[dict[str, Any], str]:
@@ -228,6 +248,10 @@ class TailSource(Source):
         max_open: int | None = None,
     ) -> None:
         self.patterns = [os.path.abspath(os.path.expanduser(p)) for p in patterns]
+        try:
+            self._globs = [g for p in self.patterns for g in expand_pattern(p)]
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
         self.once = once
         self.max_line_bytes = max_line_bytes
         self.rescan_interval = rescan_interval
@@ -318,9 +342,9 @@ class TailSource(Source):
     # --- discovery --------------------------------------------------------------------------------
     def _expand(self) -> list[str]:
         seen: dict[str, None] = {}
-        for pat in self.patterns:
+        for pat in self._globs:
             if glob.has_magic(pat):
-                # Not recursive: ``**`` acts as ``*`` (no recursion blow-up, Vector #13129).
+                # (``**`` already expanded to bounded ``*`` levels: expand_pattern.)
                 # Compressed archives a glob like ``app.log*`` also matches (logrotate's .gz,
                 # logpipe rotate's .zst) are not text: skipped, as Filebeat's docs advise with
                 # ``exclude_files: ['\.gz$']``. Named literally, a file is always read.

@@ -19,6 +19,7 @@ import orjson
 import pytest
 
 from logpipe import checkpoint, diagnostics, record
+from logpipe.errors import UsageError
 from logpipe.multiline import Joiner
 from logpipe.sources import tail as tail_mod
 from logpipe.sources._lines import TRUNCATION_MARKER
@@ -270,6 +271,32 @@ def test_copytruncate_while_down_copy_resumes_twin_is_read(tmp_path: Path) -> No
     assert by_source["app.log.1"] == list(range(200, 220))
     assert by_source["app.log"] == list(range(300, 305))
     assert by_source["app.log.twin"] == list(range(150)) + list(range(100))
+
+
+def test_double_star_is_recursive_to_depth_8(tmp_path: Path) -> None:
+    """``root/**/*.log`` matches files 0 to 8 directory levels below root (Filebeat's cap) and
+    not deeper; ``root/**`` means ``root/**/*``; a new file 5 levels down is found by the
+    rescan; two ``**`` in one pattern are refused with a one-line UsageError."""
+    root = tmp_path / "root"
+    d = root
+    for depth in range(11):
+        d.mkdir()
+        (d / f"d{depth}.log").write_bytes(b"at %d\n" % depth)
+        (d / f"d{depth}.txt").write_bytes(b"txt %d\n" % depth)
+        d = d / f"l{depth + 1}"
+    recs = run_once([str(root / "**" / "*.log")], str(tmp_path / "s1"))
+    assert sorted(messages(recs)) == [f"at {i}" for i in range(9)]
+    recs = run_once([str(root / "**")], str(tmp_path / "s2"))
+    assert sorted(messages(recs)) == sorted([f"at {i}" for i in range(9)] +
+                                            [f"txt {i}" for i in range(9)])
+    with TailRunner([str(root / "**" / "*.log")], str(tmp_path / "s1"), rescan_interval=0.1) as r:
+        new = root / "l1" / "l2" / "l3" / "l4" / "l5" / "new.log"
+        new.write_bytes(b"late\n")
+        wait_for(lambda: r.sink.messages() == ["late"], 10, message="new file 5 levels down")
+        recs = r.stop()
+    assert messages(recs) == ["late"]
+    with pytest.raises(UsageError, match=r"at most one '\*\*'"):
+        tail_mod.TailSource([str(root / "**" / "x" / "**" / "*.log")], str(tmp_path / "s3"))
 
 
 def test_glob_skips_compressed_rotated_files(tmp_path: Path) -> None:

@@ -195,6 +195,18 @@ def collect(paths: tuple[str, ...], pm2_home: str | None, runs: tuple[str, ...],
     Files and quoted globs are tailed (rotation-aware, restart-safe: checkpoints in the state
     dir); globs are re-scanned for new files every second. Records go to stdout as NDJSON, or
     to the sinks named with --to. logpipe's own diagnostics go to stderr.
+
+    A '**' path component matches up to 8 directory levels (one per pattern). Python
+    tracebacks printed as plain text (files, children, stdin) become one record.
+
+    Rotation: rename rotation loses nothing (a renamed file is read to its end). With
+    copytruncate (logrotate's, pm2-logrotate's), lines the collector had not read yet when the
+    file was truncated are only in the copy: let a glob match the copies too ('app.log*') —
+    or rotate with `logpipe rotate` (rename, the default) — else they are lost; lines written
+    inside the rotator's copy-to-truncate window are lost either way.
+
+    PM2: start apps without --time/log_date_format and log_type json; logpipe does not strip
+    PM2's date prefixes or unwrap its JSON chunk records (it warns when jlist shows them).
     """
     from logpipe.collector import CollectOptions
     from logpipe.collector import main as collect_main

@@ -116,6 +116,15 @@ def parse_jlist(output: bytes) -> list[Pm2App]:
         pm_id = item.get("pm_id", env.get("pm_id"))
         if not isinstance(name, str) or not isinstance(pm_id, int):
             continue
+        if env.get("log_date_format") or env.get("log_type") == "json":
+            # PM2 then prefixes each chunk piece with "<date>: " (also mid-line, where a line
+            # spans two chunks) or wraps chunks in JSON (research/collector.md §3): logpipe
+            # reads such lines as they are, so say how to get clean records
+            what = "log_type json" if env.get("log_type") == "json" else "log_date_format (--time)"
+            diagnostics.warning(
+                f"PM2 app {name} uses {what}: "
+                "logpipe does not strip the date prefixes or unwrap the chunk records; start it "
+                "without them (logpipe's records carry their own time)", key=f"pm2-format:{name}")
         inst = env.get("NODE_APP_INSTANCE")
         instance_var = env.get("instance_var")
         if inst is None and isinstance(instance_var, str):

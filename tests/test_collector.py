@@ -4,6 +4,7 @@ back-pressure from a slow reader, --to sinks."""
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import subprocess
 import sys
@@ -13,6 +14,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+from logpipe import diagnostics
 from logpipe.collector import CollectOptions, file_origin, parse_jlist, plan
 from logpipe.errors import UsageError
 from tests._collect_helpers import Collector, python_cmd, rss_kib, run_collect
@@ -103,6 +105,27 @@ def test_parse_jlist_keeps_only_identity() -> None:
     assert app.out_path is not None and app.out_path.endswith("api-out-3.log")
     assert "s3cr3t" not in repr(app)
     assert parse_jlist(b"not json") == []
+
+
+def test_pm2_date_prefix_and_json_log_type_are_warned_about() -> None:
+    """An app started with ``--time``/``log_date_format`` or ``log_type: json`` (whose lines
+    logpipe does not unwrap) gets one warning on stderr naming the app and the fix; an app
+    without them gets none."""
+    buf = io.BytesIO()
+    diagnostics.set_stream(buf)
+    try:
+        doc = [{"name": n, "pm_id": i, "pm2_env": env} for i, (n, env) in enumerate([
+            ("dated", {"log_date_format": "YYYY-MM-DDTHH:mm:ss"}),
+            ("wrapped", {"log_type": "json"}),
+            ("plain", {"log_type": "raw"})])]
+        assert [a.name for a in parse_jlist(orjson.dumps(doc))] == ["dated", "wrapped", "plain"]
+        parse_jlist(orjson.dumps(doc))  # a refresh soon after: not said again (rate limit)
+    finally:
+        diagnostics.set_stream(None)
+    msgs = [orjson.loads(x)["message"] for x in buf.getvalue().splitlines()]
+    assert len(msgs) == 2, msgs
+    assert "dated uses log_date_format" in msgs[0] and "wrapped uses log_type json" in msgs[1]
+    assert all("start it without them" in m for m in msgs)
 
 
 def _write_lines(path: Path, start: int, n: int) -> None:
@@ -304,3 +327,16 @@ def test_pm2_jlist_never_runs_without_a_live_daemon(tmp_path: Path) -> None:
     assert rc == 0, err
     assert [(r["service"], r["pm_id"], r["instance_id"]) for r in recs] == [("api", 4, "4")]
     assert not called.exists()
+
+
+def test_help_states_copytruncate_loss_and_pm2_formats() -> None:
+    """``logpipe collect --help`` tells the operator where copytruncate can lose lines and what
+    to do (a glob matching the copies, or rename rotation), and that PM2's date prefixes and
+    JSON chunk records are not unwrapped."""
+    out = subprocess.run([*LOGPIPE, "collect", "--help"], capture_output=True, text=True,
+                         timeout=30)
+    assert out.returncode == 0, out.stderr
+    text = " ".join(out.stdout.split())
+    assert "copytruncate" in text and "'app.log*'" in text and "rename" in text
+    assert "log_date_format" in text and "log_type json" in text
+    assert "'**'" in text and "8 directory levels" in text

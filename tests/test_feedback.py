@@ -205,8 +205,60 @@ def test_file_sink_into_the_tailed_directory(tmp_path: Path) -> None:
     before = app.read_bytes()
     proc = subprocess.run([*LOGPIPE, "collect", "--once", str(logs / "*.log"), "--to", f"file:{logs}"],
                           capture_output=True, timeout=60)
-    if b"unknown sink" in proc.stderr:
-        pytest.skip("file sink not built yet")
     assert proc.returncode == 0, proc.stderr
     assert app.read_bytes() == before
     assert b"feedback guard" in proc.stderr
+
+
+def test_diagnostics_are_marked_json_and_rate_limited(monkeypatch: pytest.MonkeyPatch) -> None:
+    """logpipe's own diagnostics are JSON lines marked as logpipe's (service logpipe, the own
+    marker) that the normaliser drops; a repeated key is written once per rate-limit window,
+    and the next line after the window says how many were suppressed."""
+    import io
+
+    import orjson
+
+    from logpipe import diagnostics, record
+
+    monkeypatch.setattr(diagnostics, "RATE_LIMIT_SECONDS", 0.3)
+    buf = io.BytesIO()
+    diagnostics.set_stream(buf)
+    try:
+        for i in range(100):
+            diagnostics.warning(f"disk trouble {i}", key="disk")
+        t0 = time.monotonic()
+        wait_for(lambda: time.monotonic() - t0 > 0.3, 5, interval=0.05, message="window over")
+        diagnostics.warning("disk trouble again", key="disk")
+    finally:
+        diagnostics.set_stream(None)
+    lines = buf.getvalue().splitlines()
+    recs = [orjson.loads(x) for x in lines]
+    assert [r["message"] for r in recs] == ["disk trouble 0", "disk trouble again"]
+    assert recs[1]["suppressed"] == 99 and "suppressed" not in recs[0]
+    assert all(r["service"] == "logpipe" and r[record.OWN_MARK_KEY] == record.OWN_MARK_VALUE
+               for r in recs)
+    norm = record.LineNormaliser({record.SOURCE: "x"})
+    assert [norm(x, record.now()) for x in lines] == [None, None]  # never re-ingested
+
+
+@needs_proc
+def test_collector_stderr_into_tailed_dir_is_not_ingested(tmp_path: Path) -> None:
+    """``logpipe collect --once 'dir/*.log' 2> dir/err.log``: the collector's diagnostics land
+    in err.log (JSON, marked as logpipe's — here the feedback guard's own notice about
+    err.log), and stdout holds exactly the N input records, none of them logpipe's own."""
+    import orjson
+
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / "app.log").write_text("".join(f'{{"message": "m{i}"}}\n' for i in range(N)))
+    err = logs / "err.log"
+    with open(err, "wb") as fe:
+        proc = subprocess.run([*LOGPIPE, "collect", "--once", str(logs / "*.log")],
+                              stdout=subprocess.PIPE, stderr=fe, stdin=subprocess.DEVNULL,
+                              timeout=60)
+    assert proc.returncode == 0, err.read_text()
+    recs = [orjson.loads(x) for x in proc.stdout.splitlines()]
+    assert [r["message"] for r in recs] == [f"m{i}" for i in range(N)]
+    diags = [orjson.loads(x) for x in err.read_bytes().splitlines()]
+    assert diags and all(d["service"] == "logpipe" and d["logpipe"] == "diagnostic" for d in diags)
+    assert any("feedback guard" in d["message"] and str(err) in d["message"] for d in diags)

@@ -162,3 +162,26 @@ def test_pm2_app_started_after_collector(pm2: Pm2, tmp_path: Path) -> None:
     assert rc == 0, col.stderr
     assert {r["instance_id"] for r in late} == {"0"}
     assert {r["pm_id"] for r in late} == {3}
+
+
+def test_pm2_time_option_is_warned_about(pm2: Pm2, tmp_path: Path) -> None:
+    """An app started with ``pm2 start --time`` (PM2 prefixes each chunk piece with a date,
+    which logpipe does not strip) gets one warning on the collector's stderr naming the app;
+    the records still arrive (prefix kept in the message)."""
+    app = tmp_path / "dated.py"
+    app.write_text(APP)
+    pm2.start(app, "dated", "--time")
+    try:
+        dated = pm2.home / "logs" / "dated-out.log"
+        wait_for(lambda: dated.exists() and dated.read_bytes().count(b"\n") >= 3, timeout=30,
+                 message="dated app's lines")
+        rc, recs, err = run_collect(["--once", "--pm2", str(pm2.home)], env=pm2.env)
+    finally:
+        with contextlib.suppress(AssertionError):
+            pm2("delete", "dated")
+    assert rc == 0, err
+    warned = [line for line in err.decode().splitlines() if "PM2 app dated uses" in line]
+    assert len(warned) == 1 and "log_date_format" in warned[0], err
+    assert not any("PM2 app single" in line or "PM2 app multi" in line
+                   for line in err.decode().splitlines())
+    assert len([r for r in recs if r["service"] == "dated"]) == 4

@@ -883,13 +883,7 @@ class SplunkSink(Sink):
                 self._first_unread = time.monotonic()
             else:
                 return None
-        unread = self._unread_bytes
-        if self._draining or unread >= self._batch_bytes * len(self._lanes):
-            return 0.0
-        if unread >= self._batch_bytes and not any(lane.jobs for lane in self._lanes):
-            # a full request's worth and every lane idle: send now. While lanes are busy, let
-            # the chunk grow to a request per lane, so each lane's share is near --batch-size
-            # (a 1 MB chunk over 4 lanes made ~250 KB requests: 4x the per-request cost).
+        if self._draining or self._unread_bytes >= self._batch_bytes:
             return 0.0
         spool = self._spool
         if spool is not None and spool.pending_bytes * 2 >= self._spool_max:

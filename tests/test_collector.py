@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -30,6 +31,7 @@ def test_stdin_with_service() -> None:
     assert [r["message"] for r in recs] == ["plain one", "j", "plain two"]
     assert [r["service"] for r in recs] == ["billing", "own", "billing"]
     assert {r["source"] for r in recs} == {"stdin"}
+    assert {r["host"] for r in recs} == {socket.gethostname()}
 
 
 def test_nothing_to_collect_is_a_usage_error() -> None:

@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 import pytest
 
-from logpipe import checkpoint, diagnostics, record
+from logpipe import checkpoint, diagnostics, identity, record
 from logpipe.errors import UsageError
 from logpipe.multiline import Joiner
 from logpipe.sources import tail as tail_mod
@@ -67,11 +67,20 @@ def test_once_reads_all_emits_partial_tail_and_commits(tmp_path: Path) -> None:
     """--once reads every matched file from 0, emits the unterminated last line too, names
     records from the file name, and commits so a second --once reads nothing again."""
     (tmp_path / "api-out-3.log").write_bytes(b'{"msg":"one","level":"warn"}\nplain two\nthr')
-    (tmp_path / "worker-error.log").write_bytes(b"boom\n")
+    (tmp_path / "worker-error.log").write_bytes(
+        b'boom\n{"message":"own","service":"svc","host":"h2","source":"s2","instance_id":"7"}\n')
     state = tmp_path / "state"
     recs = run_once([str(tmp_path / "*.log")], str(state))
     by_msg = {r["message"]: r for r in recs}
-    assert sorted(by_msg) == ["boom", "one", "plain two", "thr"]
+    assert sorted(by_msg) == ["boom", "one", "own", "plain two", "thr"]
+    # SPEC §1: source = the file path, host = this host; the line's own fields are never
+    # overwritten, only what is missing is filled in
+    for r in recs:
+        if r["message"] != "own":
+            assert r["host"] == identity.hostname() and r["source"].startswith(str(tmp_path))
+    own = by_msg["own"]
+    assert (own["service"], own["host"], own["source"], own["instance_id"]) == ("svc", "h2", "s2", "7")
+    assert "pid" not in by_msg["boom"]  # a file has no writer pid to offer
     assert by_msg["one"]["level"] == "warning" and by_msg["one"]["service"] == "api"
     assert by_msg["one"]["pm_id"] == 3 and by_msg["one"]["instance_id"] == "3"
     assert by_msg["boom"]["level"] == "error" and by_msg["boom"]["service"] == "worker"

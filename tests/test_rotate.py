@@ -192,8 +192,24 @@ def test_second_concurrent_run_waits_then_fails_with_lockbusy(tmp_path: Path) ->
         proc = subprocess.Popen([sys.executable, "-m", "logpipe", "rotate", str(log)],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                 env={**os.environ, rotate.LOCK_WAIT_ENV: "20"})
-        time.sleep(0.3)  # let it reach the lock; it must still be waiting
-        assert proc.poll() is None
+        lock_path = str(tmp_path / rotate.LOCK_NAME)
+
+        def at_the_lock() -> bool:
+            # it has opened DIR/.logpipe-rotate.lock (and polls flock on it)
+            try:
+                fds = os.listdir(f"/proc/{proc.pid}/fd")
+            except OSError:
+                return False
+            for fd_name in fds:
+                try:
+                    if os.readlink(f"/proc/{proc.pid}/fd/{fd_name}") == lock_path:
+                        return True
+                except OSError:
+                    continue
+            return False
+
+        wait_for(at_the_lock, 20, message="second run reached the lock")
+        assert proc.poll() is None and _rotated(log) == []  # waiting, nothing changed
     finally:
         os.close(fd)
     _out, err = proc.communicate(timeout=30)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import os
+import re
 import resource
 import signal
 import subprocess
@@ -123,6 +124,7 @@ def test_no_line_lost_or_duplicated_under_forced_rotations(tmp_path: Path) -> No
             res = subprocess.run([*LOGPIPE, "rotate", str(d / "*.log"), "--retain", "10000"],
                                  capture_output=True, text=True, timeout=60)
             assert res.returncode == 0, res.stderr
+            sink_out.write(res.stdout)
         else:
             assert rotate.main(RotateOptions(paths=[str(d / "*.log")], retain=10_000,
                                              state_dir=str(tmp_path / "_state")), out=sink_out) == 0
@@ -138,6 +140,10 @@ def test_no_line_lost_or_duplicated_under_forced_rotations(tmp_path: Path) -> No
     assert writer.sent / writer.elapsed >= 5000, f"writer only reached {writer.sent / writer.elapsed:.0f}/s"
     rotations = sum(len(rotate.rotated_files(str(d / f"{s}.log"))) for s in SERVICES)
     assert rotations >= 200 * 2  # each run rotated (almost) every service's file
+    # and `logpipe rotate` itself (not only the sink's own --max-size rotation) did >= 200
+    by_rotate = sum(int(m) for m in re.findall(r"^logpipe rotate: rotated (\d+)",
+                                                 sink_out.getvalue(), re.M))
+    assert by_rotate >= 200, sink_out.getvalue()[-500:]
     expected = _by_service(_records(writer.sent))
     for service in SERVICES:
         got = history(d / f"{service}.log")

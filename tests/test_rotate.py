@@ -526,3 +526,36 @@ def test_stale_checkpoint_on_a_reused_inode_does_not_block_compression(tmp_path:
     assert res.returncode == 0, res.stderr
     assert [r.compressed for r in rotate.rotated_files(str(live))] == [False]
     assert "collector is still reading" in res.stdout + res.stderr
+
+
+def test_rotation_while_the_collector_is_down_waits_for_it(tmp_path: Path) -> None:
+    """The collector (glob ``app.log*``) is stopped with lines still unread when `logpipe
+    rotate` renames the file: rotate leaves the rotated file uncompressed (its checkpoint says
+    unfinished) and says so; the restarted collector reads exactly the unread lines from it
+    (none twice, none lost); the next rotate run compresses it with every byte."""
+    from tests._collect_helpers import run_collect
+
+    d = tmp_path / "d"
+    d.mkdir()
+    log = d / "app.log"
+    write_lines(log, json_lines(100))
+    pattern = str(d / "app.log*")
+    rc, recs, err = run_collect(["--once", pattern])
+    assert rc == 0 and [r["seq"] for r in recs] == list(range(100)), err
+    write_lines(log, json_lines(50, start=100))  # written while no collector runs
+    everything = log.read_bytes()
+
+    res = run_rotate(str(log), "--retain", "5")
+    assert res.returncode == 0, res.stderr
+    [r] = rotate.rotated_files(str(log))
+    assert not r.compressed and "collector is still reading" in res.stdout + res.stderr
+
+    rc, recs, err = run_collect(["--once", pattern])
+    assert rc == 0, err
+    assert [x["seq"] for x in recs] == list(range(100, 150))
+    assert {x["source"] for x in recs} == {r.path}
+
+    res = run_rotate(str(log), "--retain", "5", "--max-size", "1G")  # nothing new to rotate
+    assert res.returncode == 0, res.stderr
+    [r] = rotate.rotated_files(str(log))
+    assert r.compressed and read_bytes(r.path) == everything

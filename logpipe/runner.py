@@ -70,6 +70,8 @@ async def _main(
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, _signalled, sig)
     try:
+        # sinks first: the Splunk sink takes its token out of os.environ, which sources that
+        # start children (``--run``) copy when they are built
         sinks = make_sinks()
         sources = make_sources()
         pipeline = Pipeline(sinks)

@@ -433,6 +433,10 @@ class SplunkSink(Sink):
             raise UsageError("splunk: no HEC URL: pass --url or set LOGPIPE_SPLUNK_URL "
                              "(comma-separated for several indexers)")
         token = read_token(options.splunk_token_file)
+        # Read once, then out of the environment: children of ``collect --run`` (and pm2) copy
+        # os.environ, and an app that dumps its environment on a crash would otherwise log the
+        # token into the very stream we ship. (Sinks are built before sources.)
+        os.environ.pop(ENV_TOKEN, None)
         state = options.state_dir
         spool_dir = options.splunk_spool_dir or os.path.join(state, "spool", "splunk")
         encoder = _hec.EnvelopeEncoder(

@@ -592,3 +592,28 @@ def test_token_disabled_while_stdin_is_idle_exits_promptly(tmp_path: Path) -> No
     assert "30 events kept in spool" in lines[0]
     assert count_spooled(state / "spool" / "splunk") >= 30
     assert TOKEN.encode() not in stderr + all_files_text(state)
+
+
+def test_run_children_never_inherit_the_token(tmp_path: Path) -> None:
+    """`logpipe collect --run NAME=CMD --once --to splunk`: the child dumps its whole environment
+    as a log line (as crash handlers do); the line reaches HEC, and neither it nor stdout,
+    stderr or the state dir holds the token — the sink takes LOGPIPE_SPLUNK_TOKEN out of the
+    environment before any child starts."""
+    from tests._collect_helpers import python_cmd
+
+    code = "import json, os; print(json.dumps({'message': 'env dump', 'env': dict(os.environ)}))"
+    state = tmp_path / "state"
+    with HecDouble(token=TOKEN) as hec:
+        env = sink_env(state, hec.url)
+        res = subprocess.run([*LOGPIPE, "collect", "--once", "--run", f"dumper={python_cmd(code)}",
+                              "--to", "splunk"], env=env, capture_output=True, timeout=60,
+                             check=False)
+        assert res.returncode == 0, res.stderr.decode()
+        events = hec.events()
+    dumps = [e for e in events if e["event"]["message"] == "env dump"]
+    assert len(dumps) == 1
+    child_env = dumps[0]["event"]["env"]
+    assert child_env["LOGPIPE_SERVICE"] == "dumper" and "LOGPIPE_SPLUNK_TOKEN" not in child_env
+    sent = orjson.dumps(events)
+    for blob in (sent, res.stdout, res.stderr, all_files_text(state)):
+        assert TOKEN.encode() not in blob

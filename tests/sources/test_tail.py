@@ -460,10 +460,14 @@ def _holds_deleted() -> bool:
     return any(p.endswith("gone.log (deleted)") for p in _open_paths())
 
 
-def test_backpressure_keeps_rotation_tracking_and_new_files(tmp_path: Path) -> None:
+def test_backpressure_keeps_rotation_tracking_and_new_files(tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     """With the sink stalled, the reader pauses but discovery and rotation tracking go on:
-    a file renamed away (name not matched) and its successor are both read in full after the
-    sink resumes; nothing is checkpointed while stalled."""
+    a file renamed away (name not matched) and its successor are both tracked while stalled
+    and read in full after the sink resumes — the renamed file has no give-up timer while it
+    has unread data (stalled far longer than the idle-close spell, here cut to 0.2 s);
+    nothing is checkpointed while stalled."""
+    monkeypatch.setattr(tail_mod, "DETACHED_IDLE_CLOSE", 0.2)
     log = tmp_path / "app.log"
     log.write_bytes(b'{"seq":0}\n')
     state = tmp_path / "state"
@@ -478,8 +482,15 @@ def test_backpressure_keeps_rotation_tracking_and_new_files(tmp_path: Path) -> N
         with open(tmp_path / "app.log.1", "ab") as f:  # the writer's old fd, still writing
             f.write(b"".join(b'{"seq":%d}\n' % i for i in range(40_001, 40_101)))
         log.write_bytes(b"".join(b'{"seq":%d}\n' % i for i in range(40_101, 41_000)))
-        time.sleep(1.5)
         ino_old = (tmp_path / "app.log.1").stat().st_ino
+        ino_new = log.stat().st_ino
+        # the scanner (own task) notices the rename and the successor while the reader waits
+        wait_for(lambda: {ino_old, ino_new} <= {e["ino"] for e in _checkpoint_entries(state)},
+                 10, message="rename and successor tracked while stalled")
+        (f_old,) = [f for f in r.source._files.values() if f.key[1] == ino_old]
+        wait_for(lambda: f_old.path is None, 10, message="rename noticed")
+        stalled_at = time.monotonic()
+        wait_for(lambda: time.monotonic() - stalled_at > 1.0, 5, message="a long stall")
         cp = {e["ino"]: e["offset"] for e in _checkpoint_entries(state)}
         assert cp[ino_old] == 10, "checkpoint advanced while the sink was stalled"
         assert cp.get(log.stat().st_ino, 0) == 0

@@ -16,7 +16,7 @@ import hashlib
 import random
 import re
 import time as _time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -327,7 +327,7 @@ def parse_body(body: bytes) -> dict[str, Any]:
     text = _TAG_RE.sub(b" ", stripped[:4096]).decode("utf-8", "replace")
     text = _SPACE_RE.sub(" ", text).strip()
     printable = "".join(ch for ch in text if ch.isprintable())
-    return {"text": printable[:160]}
+    return {"text": printable[:1024]}  # classify() scrubs the token, then cuts at 160
 
 
 def _int_or_none(value: Any) -> int | None:
@@ -359,7 +359,8 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     return max(0.0, min(seconds, RETRY_AFTER_MAX))
 
 
-def classify(status: int, body: bytes, retry_after: str | None = None) -> Verdict:
+def classify(status: int, body: bytes, retry_after: str | None = None,
+             scrub: Callable[[str], str] | None = None) -> Verdict:
     """HEC's reply → what to do. The one place that encodes Splunk's status/code table.
 
     Rules (Splunk "Possible error codes"; retry consensus of Vector ``src/sinks/util/http.rs``,
@@ -378,6 +379,10 @@ def classify(status: int, body: bytes, retry_after: str | None = None) -> Verdic
     code = _int_or_none(obj.get("code"))
     raw_text = obj.get("text")
     text = raw_text if isinstance(raw_text, str) else ""
+    if scrub is not None:
+        # before the cut: a reply echoing the Authorization header (a proxy's error page)
+        # must not leave even a prefix of the token in a message or the quarantine file
+        text = scrub(text)
     text = text[:160]
     after = parse_retry_after(retry_after)
 

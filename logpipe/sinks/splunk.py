@@ -556,7 +556,7 @@ class SplunkSink(Sink):
         assert self._client is not None
         try:
             r = await self._client.get(ep.health_url, timeout=HEALTH_TIMEOUT)
-            health = _hec.classify(r.status_code, r.content)
+            health = _hec.classify(r.status_code, r.content, scrub=self._token.scrub)
             busy = r.status_code >= 500
             r = await self._client.post(ep.event_url, content=b"", headers=self._headers(False),
                                         timeout=HEALTH_TIMEOUT)
@@ -566,7 +566,7 @@ class SplunkSink(Sink):
                 return None, v.text
             return False, (f"splunk: {ep.display} unreachable ({v.text}); records are spooled and "
                            "sent when it answers")
-        v = _hec.classify(r.status_code, r.content)
+        v = _hec.classify(r.status_code, r.content, scrub=self._token.scrub)
         if v.action is Action.CONFIG:
             return None, f"splunk: {ep.display}: {self._token.scrub(_hec.config_message(v))}"
         if v.code == 5 or v.action is Action.SUCCESS:
@@ -968,7 +968,8 @@ class SplunkSink(Sink):
             r = await self._client.post(ep.event_url, content=body, headers=headers)
         except httpx.HTTPError as exc:
             return self._error_verdict(exc, ep)
-        return _hec.classify(r.status_code, r.content, r.headers.get("Retry-After"))
+        return _hec.classify(r.status_code, r.content, r.headers.get("Retry-After"),
+                             scrub=self._token.scrub)
 
     def _accepted(self, work: _Work, part: _Part, ep: Endpoint, v: Verdict) -> None:
         if self._ack and v.ack_id is not None:
@@ -1059,7 +1060,7 @@ class SplunkSink(Sink):
         except httpx.HTTPError:
             return  # unreachable for now: the ack timeout decides
         if r.status_code != 200:
-            v = _hec.classify(r.status_code, r.content)
+            v = _hec.classify(r.status_code, r.content, scrub=self._token.scrub)
             if v.action is Action.CONFIG:
                 with contextlib.suppress(_Stopped):
                     self._set_fatal(f"splunk: {ep.display} ack query: {_hec.config_message(v)}")

@@ -617,3 +617,90 @@ def test_run_children_never_inherit_the_token(tmp_path: Path) -> None:
     sent = orjson.dumps(events)
     for blob in (sent, res.stdout, res.stderr, all_files_text(state)):
         assert TOKEN.encode() not in blob
+
+
+class _EchoingProxy:
+    """A real HTTP server on 127.0.0.1 that behaves like a careless proxy in front of HEC: its
+    error replies echo the request's Authorization header (the token) — first a 502 HTML page,
+    then a 400 code 6 naming the event — and then it accepts everything."""
+
+    def __init__(self) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        outer = self
+        self.posts = 0
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def _reply(self, status: int, body: bytes, ctype: str = "application/json") -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_GET(self) -> None:
+                self._reply(200, b'{"text":"HEC is healthy","code":17}')
+
+            def do_POST(self) -> None:
+                data = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                auth = self.headers.get("Authorization", "")
+                if not data:
+                    self._reply(400, b'{"text":"No data","code":5}')
+                    return
+                outer.posts += 1
+                # the token starts at character 150 of each reply's text: it straddles the cut
+                # at 160 characters, so a cut before scrubbing would keep a 10-character prefix
+                if outer.posts == 1:
+                    page = f"<html><body>502 Bad Gateway {'x' * 114} request had {auth}</body></html>"
+                    self._reply(502, page.encode(), "text/html")
+                elif outer.posts == 2:
+                    text = f"Invalid data format {'x' * 122} {auth}"
+                    self._reply(400, orjson.dumps({"text": text, "code": 6,
+                                                   "invalid-event-number": 0}))
+                else:
+                    self._reply(200, b'{"text":"Success","code":0}')
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05},
+                                       daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_replies_echoing_the_token_never_carry_it_into_messages_or_the_quarantine(
+        tmp_path: Path, diag: Any) -> None:
+    """Error replies that echo the Authorization header (a 502 page, then a 400 code 6) are
+    retried and quarantined as usual, yet no diagnostic line and no quarantine entry holds the
+    token — not even the prefix that a cut at 160 characters would leave."""
+    proxy = _EchoingProxy()
+    try:
+        sink = make_sink(tmp_path, [proxy.url], concurrency=1)
+
+        async def go() -> None:
+            await sink.start()
+            await feed(sink, records(2, sources=["a"]))
+            await sink.close()
+
+        asyncio.run(go())
+    finally:
+        proxy.close()
+    assert proxy.posts == 3  # 502, then 400 for event 0, then event 1 alone
+    assert (sink.delivered, sink.quarantined) == (1, 1)
+    quarantine = (tmp_path / "quarantine" / "splunk.ndjson").read_bytes()
+    assert b"Invalid data format" in quarantine
+    retry = [d["message"] for d in diag_lines(diag.getvalue()) if "Bad Gateway" in d["message"]]
+    assert len(retry) == 1 and "[REDACTED]" in retry[0]
+    assert orjson.loads(quarantine)["hec_text"].endswith("Splunk [REDACTED]")
+    everything = diag.getvalue() + all_files_text(tmp_path)
+    assert TOKEN[:8].encode() not in everything

@@ -866,6 +866,14 @@ class SplunkSink(Sink):
                 await self._send(work, part)
             except _Stopped:
                 return
+            except Exception as exc:  # noqa: BLE001 - e.g. the quarantine file cannot be written
+                # A dead sender would stall its lane silently until the drain timeout (and
+                # asyncio would print a traceback at exit): stop instead, data kept in the spool.
+                reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else repr(exc)
+                where = f" ({exc.filename})" if isinstance(exc, OSError) and exc.filename else ""
+                with contextlib.suppress(_Stopped):
+                    self._set_fatal(f"splunk: sending stopped by an unexpected error: {reason}{where}")
+                return
             lane.jobs.popleft()
             if resend:
                 work.unsettled -= 1  # the resent piece was replaced by what _send registered

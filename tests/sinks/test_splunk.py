@@ -704,3 +704,26 @@ def test_replies_echoing_the_token_never_carry_it_into_messages_or_the_quarantin
     assert orjson.loads(quarantine)["hec_text"].endswith("Splunk [REDACTED]")
     everything = diag.getvalue() + all_files_text(tmp_path)
     assert TOKEN[:8].encode() not in everything
+
+
+def test_unwritable_quarantine_stops_the_sink_with_one_clear_error(tmp_path: Path) -> None:
+    """When a bad event must be quarantined but the quarantine cannot be written (its directory
+    is a file), the sink stops with a SinkError naming the cause and the path — instead of a
+    sender dying silently — and the events stay in the spool."""
+    (tmp_path / "quarantine").write_text("not a directory")
+    recs = records(10, sources=["a"])
+    recs[3]["time"] = "9999-12-31T23:59:59.000000Z"  # the strict double: code 6 for event 3
+    with HecDouble(token=TOKEN) as hec:
+        sink = make_sink(tmp_path, [hec.url], concurrency=1)
+
+        async def go() -> None:
+            await sink.start()
+            await feed(sink, recs)
+            await sink.close()
+
+        with pytest.raises(SinkConfigError) as info:
+            asyncio.run(go())
+    msg = str(info.value)
+    assert "File exists" in msg and str(tmp_path / "quarantine") in msg and "\n" not in msg
+    assert "10 events kept in spool" in msg
+    assert count_spooled(tmp_path / "spool") == 10

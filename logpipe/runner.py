@@ -3,7 +3,9 @@
 Both ``logpipe collect`` (sources → sinks) and ``logpipe sink`` (stdin → sinks) end here, so
 both drain and exit the same way: everything read is delivered or spooled before exit; the
 exit status is non-zero only when records could not be delivered or spooled (a fatal sink
-error, or records a sink rejected as permanently undeliverable).
+error, or records a sink rejected as permanently undeliverable). Events the Splunk sink
+quarantines were spooled first and stay on disk in its dead-letter file: they count as kept
+(status 0), and its summary and an error line report them.
 """
 
 from __future__ import annotations

@@ -727,3 +727,23 @@ def test_unwritable_quarantine_stops_the_sink_with_one_clear_error(tmp_path: Pat
     assert "File exists" in msg and str(tmp_path / "quarantine") in msg and "\n" not in msg
     assert "10 events kept in spool" in msg
     assert count_spooled(tmp_path / "spool") == 10
+
+
+def test_exit_status_is_0_when_a_bad_event_is_quarantined(tmp_path: Path) -> None:
+    """`logpipe sink splunk` with one event HEC refuses (code 6): that event is kept durably in
+    the quarantine file, so — by SPEC §4's rule (non-zero only when records could not be
+    delivered or spooled) — the exit status is 0; the summary counts it as quarantined and an
+    error line names the file."""
+    recs = records(20, sources=["a"])
+    recs[7]["time"] = "9999-12-31T23:59:59.000000Z"
+    state = tmp_path / "state"
+    with HecDouble(token=TOKEN) as hec:
+        res = run_sink(sink_env(state, hec.url), ndjson(recs))
+        got = seqs(hec)
+    assert res.returncode == 0, res.stderr.decode()
+    assert got == [i for i in range(20) if i != 7]
+    msgs = [d["message"] for d in diag_lines(res.stderr)]
+    assert any("quarantined in" in m and "HEC code 6" in m for m in msgs)
+    assert any(m.startswith("summary: splunk: 19 delivered, 0 retried, 1 quarantined") for m in msgs)
+    q = (state / "quarantine" / "splunk.ndjson").read_bytes().splitlines()
+    assert [orjson.loads(x)["envelope"]["event"]["seq"] for x in q] == [7]

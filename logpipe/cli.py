@@ -7,7 +7,9 @@ itself lives in collector.py, runner.py and rotate.py (imported when a command r
 
 from __future__ import annotations
 
+import os
 import re
+import shlex
 import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -15,12 +17,13 @@ from typing import Any, TypeVar
 import click
 
 from logpipe._version import __version__
-from logpipe.errors import LogpipeError
+from logpipe.errors import LogpipeError, UsageError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+_GLOB_RE = re.compile(r"[*?[]")
 
 
 def parse_size(text: str) -> int:
@@ -95,6 +98,7 @@ def sink_options(f: F) -> F:
         click.option("--retain", "file_retain", type=click.IntRange(min=0), envvar="LOGPIPE_FILE_RETAIN",
                      help="file sink: rotated files to keep per log (default: all)."),
         click.option("--no-compress", "file_no_compress", is_flag=True,
+                     envvar="LOGPIPE_FILE_NO_COMPRESS",
                      help="file sink: keep rotated files uncompressed."),
         click.option("--url", "splunk_url", envvar="LOGPIPE_SPLUNK_URL", metavar="URL[,URL…]",
                      help="splunk sink: HEC base URL(s), comma-separated to spread load and fail "
@@ -136,6 +140,12 @@ def sink_options(f: F) -> F:
     ]
     for opt in reversed(opts):
         f = opt(f)
+    # README: "every option can also come from the environment (see `logpipe sink --help`)", so
+    # name the variable in each option's help where the text does not already say it.
+    for param in getattr(f, "__click_params__", []):
+        if isinstance(param, click.Option) and isinstance(param.envvar, str) \
+                and "[env" not in (param.help or ""):
+            param.help = f"{param.help} [env {param.envvar}]"
     return f
 
 
@@ -161,6 +171,31 @@ def build_sink_options(state_dir: str | None, kw: dict[str, Any]) -> Any:
         file_compress=not no_compress,
         **{k: v for k, v in fields.items() if v is not None},
     )
+
+
+def check_sink_specs(specs: list[str], file_dir: str | None) -> None:
+    """Refuse a sink named twice: it would get every record twice (two writers on one file).
+
+    Vector likewise refuses duplicate component ids; ``--to file:A --to file:B`` is fine.
+    """
+    seen: set[tuple[str, str]] = set()
+    for spec in specs:
+        name, _, arg = spec.partition(":")
+        where = arg or file_dir or ""
+        if name == "file" and not where:
+            continue  # sinks.build says what is missing
+        key = (name, os.path.abspath(where) if name == "file" else arg)
+        if key in seen:
+            raise UsageError(f"sink {spec!r} named twice: every record would be delivered twice")
+        seen.add(key)
+
+
+def check_pm2_home(value: str | None) -> None:
+    """``--pm2`` takes an optional PM2_HOME, so ``--pm2 'app/*.log'`` or ``--pm2 -`` would
+    silently swallow what the user meant as a path to collect: refuse what cannot be a home."""
+    if value and (value == "-" or _GLOB_RE.search(value) or os.path.isfile(value)):
+        raise UsageError(f"--pm2 {value!r}: PM2_HOME must be a directory; put paths (and -) "
+                         f"before --pm2, e.g. logpipe collect {shlex.quote(value)} --pm2")
 
 
 def _run(fn: Callable[[], int]) -> None:
@@ -211,6 +246,8 @@ def collect(paths: tuple[str, ...], pm2_home: str | None, runs: tuple[str, ...],
     from logpipe.collector import CollectOptions
     from logpipe.collector import main as collect_main
 
+    check_pm2_home(pm2_home)
+    check_sink_specs(list(to), kw.get("file_dir"))
     sink_opts = build_sink_options(state_dir, kw)
     opts = CollectOptions(
         paths=list(paths),
@@ -241,12 +278,14 @@ def sink(names: tuple[str, ...], state_dir: str | None, service: str | None, **k
       console  human-readable lines on stdout (--format json for NDJSON)
       file     DIR/<service>.log, rotated by --max-size/--daily, zstd, --retain N
       splunk   Splunk HTTP Event Collector (batched, gzip, retried, spooled, --ack)
+      ndjson   the records as NDJSON on stdout
 
     Exits non-zero only when records could not be delivered or spooled. EOF and SIGTERM flush
     everything.
     """
     from logpipe.runner import sink_main
 
+    check_sink_specs(list(names), kw.get("file_dir"))
     sink_opts = build_sink_options(state_dir, kw)
     _run(lambda: sink_main(list(names), sink_opts, service=service))
 

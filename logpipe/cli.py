@@ -205,7 +205,8 @@ def _run(fn: Callable[[], int]) -> None:
 
 
 # --- collect ------------------------------------------------------------------------------------
-@main.command(context_settings={"show_default": True})
+@main.command(context_settings={"show_default": True},
+              short_help="Tail files, PM2 logs, children or stdin into records (NDJSON or --to).")
 @click.argument("paths", nargs=-1, metavar="[PATH_OR_GLOB|-]...")
 @click.option("--pm2", "pm2_home", is_flag=False, flag_value="", default=None, metavar="[PM2_HOME]",
               help="tail every file in $PM2_HOME/logs (PM2_HOME defaults to $PM2_HOME or ~/.pm2).")
@@ -264,7 +265,8 @@ def collect(paths: tuple[str, ...], pm2_home: str | None, runs: tuple[str, ...],
 
 
 # --- sink ---------------------------------------------------------------------------------------
-@main.command(context_settings={"show_default": True})
+@main.command(context_settings={"show_default": True},
+              short_help="Deliver records from stdin to console, file, splunk or ndjson.")
 @click.argument("names", nargs=-1, required=True, metavar="NAME [NAME...]",
                 type=click.Choice(["console", "file", "splunk", "ndjson"]))
 @state_dir_option
@@ -291,7 +293,8 @@ def sink(names: tuple[str, ...], state_dir: str | None, service: str | None, **k
 
 
 # --- rotate -------------------------------------------------------------------------------------
-@main.command(context_settings={"show_default": True})
+@main.command(context_settings={"show_default": True},
+              short_help="Rotate, compress (zstd) and prune log files, from cron.")
 @click.argument("paths", nargs=-1, required=True, metavar="PATH_OR_GLOB...")
 @click.option("--retain", type=click.IntRange(min=0), default=7,
               help="rotated files to keep per log (0 keeps none: each rotation deletes the "

@@ -18,6 +18,8 @@ file, into the same local HEC receiver. One command: ``python bench/splunk.py``.
 - Each measured run is a fresh process from start until the receiver has counted every event
   and the process has exited: wall time, and CPU (user+sys) of the sender process from
   ``wait4``. Runs are interleaved (logpipe, baseline, logpipe, …) and medians reported.
+- Ceiling: ``logpipe sink ndjson < FILE > /dev/null`` in the same rounds — the stdin source and
+  line normalisation alone, i.e. the fastest any logpipe sink could be on this input.
 """
 
 from __future__ import annotations
@@ -140,6 +142,19 @@ def baseline_main(path: str, port: int, flush_interval: float) -> None:
     handler.close()
 
 
+def _run_local(cmd: list[str], stdin_path: Path, env: dict[str, str]) -> tuple[float, float]:
+    """Run ``cmd < stdin_path > /dev/null`` to its exit: (wall s, CPU s)."""
+    with open(stdin_path, "rb") as stdin:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdin=stdin, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, env=env)
+        _, status, ru = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - t0
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"{cmd[2:5]} exited {os.waitstatus_to_exitcode(status)}")
+    return wall, ru.ru_utime + ru.ru_stime
+
+
 # --- the driver ---------------------------------------------------------------------------------
 def make_input(path: Path, n: int) -> int:
     """``n`` NDJSON records like the logger/collector writes; returns the byte size."""
@@ -234,10 +249,17 @@ def main() -> None:
                       f"CPU {c / n * 1e5:6.2f} s/100k")
             return
 
-        rows: dict[str, list[tuple[float, float]]] = {"logpipe": [], "splunk-handler": []}
+        def ceiling_run() -> tuple[float, float]:
+            # the same stdin read + line normalisation into /dev/null: what logpipe costs with
+            # no Splunk sink at all, i.e. the most any sink behind this source could reach
+            return _run_local([*LOGPIPE, "sink", "ndjson"], data, env)
+
+        rows: dict[str, list[tuple[float, float]]] = {"logpipe": [], "splunk-handler": [],
+                                                      "ceiling (ndjson)": []}
         for i in range(a.reps):
             rows["logpipe"].append(logpipe_run(i))
             rows["splunk-handler"].append(baseline_run(a.flush_interval))
+            rows["ceiling (ndjson)"].append(ceiling_run())
             lw, lc = rows["logpipe"][-1]
             bw, bc = rows["splunk-handler"][-1]
             print(f"  rep {i + 1}: logpipe {n / lw:>9,.0f} ev/s ({lc:.2f} CPU s)   "
@@ -256,6 +278,9 @@ def main() -> None:
         print(f"\nthroughput ratio logpipe / splunk-handler: median {statistics.median(ratios):.1f}x "
               f"(per rep: {', '.join(f'{r:.1f}' for r in ratios)})")
         print(f"CPU per event ratio splunk-handler / logpipe: median {statistics.median(cpu_ratios):.1f}x")
+        ceil = [base[0] / c[0] for (_, base), c in zip(pairs, rows["ceiling (ndjson)"], strict=True)]
+        print(f"ceiling: `logpipe sink ndjson > /dev/null` / splunk-handler: median "
+              f"{statistics.median(ceil):.1f}x (no sink behind logpipe's stdin source can beat this)")
     finally:
         rec.terminate()
         rec.wait()

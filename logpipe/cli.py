@@ -184,7 +184,7 @@ def check_sink_specs(specs: list[str], file_dir: str | None) -> None:
         where = arg or file_dir or ""
         if name == "file" and not where:
             continue  # sinks.build says what is missing
-        key = (name, os.path.abspath(where) if name == "file" else arg)
+        key = (name, os.path.abspath(os.path.expanduser(where)) if name == "file" else arg)
         if key in seen:
             raise UsageError(f"sink {spec!r} named twice: every record would be delivered twice")
         seen.add(key)

@@ -743,6 +743,15 @@ def expand(patterns: list[str]) -> tuple[list[str], list[str]]:
         if not pattern.strip():
             problems.append("an empty path was given")
             continue
+        # a quoted '~/logs/*.log' reaches us unexpanded (the shell expands ~ only unquoted);
+        # logpipe collect expands it, so rotate does too
+        pattern = os.path.expanduser(pattern)
+        if "**" in pattern.split(os.sep):
+            # the collector's '**' walks up to 8 levels; rotate refuses it: each directory gets
+            # its own lock, and a walk through symlinked directories could leave the tree given
+            problems.append(f"{pattern}: '**' is not supported by logpipe rotate; "
+                            "give one glob per directory")
+            continue
         magic = _GLOB_MAGIC.search(pattern) is not None
         if magic:
             matches = sorted(glob.glob(pattern))

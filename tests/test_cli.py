@@ -401,3 +401,26 @@ def test_splunk_token_never_printed(work: Path) -> None:
     everything = b"".join(outputs)
     assert TOKEN.encode() not in everything
     assert b"SECRETTOKEN" not in everything
+
+
+def test_tilde_in_file_sink_dir_and_rotate_glob(work: Path) -> None:
+    """``--to file:~/logs`` and a quoted ``'~/logs/*.log'`` mean the home directory, as they do
+    for ``collect`` paths: the shell leaves ~ alone inside a word or quotes. Before the fix the
+    sink wrote into a directory literally named ``~`` and rotate found no such directory."""
+    home = work / "home"
+    home.mkdir()
+    env = {"HOME": str(home)}
+    proc = run(["collect", "--once", "app.log", "--to", "file:~/logs"], cwd=work, env=env)
+    assert_clean(proc)
+    assert proc.returncode == 0
+    assert not (work / "~").exists()
+    assert [json.loads(x)["message"] for x in (home / "logs" / "app.log").read_text().splitlines()] \
+        == ["hello"]
+    proc = run(["rotate", "~/logs/*.log", "--retain", "1"], cwd=work, env=env)
+    assert_clean(proc)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith(b"logpipe rotate: rotated 1")
+    assert len(list((home / "logs").glob("app.log.*.zst"))) == 1
+    dup = run(["collect", "--once", "app.log", "--to", "file:~/logs", "--to", f"file:{home}/logs"],
+              cwd=work, env=env)
+    assert_one_line_error(dup, 2, "named twice")

@@ -74,7 +74,8 @@ def build(spec: str, options: SinkOptions) -> Sink:
     if arg:
         if name != "file":
             raise UsageError(f"sink {name!r} takes no ':' argument (only file:DIR does)")
-        options = _replace(options, file_dir=arg)
+        # `--to file:~/logs` is one word to the shell, which expands ~ only at a word's start
+        options = _replace(options, file_dir=os.path.expanduser(arg))
     module_name, _, cls_name = target.partition(":")
     cls = getattr(import_module(module_name), cls_name)
     sink: Sink = cls.from_options(options)

@@ -317,11 +317,13 @@ def test_globs_never_rerotate_rotated_files(tmp_path: Path) -> None:
          "logpipe: {d}/missing-dir/*.log: directory {d}/missing-dir does not exist"),
         (["{d}/*.nomatch"], "logpipe: {d}/*.nomatch: no file matches"),
         (["{d}"], "logpipe: {d} is a directory; give log files or a quoted glob such as '{d}/*.log'"),
+        (["{d}/**/*.log"],
+         "logpipe: {d}/**/*.log: '**' is not supported by logpipe rotate; give one glob per directory"),
     ],
 )
 def test_bad_paths_give_one_clear_line(tmp_path: Path, args: list[str], message: str) -> None:
-    """A missing file, a glob matching nothing, a missing directory or a directory given as a
-    file → one `logpipe: …` line, exit 2, no traceback."""
+    """A missing file, a glob matching nothing, a missing directory, a directory given as a
+    file or a recursive ``**`` → one `logpipe: …` line, exit 2, no traceback."""
     res = run_rotate(*[a.format(d=tmp_path) for a in args])
     assert res.returncode == 2
     assert res.stderr.strip() == message.format(d=tmp_path)

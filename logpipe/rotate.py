@@ -810,7 +810,7 @@ def _due(path: str, st: os.stat_result, opts: RotateOptions, now: float) -> str 
     if st.st_size == 0:
         return None
     if opts.max_size is None and not opts.daily:
-        return "forced (no --max-size or --daily)"
+        return "forced: no --max-size or --daily"
     if opts.max_size is not None and st.st_size >= opts.max_size:
         return f"{_human(st.st_size)} >= --max-size {_human(opts.max_size)}"
     if opts.daily:

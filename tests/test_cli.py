@@ -326,7 +326,9 @@ def test_rotate_dry_run_into_head_1(work: Path) -> None:
     with subprocess.Popen([*LOGPIPE, "rotate", "logs/*.log", "--dry-run"], cwd=work,
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
         assert proc.stdout is not None and proc.stderr is not None
-        assert proc.stdout.readline().startswith(b"would rotate ")
+        first = proc.stdout.readline()
+        assert first.startswith(b"would rotate ")
+        assert b"(forced: no --max-size or --daily) by rename" in first  # was "(forced (…))"
         proc.stdout.close()
         proc.wait(timeout=30)
         assert b"Traceback" not in proc.stderr.read()

@@ -76,8 +76,8 @@ def main() -> None:
     \b
     Quick start:
       logpipe collect --run api="python api.py" --to console --to file:./logs
-      logpipe collect --pm2 | logpipe sink splunk      # token in LOGPIPE_SPLUNK_TOKEN
-      logpipe rotate '/var/log/app/*.log' --retain 7    # from cron
+      logpipe collect --pm2 | logpipe sink splunk   # token: LOGPIPE_SPLUNK_TOKEN
+      logpipe rotate '/var/log/app/*.log' --retain 7  # from cron
     """
 
 
@@ -279,7 +279,7 @@ def sink(names: tuple[str, ...], state_dir: str | None, service: str | None, **k
     Sinks:
       console  human-readable lines on stdout (--format json for NDJSON)
       file     DIR/<service>.log, rotated by --max-size/--daily, zstd, --retain N
-      splunk   Splunk HTTP Event Collector (batched, gzip, retried, spooled, --ack)
+      splunk   Splunk HTTP Event Collector: batched, gzip, retried, spooled, --ack
       ndjson   the records as NDJSON on stdout
 
     Exits non-zero only when records could not be delivered or spooled. EOF and SIGTERM flush
@@ -317,17 +317,20 @@ def rotate(paths: tuple[str, ...], retain: int, max_size: int | None, daily: boo
     With neither --max-size nor --daily, every matched non-empty file is rotated (forced).
     Safe beside logpipe's file sink and collector, and against a second run (lock).
 
-    \b
     Rotated files: NAME.<UTC YYYYmmddTHHMMSS>[.N].zst beside NAME (so '*.log' never matches
     them). A rotated file another process still has open (a writer that has not reopened yet,
     a collector draining it) is left uncompressed and compressed by the next run. A second run
     waits for the lock ($LOGPIPE_ROTATE_LOCK_WAIT, default 10 s), then exits 3.
 
+    Cron, every 10 minutes (--daily fires once per UTC day: the first run after midnight, or
+    after a missed day; --max-size whenever a file is over 100M):
+
     \b
-    Cron: every 10 minutes; --daily fires once per UTC day (the first run after midnight, or
-    after a missed day), --max-size whenever a file is over 100M:
       */10 * * * * logpipe rotate --daily --max-size 100M --retain 14 '/var/log/app/*.log'
+
     PM2: rename, make PM2 reopen its files, then a second run compresses what PM2 held:
+
+    \b
       5 0 * * * R="logpipe rotate --daily --retain 7 $HOME/.pm2/logs/*.log"; $R && pm2 reloadLogs && $R
     """
     from logpipe.rotate import RotateOptions

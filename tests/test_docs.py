@@ -184,3 +184,14 @@ def test_every_option_named_in_readme_exists() -> None:
         listed.update(re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", help_text(command)))
     missing = sorted(named - listed - {"--help", "--version"})
     assert not missing, missing
+
+
+@pytest.mark.parametrize("command", ("", *COMMANDS))
+def test_help_fits_an_80_column_terminal(command: str) -> None:
+    """On an 80-column terminal every help line fits, except a copy-paste example command line
+    (cron entries are kept whole); before, rotate's paragraphs were 90 columns wide."""
+    proc = subprocess.run([*LOGPIPE, *([command] if command else []), "--help"],
+                          capture_output=True, text=True, check=True, timeout=30,
+                          env={"COLUMNS": "80", "PATH": "/usr/bin:/bin"})
+    wide = [ln for ln in proc.stdout.splitlines() if len(ln) > 80 and "logpipe " not in ln]
+    assert not wide, wide

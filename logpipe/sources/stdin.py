@@ -155,14 +155,20 @@ class StdinSource(Source):
             return
         out: list[bytes] = []
         flagged: dict[int, int] = {}
+        push = j.push
         for i, line in enumerate(lines):
             if cut is not None and i in cut:
                 # a cut line is never joined: it keeps its truncated flag (as for children)
                 out.extend(t for t, _ in j.flush())
                 flagged[len(out)] = 0
                 out.append(line)
-            else:
-                out.extend(t for t, _ in j.push(line, 0))
+                continue
+            done = push(line, 0)
+            if done:  # usually one line (the one held before), often none
+                if len(done) == 1:
+                    out.append(done[0][0])
+                else:
+                    out.extend(t for t, _ in done)
         if out:
             await self._emit_lines(out, flagged or None, emit)
 

@@ -775,3 +775,36 @@ def test_requests_are_gzipped_kept_alive_and_several_in_flight(tmp_path: Path) -
     assert 2 <= len(ports) <= 4 + 1 + 1  # concurrency + endpoints + 1: the sink's pool size
     assert len(posts) >= 3 * len(ports), (len(posts), len(ports))
     assert len({d["headers"].get("X-Splunk-Request-Channel") for d in posts}) == 1
+
+
+def test_pending_acks_are_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With --ack and a HEC that acknowledges only after 0.3 s, the sink stops taking new
+    requests once MAX_PENDING_ACKS (here 2) await their ack: before the first ack comes back
+    at most that many requests, plus the parts already queued on the lane, were sent; then
+    every event arrives once, in order. (The bound is checked before taking a chunk, so it can
+    be passed by the requests of one chunk.)"""
+    from logpipe.sinks import splunk
+
+    monkeypatch.setattr(splunk, "MAX_PENDING_ACKS", 2)
+    n = 300
+    with HecDouble(token=TOKEN, ack=True) as hec:
+        hec.set_ack_delay(0.3)
+        sink = make_sink(tmp_path, [hec.url], ack=True, ack_interval=0.05, concurrency=1,
+                         batch_bytes=8 << 10, batch_timeout=0.01)
+
+        async def go() -> None:
+            await sink.start()
+            # small writes: one spool item (~7 KB) per request, so the bound is not blurred by
+            # one big chunk (a chunk taken is sent whole: the bound is checked per chunk)
+            await feed(sink, records(n, sources=["a"]), batch=25)
+            await sink.close()
+
+        asyncio.run(go())
+        assert_exactly_once_in_order(hec, n)
+        details = list(hec.details)
+    first_true = next(i for i, d in enumerate(details)
+                      if d["path"].endswith("/ack") and any(d["acks"].values()))
+    sent_before = [d for d in details[:first_true] if d["path"].endswith("/event") and d.get("events")]
+    total = [d for d in details if d["path"].endswith("/event") and d.get("events")]
+    assert len(sent_before) <= 2 + splunk.LANE_DEPTH, len(sent_before)
+    assert len(total) > 2 * (2 + splunk.LANE_DEPTH)  # the bound, not the input, held them back

@@ -808,3 +808,16 @@ def test_pending_acks_are_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     total = [d for d in details if d["path"].endswith("/event") and d.get("events")]
     assert len(sent_before) <= 2 + splunk.LANE_DEPTH, len(sent_before)
     assert len(total) > 2 * (2 + splunk.LANE_DEPTH)  # the bound, not the input, held them back
+
+
+def test_help_states_the_batching_defaults_the_sink_uses() -> None:
+    """`logpipe sink --help` states the Splunk sink's real defaults: request size, batch timeout
+    and requests in flight are the module's constants, and there is no --token option."""
+    from logpipe.sinks import splunk
+
+    res = subprocess.run([*LOGPIPE, "sink", "--help"], capture_output=True, timeout=30, check=True)
+    text = " ".join(res.stdout.decode().split())
+    assert f"(default {splunk.DEFAULT_BATCH_BYTES}," in text
+    assert f"(default {splunk.DEFAULT_BATCH_TIMEOUT:g})" in text
+    assert f"(default {splunk.DEFAULT_CONCURRENCY})" in text
+    assert "--token " not in text and "--token-file" in text

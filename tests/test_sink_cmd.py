@@ -259,3 +259,31 @@ def test_sink_configuration_mistake_is_one_logpipe_line() -> None:
     assert res.stdout == b""
     assert res.stderr.decode().splitlines() == [
         "logpipe: the file sink needs a directory: --dir DIR (or LOGPIPE_FILE_DIR, or --to file:DIR)"]
+
+
+@pytest.mark.parametrize(("sub", "status", "expected"), [
+    ("", 2, "Error: Invalid value for '--dir'"),  # click checks the option: a usage error
+    ("logs", 1, "logpipe: file sink: cannot create"),  # found by the sink's start-up check
+])
+def test_unusable_file_sink_directory_is_one_line_and_nothing_is_read(
+        tmp_path: Path, sub: str, status: int, expected: str) -> None:
+    """``sink console file --dir D`` where D is a regular file (a usage error, exit 2) or lies
+    under one (the sink's start-up check, exit 1): one error line naming it, no traceback, and
+    no record is taken from stdin (the console, started first, prints nothing)."""
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file, not a directory")
+    target = blocker / sub if sub else blocker
+    r, w = os.pipe()
+    os.write(w, b'{"message": "kept"}\n')
+    os.close(w)
+    with os.fdopen(r, "rb") as stdin:
+        res = subprocess.run([*LOGPIPE, "sink", "console", "file", "--dir", str(target)],
+                             stdin=stdin, capture_output=True, timeout=30)
+        left = stdin.read()
+    assert res.returncode == status
+    assert res.stdout == b""
+    err = res.stderr.decode()
+    assert "Traceback" not in err
+    lines = [ln for ln in err.splitlines() if ln.startswith(("logpipe: ", "Error: "))]
+    assert len(lines) == 1 and lines[0].startswith(expected), err
+    assert left == b'{"message": "kept"}\n'

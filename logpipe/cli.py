@@ -297,8 +297,8 @@ def sink(names: tuple[str, ...], state_dir: str | None, service: str | None, **k
               short_help="Rotate, compress (zstd) and prune log files, from cron.")
 @click.argument("paths", nargs=-1, required=True, metavar="PATH_OR_GLOB...")
 @click.option("--retain", type=click.IntRange(min=0), default=7,
-              help="rotated files to keep per log (0 keeps none: each rotation deletes the "
-                   "previous ones).")
+              help="rotated files to keep per log (0 keeps none: the file just rotated is "
+                   "deleted too, once no collector still needs it).")
 @click.option("--max-size", type=SIZE, help="rotate files larger than SIZE (e.g. 100M).")
 @click.option("--daily", is_flag=True, help="rotate files last rotated on an earlier UTC day.")
 @click.option("--max-age", type=click.IntRange(min=0), metavar="DAYS",

@@ -220,7 +220,10 @@ def test_truncate_and_regrow_past_offset_between_polls_is_detected(
     log.write_bytes(b"".join(b'{"seq":%d,"gen":"old"}\n' % i for i in range(50)))
     with TailRunner([str(log)], str(tmp_path / "state"), rescan_interval=1.0) as r:
         wait_for(lambda: len(r.sink.records) >= 50, 5)
-        time.sleep(0.5)  # cold now: the next look is the rescan
+        (f_log,) = r.source._files.values()
+        # cold: the reader no longer polls it, so the next look is the rescan's stat (which
+        # sees only a bigger size) — the fingerprint, not the size, must tell
+        wait_for(lambda: f_log.next_poll == tail_mod._COLD, 5, message="file gone cold")
         with open(log, "r+b") as f:
             f.truncate(0)
             f.write(b"".join(b'{"seq":%d,"gen":"new"}\n' % i for i in range(100, 200)))

@@ -32,8 +32,9 @@ How it behaves, and whose behaviour it follows (research/collector.md §1, "What
   renamed to a name no glob matches is closed after it sat at EOF for ``DETACHED_IDLE_CLOSE``
   (60 s) *and* no other process has it open for writing (/proc, as ``fuser``): a writer that
   has not reopened yet keeps it followed however slowly it writes (Filebeat's
-  ``close_renamed`` would lose its lines). To read a rotated file found later, let a glob
-  match the rotated names (``app.log*``).
+  ``close_renamed`` would lose its lines). Another user's writer is visible in /proc only to
+  root: a non-root collector falls back to the idle spell alone. To read a rotated file found
+  later, let a glob match the rotated names (``app.log*``).
 - **Open files** are capped at min(1024, 80 % of RLIMIT_NOFILE) (Vector PR #25252); beyond it the
   least recently active idle file is closed and reopened — after an identity check — when it
   grows. Idle files cost one ``stat`` per rescan; only files with recent data are polled fast.
@@ -582,6 +583,11 @@ class TailSource(Source):
                 self._set_fp(best, prefix)
             best.head = prefix
             best.emitted = best.committed
+            if best.committed:
+                # a second `collect --once app.log` printing nothing puzzles a new user: say why
+                # (Filebeat logs "File ... resuming from offset" likewise); one line per 10 s
+                diagnostics.info(f"{path}: resuming at byte {best.committed} from the checkpoint "
+                                 f"(lines before it were delivered already)", key="tail-resume")
             return best, best.committed, None
         # 2. another inode with the same first bytes: a copy (copytruncate's app.log.1) or a
         #    file moved across filesystems — but only if a later sample of the content agrees

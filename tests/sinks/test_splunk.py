@@ -568,7 +568,8 @@ def test_token_disabled_while_stdin_is_idle_exits_promptly(tmp_path: Path) -> No
     state = tmp_path / "state"
     err = tmp_path / "stderr"
     with HecDouble(token=TOKEN) as hec:
-        proc = spawn_sink(sink_env(state, hec.url), stderr_path=err)
+        proc = spawn_sink(sink_env(state, hec.url, LOGPIPE_SPLUNK_BATCH_TIMEOUT="0.05"),
+                          stderr_path=err)
         try:
             assert proc.stdin is not None
             proc.stdin.write(ndjson(records(20)))

@@ -31,8 +31,8 @@ Every sink subclasses :class:`Sink`. A sink:
 - MUST report a fatal error it finds *outside* ``write`` (a background sender told "bad token"
   while input is idle) through :meth:`Sink.fail` at once, and raise it again from the next
   ``write``/``close``: the pipeline then stops the sources without waiting for more input
-  (Vector's components report a fatal error to the topology, which shuts down; the same holds
-  here), so ``logpipe sink splunk`` exits promptly with its one-line error.
+  (an idle stdin would otherwise never bring the next ``write``), so ``logpipe sink splunk``
+  exits promptly with its one-line error.
 - MUST make ``close()`` drain: everything accepted is delivered or durable when it returns.
 - SHOULD implement ``start()`` as a health check over the real path (open the file, ask the
   HEC) and raise ``SinkError`` with a clear message when the destination is unusable, or warn

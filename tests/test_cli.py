@@ -426,3 +426,18 @@ def test_tilde_in_file_sink_dir_and_rotate_glob(work: Path) -> None:
     dup = run(["collect", "--once", "app.log", "--to", "file:~/logs", "--to", f"file:{home}/logs"],
               cwd=work, env=env)
     assert_one_line_error(dup, 2, "named twice")
+
+
+def test_second_collect_once_says_it_resumes(work: Path) -> None:
+    """Running ``collect --once app.log`` again prints no records (the checkpoint says they were
+    delivered) and says so on stderr, instead of a silent nothing that puzzles a new user."""
+    first = run(["collect", "--once", "app.log"], cwd=work)
+    assert [json.loads(x)["message"] for x in first.stdout.splitlines()] == ["hello"]
+    assert "resuming" not in first.stderr.decode()
+    again = run(["collect", "--once", "app.log"], cwd=work)
+    err = assert_clean(again)
+    assert again.returncode == 0
+    assert again.stdout == b""
+    notes = [json.loads(ln)["message"] for ln in err.splitlines() if is_diagnostic(ln)]
+    assert f"{work / 'app.log'}: resuming at byte 6 from the checkpoint " \
+           "(lines before it were delivered already)" in notes

@@ -190,6 +190,29 @@ def check_sink_specs(specs: list[str], file_dir: str | None) -> None:
         seen.add(key)
 
 
+def check_unused_sink_options(specs: list[str], collect: bool) -> None:
+    """Refuse a sink option given on the command line for a sink that is not used: it would be
+    silently ignored (``logpipe sink console --dir logs``, ``collect --to console --max-size
+    10M``, ``--to file:A --dir B``). ``LOGPIPE_*`` variables stay defaults and are not checked."""
+    ctx = click.get_current_context()
+    names = {spec.partition(":")[0] for spec in specs}
+    bare_file = "file" in specs
+    for param in ctx.command.params:
+        pname = param.name or ""
+        sink_name = pname.partition("_")[0]
+        if sink_name not in ("console", "file", "splunk") \
+                or ctx.get_parameter_source(pname) is not click.core.ParameterSource.COMMANDLINE:
+            continue
+        flag = param.opts[0]
+        if sink_name not in names:
+            fix = (f"add --to {'file:DIR' if sink_name == 'file' else sink_name}" if collect
+                   else f"e.g. logpipe sink {' '.join([*specs, sink_name])} …")
+            raise UsageError(f"{flag} is a {sink_name} sink option, but no {sink_name} sink is "
+                             f"named ({fix})")
+        if pname == "file_dir" and not bare_file:
+            raise UsageError(f"{flag} is not used: each --to file:DIR names its own directory")
+
+
 def check_pm2_home(value: str | None) -> None:
     """``--pm2`` takes an optional PM2_HOME, so ``--pm2 'app/*.log'`` or ``--pm2 -`` would
     silently swallow what the user meant as a path to collect: refuse what cannot be a home."""
@@ -249,6 +272,7 @@ def collect(paths: tuple[str, ...], pm2_home: str | None, runs: tuple[str, ...],
 
     check_pm2_home(pm2_home)
     check_sink_specs(list(to), kw.get("file_dir"))
+    check_unused_sink_options(list(to), collect=True)
     sink_opts = build_sink_options(state_dir, kw)
     opts = CollectOptions(
         paths=list(paths),
@@ -288,6 +312,7 @@ def sink(names: tuple[str, ...], state_dir: str | None, service: str | None, **k
     from logpipe.runner import sink_main
 
     check_sink_specs(list(names), kw.get("file_dir"))
+    check_unused_sink_options(list(names), collect=False)
     sink_opts = build_sink_options(state_dir, kw)
     _run(lambda: sink_main(list(names), sink_opts, service=service))
 

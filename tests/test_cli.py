@@ -126,6 +126,15 @@ MISTAKES: list[tuple[list[str], int, str]] = [
     (["collect", "--once", "--pm2", "app.log"], 2, "PM2_HOME must be a directory"),
     (["collect", "--once", "--pm2", "-"], 2, "PM2_HOME must be a directory"),
     (["collect", "--once", "--pm2", "adir/*.log"], 2, "logpipe collect 'adir/*.log' --pm2"),
+    # an option of a sink that is not used was silently ignored
+    (["sink", "console", "--dir", "out"], 2, "--dir is a file sink option, but no file sink"),
+    (["sink", "file", "--dir", "out", "--format", "json"], 2, "--format is a console sink option"),
+    (["sink", "console", "--url", "http://127.0.0.1:1"], 2, "--url is a splunk sink option"),
+    (["collect", "--once", "app.log", "--max-size", "10M"], 2, "(add --to file:DIR)"),
+    (["collect", "--once", "app.log", "--to", "console", "--retain", "3"], 2,
+     "--retain is a file sink option"),
+    (["collect", "--once", "app.log", "--to", "file:out", "--dir", "other"], 2,
+     "--dir is not used: each --to file:DIR names its own directory"),
 ]
 
 
@@ -150,6 +159,17 @@ def test_two_file_sinks_in_different_dirs_are_fine(work: Path) -> None:
     for d in ("a", "b"):
         assert [json.loads(x)["message"] for x in (work / d / "app.log").read_text().splitlines()] \
             == ["hello"]
+
+
+def test_sink_options_from_the_environment_stay_defaults(work: Path) -> None:
+    """A ``LOGPIPE_*`` variable for a sink that is not used is not an error (it is a default for
+    whichever command names that sink), and ``--dir`` serves a bare ``--to file``."""
+    proc = run(["collect", "--once", "app.log", "--to", "console", "--to", "file", "--dir", "out"],
+               cwd=work, env={"LOGPIPE_SPLUNK_URL": "http://127.0.0.1:1", "LOGPIPE_FILE_RETAIN": "2"})
+    assert_clean(proc)
+    assert proc.returncode == 0
+    assert b"hello" in proc.stdout
+    assert (work / "out" / "app.log").exists()
 
 
 def test_pm2_home_directory_is_still_accepted(work: Path) -> None:

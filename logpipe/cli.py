@@ -165,12 +165,21 @@ def build_sink_options(state_dir: str | None, kw: dict[str, Any]) -> Any:
     url = kw.pop("splunk_url")
     no_compress = kw.pop("file_no_compress")
     fields = {k: kw.pop(k) for k in list(kw) if k.startswith(("console_", "file_", "splunk_"))}
+    for key in ("file_dir", "splunk_spool_dir", "splunk_token_file"):
+        if fields.get(key):
+            fields[key] = os.path.expanduser(fields[key])
     return SinkOptions(
-        state_dir=state_dir or default_state_dir(),
+        state_dir=_expand_home(state_dir) or default_state_dir(),
         splunk_urls=[u.strip() for u in (url or "").split(",") if u.strip()],
         file_compress=not no_compress,
         **{k: v for k, v in fields.items() if v is not None},
     )
+
+
+def _expand_home(path: str | None) -> str | None:
+    """``~/x`` → ``$HOME/x``: no shell expands ``--state-dir=~/x`` or ``file:~/x``, nor a
+    LOGPIPE_* value from systemd's ``Environment=`` or docker's ``env``."""
+    return os.path.expanduser(path) if path else path
 
 
 def check_sink_specs(specs: list[str], file_dir: str | None) -> None:
@@ -365,7 +374,7 @@ def rotate(paths: tuple[str, ...], retain: int, max_size: int | None, daily: boo
     opts = RotateOptions(
         paths=list(paths), retain=retain, max_size=max_size, daily=daily, max_age_days=max_age,
         copytruncate=copytruncate, compress=not no_compress, dry_run=dry_run,
-        state_dir=state_dir or default_state_dir(),
+        state_dir=_expand_home(state_dir) or default_state_dir(),
     )
     _run(lambda: rotate_main(opts))
 

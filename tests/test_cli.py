@@ -461,3 +461,21 @@ def test_second_collect_once_says_it_resumes(work: Path) -> None:
     notes = [json.loads(ln)["message"] for ln in err.splitlines() if is_diagnostic(ln)]
     assert f"{work / 'app.log'}: resuming at byte 6 from the checkpoint " \
            "(lines before it were delivered already)" in notes
+
+
+def test_tilde_where_no_shell_expands_it(work: Path) -> None:
+    """``--dir=~/lg`` and ``LOGPIPE_STATE_DIR=~/st`` (as systemd's Environment= passes it) mean
+    the home directory: no literal ``./~`` directory is created; the checkpoint is in ~/st."""
+    home = work / "home"
+    home.mkdir()
+    proc = run(["collect", "--once", "app.log", "--to", "file", "--dir=~/lg"], cwd=work,
+               env={"HOME": str(home), "LOGPIPE_STATE_DIR": "~/st"})
+    assert_clean(proc)
+    assert proc.returncode == 0, proc.stderr
+    assert not (work / "~").exists()
+    assert (home / "lg" / "app.log").read_text().count("hello") == 1
+    assert any((home / "st").iterdir())
+    proc = run(["rotate", "--dry-run", "--state-dir=~/st", "app.log"], cwd=work,
+               env={"HOME": str(home)})
+    assert proc.returncode == 0, proc.stderr
+    assert not (work / "~").exists()

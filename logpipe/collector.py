@@ -23,6 +23,7 @@ Decisions worth knowing:
 
 from __future__ import annotations
 
+import glob
 import os
 import shutil
 import stat
@@ -346,8 +347,12 @@ def plan(opts: CollectOptions) -> Plan:
     if opts.pm2_home is not None:
         pm2 = Pm2Registry(pm2_home(opts.pm2_home))
         if not os.path.isdir(pm2.logs_dir):
-            diagnostics.warning(f"PM2 log directory {pm2.logs_dir} does not exist yet; watching it",
-                                key="pm2-missing")
+            home = os.path.dirname(pm2.logs_dir)
+            # `--pm2 ~/.pm2/logs` (the logs dir, not PM2_HOME) is an easy slip: name the fix
+            hint = (f" (PM2_HOME is the directory that holds logs/: did you mean --pm2 "
+                    f"{os.path.dirname(home)}?)" if glob.glob(os.path.join(home, "*.log")) else "")
+            diagnostics.warning(f"PM2 log directory {pm2.logs_dir} does not exist yet; watching it"
+                                f"{hint}", key="pm2-missing")
         pattern = os.path.join(pm2.logs_dir, "*.log")
         if pattern not in patterns:
             patterns.append(pattern)

@@ -479,3 +479,20 @@ def test_tilde_where_no_shell_expands_it(work: Path) -> None:
                env={"HOME": str(home)})
     assert proc.returncode == 0, proc.stderr
     assert not (work / "~").exists()
+
+
+def test_pm2_logs_dir_given_as_pm2_home_names_the_fix(work: Path) -> None:
+    """``--pm2 ~/.pm2/logs`` (the logs directory instead of PM2_HOME) collects nothing; the
+    warning says which --pm2 was meant, and with that one the records arrive."""
+    logs = work / "pm2home" / "logs"
+    logs.mkdir(parents=True)
+    (logs / "api-out.log").write_text('{"message": "from pm2"}\n')
+    proc = run(["collect", "--once", "--pm2", str(logs)], cwd=work)
+    err = assert_clean(proc)
+    assert proc.returncode == 0 and proc.stdout == b""
+    warnings = [json.loads(ln)["message"] for ln in err.splitlines() if is_diagnostic(ln)
+                and json.loads(ln)["level"] == "warning"]
+    assert warnings == [f"PM2 log directory {logs}/logs does not exist yet; watching it (PM2_HOME "
+                        f"is the directory that holds logs/: did you mean --pm2 {work / 'pm2home'}?)"]
+    right = run(["collect", "--once", "--pm2", str(work / "pm2home")], cwd=work)
+    assert [json.loads(x)["message"] for x in right.stdout.splitlines()] == ["from pm2"]

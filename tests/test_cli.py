@@ -496,3 +496,27 @@ def test_pm2_logs_dir_given_as_pm2_home_names_the_fix(work: Path) -> None:
                         f"is the directory that holds logs/: did you mean --pm2 {work / 'pm2home'}?)"]
     right = run(["collect", "--once", "--pm2", str(work / "pm2home")], cwd=work)
     assert [json.loads(x)["message"] for x in right.stdout.splitlines()] == ["from pm2"]
+
+
+def test_console_never_writes_terminal_control_characters(work: Path) -> None:
+    """Binary garbage or a hostile record (ESC sequences that clear the screen or retitle the
+    terminal, BEL, a carriage return hiding text) reaches the terminal escaped as ``\\x1b``…,
+    in the message, service, level, time and exception alike; tab and newline stay."""
+    hostile = [
+        b"plain \x1b[2J clear\x07 bell\rhidden\ttab",
+        json.dumps({"message": "m\x1b]0;title\x07", "service": "api\x1b[8m", "instance_id": "0\r",
+                    "level": "x\x1b[5m", "time": "t\x1b[1m",
+                    "exception": "Oops\x1b[2J\nValueError: x\x9b31m"}).encode(),
+    ]
+    data = b"\n".join(hostile) + b"\n" + os.urandom(4000).replace(b"\n", b"") + b"\n"
+    proc = run(["sink", "console"], cwd=work, stdin=data, env={"FORCE_COLOR": "0"})
+    assert_clean(proc)
+    assert proc.returncode == 0
+    out = proc.stdout.decode("utf-8")
+    bad = [c for c in out if (ord(c) < 0x20 and c not in "\n\t") or 0x7F <= ord(c) <= 0x9F]
+    assert not bad, sorted(set(bad))
+    lines = out.splitlines()
+    assert "plain \\x1b[2J clear\\x07 bell\\x0dhidden\ttab" in lines[0]
+    assert "api\\x1b[8m[0\\x0d] m\\x1b]0;title\\x07" in lines[1]
+    assert lines[1].startswith("t\\x1b[1m X\\x1b[5M")
+    assert lines[2:4] == ["    Oops\\x1b[2J", "    ValueError: x\\x9b31m"]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -48,6 +49,19 @@ _ORIGIN = frozenset(ORIGIN_KEYS)
 #: characters that make a value ambiguous in ``key=value`` unless quoted
 _NEEDS_QUOTES = frozenset(' "=\n\r\t\\')
 EXCEPTION_INDENT = "    "
+#: C0 controls but tab and newline, DEL and C1: written raw, a record's text could clear the
+#: screen, retitle the terminal or hide itself behind a carriage return (terminal escape
+#: injection; journalctl likewise escapes them). Shown as ``\x1b``, the way repr() does.
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def _escape_control(m: re.Match[str]) -> str:
+    return f"\\x{ord(m[0]):02x}"
+
+
+def visible(text: str) -> str:
+    """``text`` with control characters (but tab and newline) escaped; as is when printable."""
+    return text if text.isprintable() else _CONTROL.sub(_escape_control, text)
 
 
 def use_colour(fd: int, environ: Mapping[str, str] | None = None) -> bool:
@@ -106,17 +120,18 @@ class ConsoleFormatter:
         """One record → its line(s), ending with a newline."""
         c = self.colour
         time = rec.get(record.TIME)
-        time_s = _short_time(time) if isinstance(time, str) else format_value(time) if time else "-"
+        time_s = visible(_short_time(time)) if isinstance(time, str) else \
+            format_value(time) if time else "-"
         level = rec.get(record.LEVEL, "info")
         level_name = level if isinstance(level, str) else format_value(level)
-        label = LEVEL_LABELS.get(level_name) or f"{level_name.upper():<5}"
+        label = LEVEL_LABELS.get(level_name) or visible(f"{level_name.upper():<5}")
         service = rec.get(record.SERVICE)
         instance = rec.get(record.INSTANCE_ID)
-        who = "" if service is None else _text(service)
+        who = "" if service is None else visible(_text(service))
         if instance is not None and instance != "":
-            who += f"[{_text(instance)}]"
+            who += f"[{visible(_text(instance))}]"
         message = rec.get(record.MESSAGE, "")
-        msg = message if isinstance(message, str) else format_value(message)
+        msg = visible(message) if isinstance(message, str) else format_value(message)
         if "\n" in msg:
             msg = msg.rstrip("\n").replace("\n", "\n" + EXCEPTION_INDENT)
         pairs = self._pairs(rec)
@@ -131,7 +146,7 @@ class ConsoleFormatter:
             line += " " + " ".join(pairs)
         exc = rec.get(record.EXCEPTION)
         if exc:
-            text = exc if isinstance(exc, str) else orjson.dumps(
+            text = visible(exc) if isinstance(exc, str) else orjson.dumps(
                 exc, default=repr, option=orjson.OPT_INDENT_2).decode()
             body = EXCEPTION_INDENT + text.rstrip("\n").replace("\n", "\n" + EXCEPTION_INDENT)
             line += f"\n{RED}{body}{RESET}" if c else f"\n{body}"

@@ -333,6 +333,11 @@ def plan(opts: CollectOptions) -> Plan:
                 if stat.S_ISDIR(st.st_mode):
                     raise UsageError(f"{raw} is a directory; give files or a quoted glob such as "
                                      f"'{raw.rstrip('/')}/*.log'")
+                if not stat.S_ISREG(st.st_mode):
+                    # the tailer reads regular files only: `cmd | logpipe collect /dev/stdin`
+                    # or a FIFO would otherwise collect nothing, silently
+                    raise UsageError(f"{raw} is not a regular file (a pipe or a device); for a "
+                                     f"pipe or stdin write '-': cmd | logpipe collect -")
         if path not in patterns:
             patterns.append(path)
     runs = parse_runs(opts.runs)

@@ -76,6 +76,7 @@ def work(tmp_path: Path) -> Path:
     (tmp_path / "empty.tok").write_text("")
     (tmp_path / "good.tok").write_text(TOKEN + "\n")
     (tmp_path / "blocker").write_text("a file where a directory is expected\n")
+    os.mkfifo(tmp_path / "fifo")
     return tmp_path
 
 
@@ -126,6 +127,9 @@ MISTAKES: list[tuple[list[str], int, str]] = [
     (["collect", "--once", "--pm2", "app.log"], 2, "PM2_HOME must be a directory"),
     (["collect", "--once", "--pm2", "-"], 2, "PM2_HOME must be a directory"),
     (["collect", "--once", "--pm2", "adir/*.log"], 2, "logpipe collect 'adir/*.log' --pm2"),
+    # the tailer reads regular files only: these collected nothing, silently
+    (["collect", "--once", "/dev/stdin"], 2, "/dev/stdin is not a regular file"),
+    (["collect", "--once", "fifo"], 2, "for a pipe or stdin write '-': cmd | logpipe collect -"),
     # an option of a sink that is not used was silently ignored
     (["sink", "console", "--dir", "out"], 2, "--dir is a file sink option, but no file sink"),
     (["sink", "file", "--dir", "out", "--format", "json"], 2, "--format is a console sink option"),

@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -524,3 +525,36 @@ def test_console_never_writes_terminal_control_characters(work: Path) -> None:
     assert "api\\x1b[8m[0\\x0d] m\\x1b]0;title\\x07" in lines[1]
     assert lines[1].startswith("t\\x1b[1m X\\x1b[5M")
     assert lines[2:4] == ["    Oops\\x1b[2J", "    ValueError: x\\x9b31m"]
+
+
+def test_mistyped_splunk_host_says_why(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A --url whose host name does not resolve is reported with the resolver's reason (``Name
+    or service not known``), not ``Unknown error -2`` (os.strerror of an EAI_* code). The
+    resolver error is a real one (getaddrinfo of an empty name fails locally, no network),
+    chained the way httpx chains it."""
+    import httpx
+
+    from logpipe import sinks
+    from logpipe.sinks import SinkOptions
+    from logpipe.sinks.splunk import Endpoint
+
+    try:
+        socket.getaddrinfo("", None)
+    except socket.gaierror as gai:
+        resolver_error = gai
+    else:  # pragma: no cover - a resolver that answers for "" cannot give this test its error
+        pytest.skip("getaddrinfo('') resolved")
+    try:
+        try:
+            raise resolver_error
+        except socket.gaierror as exc:
+            raise httpx.ConnectError(str(exc)) from exc
+    except httpx.ConnectError as exc:
+        chained = exc
+    monkeypatch.setenv("LOGPIPE_SPLUNK_TOKEN", TOKEN)
+    sink = sinks.build("splunk", SinkOptions(state_dir=str(tmp_path / "state"),
+                                             splunk_urls=["https://splunk.example:8088"]))
+    verdict = sink._error_verdict(chained, Endpoint("https://splunk.example:8088",
+                                                    "https://splunk.example:8088"))
+    assert verdict.text == resolver_error.strerror
+    assert "Unknown error" not in verdict.text

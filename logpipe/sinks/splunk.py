@@ -733,6 +733,10 @@ class SplunkSink(Sink):
         if os_error is not None:
             # "Connection refused" rather than httpx's "All connection attempts failed"
             text = os.strerror(os_error.errno) if os_error.errno else str(os_error.strerror)
+            if isinstance(os_error, socket.gaierror):
+                # a gaierror's errno is an EAI_* code: os.strerror(-2) says "Unknown error -2";
+                # its own strerror says "Name or service not known" (a mistyped host name)
+                text = str(os_error.strerror)
         text = self._token.scrub(text.splitlines()[0] if text else text)[:160]
         if isinstance(exc, httpx.TimeoutException):
             text = f"timed out ({type(exc).__name__})"

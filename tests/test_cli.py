@@ -399,6 +399,14 @@ def test_unreadable_file_and_unwritable_dirs(work: Path) -> None:
                               "cannot write in")
         assert_one_line_error(go(["rotate", "ro/a.log"]), 1, "Permission denied")
         assert (ro / "a.log").read_text() == "x\n"
+        # nothing lost: the line a failed file sink could not take is delivered by the next run
+        (work / "later.log").write_text("kept\n")
+        assert_one_line_error(go(["collect", "--once", "later.log", "--to", "file:ro"]), 1,
+                              "cannot write in")
+        fixed = go(["collect", "--once", "later.log", "--to", "file:good"])
+        assert fixed.returncode == 0, fixed.stderr
+        assert [json.loads(x)["message"] for x in (work / "good" / "later.log").read_text()
+                .splitlines()] == ["kept"]
     finally:
         ro.chmod(0o755)
 

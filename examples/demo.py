@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shlex
 import signal
 import subprocess
@@ -59,10 +60,19 @@ def count_records(path: Path) -> int:
         return sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
 
 
+def _oldest_first(path: Path) -> tuple[str, int, str, int]:
+    """Sort key: per log, its rotated files oldest first (``NAME.<stamp>[.N].zst``: N counts
+    rotations within one second), then the live file, which holds the newest records."""
+    m = re.match(r"^(.*?)\.(\d{8}T\d{6})(?:\.(\d+))?(?:\.zst)?$", path.name)
+    if m is None:
+        return (path.name, 1, "", 0)
+    return (m[1], 0, m[2], int(m[3] or 0))
+
+
 def report(out: Path, earlier: bool = False) -> int:
     """Print each log file under ``out`` with its record count; return the total."""
-    files = sorted(p for p in out.iterdir() if p.is_file() and not p.name.startswith(".")) \
-        if out.is_dir() else []
+    files = sorted((p for p in out.iterdir() if p.is_file() and not p.name.startswith(".")),
+                   key=_oldest_first) if out.is_dir() else []
     if not files:
         print(f"\ndemo: no log files under {out}", file=sys.stderr)
         return 0

@@ -566,3 +566,30 @@ def test_mistyped_splunk_host_says_why(tmp_path: Path, monkeypatch: pytest.Monke
                                                     "https://splunk.example:8088"))
     assert verdict.text == resolver_error.strerror
     assert "Unknown error" not in verdict.text
+
+
+def test_demo_report_lists_files_oldest_first(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """The demo's closing report lists each log's rotated files in the order they were written
+    (``NAME.<stamp>.zst`` before ``NAME.<stamp>.1.zst``, the live file last), with their counts;
+    it listed ``….1.zst`` before ``….zst``, by name."""
+    import zstandard
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "examples"))
+    monkeypatch.chdir(tmp_path)
+    try:
+        import demo  # examples/demo.py
+    finally:
+        sys.path.pop(0)
+    out = tmp_path / "demo-logs"
+    out.mkdir()
+    files = {"api.log.20261123T171651.zst": 1, "api.log.20261123T171652.zst": 2,
+             "api.log.20261123T171652.1.zst": 3, "api.log": 4, "worker.log": 5}
+    for name, n in files.items():
+        data = b"{}\n" * n
+        (out / name).write_bytes(zstandard.ZstdCompressor().compress(data)
+                                 if name.endswith(".zst") else data)
+    assert demo.report(out) == 15
+    listed = [ln.split() for ln in capsys.readouterr().out.splitlines() if ln.endswith(" records")]
+    assert listed == [[name, str(n), "records"] for name, n in files.items()] + \
+        [["total", "15", "records"]]

@@ -342,7 +342,10 @@ def sink(names: tuple[str, ...], state_dir: str | None, service: str | None, **k
                    "written between the copy and the truncate are lost (logrotate's known window).")
 @click.option("--no-compress", is_flag=True, help="keep rotated files uncompressed.")
 @click.option("--dry-run", is_flag=True, help="print the plan; change nothing.")
-@state_dir_option
+@click.option("--state-dir", type=click.Path(file_okay=False), envvar="LOGPIPE_STATE_DIR",
+              help="the collector's state dir, so a file it is still draining is compressed "
+                   "later (default as for collect: $LOGPIPE_STATE_DIR, else "
+                   "$XDG_STATE_HOME/logpipe, else ~/.local/state/logpipe).")
 def rotate(paths: tuple[str, ...], retain: int, max_size: int | None, daily: bool,
            max_age: int | None, copytruncate: bool, no_compress: bool, dry_run: bool,
            state_dir: str | None) -> None:

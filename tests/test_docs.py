@@ -195,3 +195,11 @@ def test_help_fits_an_80_column_terminal(command: str) -> None:
                           env={"COLUMNS": "80", "PATH": "/usr/bin:/bin"})
     wide = [ln for ln in proc.stdout.splitlines() if len(ln) > 80 and "logpipe " not in ln]
     assert not wide, wide
+
+
+def test_rotate_state_dir_help_matches_readme() -> None:
+    """README: "Give rotate the collector's `--state-dir`"; rotate's --help says the same (it
+    said "checkpoints and spools", which rotate writes neither of)."""
+    text = " ".join(help_text("rotate").split())
+    assert "--state-dir DIRECTORY the collector's state dir" in text
+    assert "Give rotate the collector's `--state-dir`" in README.read_text()

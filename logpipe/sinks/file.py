@@ -255,6 +255,8 @@ class FileSink(Sink):
                 await loop.run_in_executor(self._io, self._tick)
             except RuntimeError:
                 return  # executor shut down
+            except OSError as exc:  # keep ticking: the next batch reports a lasting problem
+                diagnostics.error(f"file sink: background check failed: {exc}", key="file-tick")
 
     # --- the I/O thread ---------------------------------------------------------------------------
     def _tick(self) -> None:
@@ -277,8 +279,13 @@ class FileSink(Sink):
 
     def _fsync(self, log: _Log) -> None:
         if log.dirty:
-            with contextlib.suppress(OSError):
+            try:
                 os.fsync(log.fd)
+            except OSError as exc:
+                # the bytes are in the page cache and the next write would report a lasting
+                # error; an fsync failure (EIO) is still worth a loud line, never silence
+                diagnostics.error(f"file sink: fsync of {log.path} failed: {exc.strerror}",
+                                  key=f"fsync:{log.path}")
             log.dirty = False
 
     def _close_all(self) -> None:

@@ -10,6 +10,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -98,16 +99,30 @@ def test_ctrl_c_stops_the_demo_and_still_reports(tmp_path: Path) -> None:
     proc = subprocess.Popen([sys.executable, str(DEMO), "--count", "1000000", "--interval", "0.01"],
                             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, start_new_session=True)
+    # read the output while it runs, as a terminal does: an unread pipe would fill and hold the
+    # whole pipeline back (back-pressure), and the files would stop growing
+    out_parts: list[str] = []
+    err_parts: list[str] = []
+    readers = [threading.Thread(target=lambda s=stream, parts=parts: parts.append(s.read()), daemon=True)
+               for stream, parts in ((proc.stdout, out_parts), (proc.stderr, err_parts))]
+    for r in readers:
+        r.start()
     try:
         wait_for(lambda: (tmp_path / "demo-logs" / "worker.log").exists()
                  and (tmp_path / "demo-logs" / "worker.log").stat().st_size > 0,
                  message="the demo writing its files")
         os.killpg(proc.pid, signal.SIGINT)
-        stdout, stderr = proc.communicate(timeout=60)
+        proc.wait(timeout=60)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+        for r in readers:
+            r.join(timeout=30)
+        for stream in (proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()
+    stdout, stderr = "".join(out_parts), "".join(err_parts)
     assert "Traceback" not in stderr, stderr[-3000:]
     assert proc.returncode == 0, stderr[-3000:]  # everything read was delivered
     _, counts = parse_report(stdout)

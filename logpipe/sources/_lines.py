@@ -113,6 +113,19 @@ class LineSplitter:
         return None if res is None else res[0]
 
 
+#: Rough per-record growth of a normalised line (spliced keys), for batch byte bounds.
+SPLICE_ESTIMATE = 128
+
+
+def batch_end(lines: Sequence[bytes], start: int) -> int:
+    """End index of the batch of ``lines`` that begins at ``start``: at most BATCH_MAX_RECORDS
+    lines and about BATCH_MAX_BYTES bytes once normalised — always at least one line."""
+    j = min(len(lines), start + BATCH_MAX_RECORDS)
+    while j - start > 1 and sum(map(len, lines[start:j])) + SPLICE_ESTIMATE * (j - start) > BATCH_MAX_BYTES:
+        j = start + (j - start) // 2
+    return j
+
+
 def normalised_batches(
     normalise: record.LineNormaliser,
     lines: Sequence[bytes],
@@ -129,9 +142,7 @@ def normalised_batches(
     n = len(lines)
     i = 0
     while i < n:
-        j = min(n, i + BATCH_MAX_RECORDS)
-        while j - i > 1 and sum(map(len, lines[i:j])) > BATCH_MAX_BYTES:
-            j = i + (j - i) // 2
+        j = batch_end(lines, i)
         if truncated and any(k in truncated for k in range(i, j)):
             recs: list[dict[str, Any]] = []
             outs: list[bytes] = []

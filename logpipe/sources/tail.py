@@ -66,8 +66,8 @@ from typing import Any
 from logpipe import diagnostics, identity, record
 from logpipe.checkpoint import FORGET_AFTER, CheckpointStore, FileState, fingerprint
 from logpipe.errors import CheckpointError, UsageError
-from logpipe.pipeline import BATCH_MAX_BYTES, BATCH_MAX_RECORDS, Batch, Source
-from logpipe.sources._lines import TRUNCATION_MARKER, LineSplitter
+from logpipe.pipeline import BATCH_MAX_RECORDS, Batch, Source
+from logpipe.sources._lines import TRUNCATION_MARKER, LineSplitter, batch_end
 
 #: Fingerprint length: Filebeat's default ``fingerprint.length``.
 FP_MAX = 1024
@@ -93,8 +93,6 @@ CHECKPOINT_INTERVAL = 1.0
 SAMPLE_BYTES = 256
 #: Names a glob match skips: compressed rotated files.
 ARCHIVE_SUFFIXES = (".gz", ".zst", ".bz2", ".xz", ".lz4", ".zip", ".tgz")
-#: Rough per-record growth of a normalised line (spliced keys), for batch byte bounds.
-_SPLICE_ESTIMATE = 128
 #: ``**`` matches at most this many directory levels (Filebeat's ``recursive_glob`` depth).
 RECURSIVE_DEPTH = 8
 
@@ -798,9 +796,7 @@ class TailSource(Source):
         i = 0
         pos = start
         while i < n:
-            j = min(n, i + BATCH_MAX_RECORDS)
-            while j - i > 1 and sum(map(len, lines[i:j])) + _SPLICE_ESTIMATE * (j - i) > BATCH_MAX_BYTES:
-                j = i + (j - i) // 2
+            j = batch_end(lines, i)
             seg = lines[i:j]
             pos += sum(map(len, seg)) + (j - i)
             flagged: list[int] = []
@@ -822,8 +818,7 @@ class TailSource(Source):
         i = 0
         while i < n:
             seg = [p[0] for p in pairs[i : i + BATCH_MAX_RECORDS]]
-            while len(seg) > 1 and sum(map(len, seg)) + _SPLICE_ESTIMATE * len(seg) > BATCH_MAX_BYTES:
-                seg = seg[: len(seg) // 2]
+            seg = seg[: batch_end(seg, 0)]
             j = i + len(seg)
             flagged = ([k for k, line in enumerate(seg) if line.endswith(TRUNCATION_MARKER)]
                        if check_cut else [])

@@ -123,11 +123,15 @@ def report_summary(pipeline: Pipeline, failed: bool = False) -> None:
 
 
 def sink_main(names: list[str], options: SinkOptions, service: str | None = None) -> int:
-    """``logpipe sink NAME...``: stdin → every named sink."""
+    """``logpipe sink NAME...``: stdin → every named sink. When stdin is a pipe, acknowledge
+    through the state dir what every sink holds durably (:mod:`logpipe.pipeack`), so a
+    ``logpipe collect`` writing into it commits only that."""
+    from logpipe import pipeack
     from logpipe import sinks as registry
     from logpipe.sources.stdin import StdinSource
 
+    acks = pipeack.PipeAcker.for_fd(options.state_dir, 0)
     return run_command(
-        lambda: [StdinSource(service=service)],
+        lambda: [StdinSource(service=service, acks=acks)],
         lambda: [registry.build(name, options) for name in names],
     )

@@ -11,6 +11,7 @@ from importlib import import_module
 from typing import TYPE_CHECKING
 
 from logpipe.errors import UsageError
+from logpipe.paths import default_state_dir as default_state_dir  # re-exported: callers predate paths.py
 
 if TYPE_CHECKING:
     from logpipe.pipeline import Sink
@@ -22,17 +23,6 @@ REGISTRY: dict[str, str] = {
     "file": "logpipe.sinks.file:FileSink",
     "splunk": "logpipe.sinks.splunk:SplunkSink",
 }
-
-
-def default_state_dir() -> str:
-    """``$LOGPIPE_STATE_DIR``, else ``$XDG_STATE_HOME/logpipe``, else ``~/.local/state/logpipe``."""
-    env = os.environ.get("LOGPIPE_STATE_DIR")
-    if env:
-        return env
-    xdg = os.environ.get("XDG_STATE_HOME")
-    if xdg:
-        return os.path.join(xdg, "logpipe")
-    return os.path.join(os.path.expanduser("~"), ".local", "state", "logpipe")
 
 
 @dataclass

@@ -10,6 +10,7 @@ import select
 import sys
 from typing import IO
 
+from logpipe import diagnostics, pipeack
 from logpipe.errors import DiskFullError, SinkConfigError, SinkError
 from logpipe.pipeline import Batch, Outcome, Sink
 from logpipe.sinks import SinkOptions
@@ -18,37 +19,75 @@ from logpipe.sinks import SinkOptions
 class NdjsonSink(Sink):
     """Writes each batch as one ``os.write`` burst to a file descriptor (stdout by default).
 
-    A batch counts as delivered once the bytes are in the OS (the pipe or the file), which is
-    what the collector's checkpoint needs. Writes run in a thread so a slow reader applies
-    back-pressure without stalling the event loop.
+    A batch counts as delivered once the bytes are in the OS (the pipe or the file) — unless
+    stdout is a pipe read by ``logpipe sink``: then only once that sink has acknowledged them
+    as durable (:mod:`logpipe.pipeack`), so ``collect | sink`` is at-least-once end to end.
+    Every record is at most ``pipeack.RECORD_MAX_BYTES`` encoded (longer ones are cut, flagged
+    ``truncated``), so ``logpipe sink`` takes each one whole. Writes run in a thread so a slow
+    reader applies back-pressure without stalling the event loop.
     """
 
     name = "ndjson"
 
-    def __init__(self, fd: int | None = None, stream: IO[bytes] | None = None) -> None:
+    def __init__(self, fd: int | None = None, stream: IO[bytes] | None = None,
+                 state_dir: str | None = None) -> None:
         self._stream = stream
         self._fd = fd
+        self._state_dir = state_dir
+        self._acks: pipeack.PipeWriter | None = None
+        self._written = 0
+        #: records cut to fit RECORD_MAX_BYTES
+        self.cut = 0
 
     @classmethod
     def from_options(cls, options: SinkOptions) -> NdjsonSink:
-        """Standard output."""
-        return cls()
+        """Standard output, with pipe acks through the state dir."""
+        return cls(state_dir=options.state_dir)
 
     async def start(self) -> None:
-        """Resolve the descriptor (stdout unless given); a closed stdout is a one-line error."""
+        """Resolve the descriptor (stdout unless given); a closed stdout is a one-line error.
+        On stdout with a state dir, start the pipe-ack handshake."""
         if self._fd is None:
             if self._stream is not None:
                 self._stream.flush()
                 self._fd = self._stream.fileno()
             else:
                 self._fd = stdout_fd(self.name)
+                if self._state_dir:
+                    self._acks = pipeack.PipeWriter.for_fd(self._state_dir, self._fd)
 
     async def write(self, batch: Batch) -> Outcome:
-        """Write the batch's NDJSON bytes fully, retrying short writes."""
-        data = batch.ndjson()
+        """Write the batch's NDJSON bytes fully, retrying short writes; with pipe acks, return
+        once the reading sink holds them durably."""
+        data = self._encode(batch)
         assert self._fd is not None
-        await asyncio.to_thread(write_all, self._fd, data, self.name)
+        try:
+            await asyncio.to_thread(write_all, self._fd, data, self.name)
+        except SinkError as exc:
+            if self._acks is not None and isinstance(exc.__cause__, BrokenPipeError):
+                raise self._acks.broken() from exc
+            raise
+        self._written += len(data)
+        if self._acks is not None:
+            await self._acks.wait_acked(self._written)
         return Outcome.DELIVERED
+
+    def _encode(self, batch: Batch) -> bytes:
+        lines = batch.encoded()
+        if not lines or max(map(len, lines)) <= pipeack.RECORD_MAX_BYTES:
+            return batch.ndjson()
+        fitted = [pipeack.fit(r, e) for r, e in zip(batch.records, lines, strict=True)]
+        n = sum(1 for a, b in zip(lines, fitted, strict=True) if a is not b)
+        self.cut += n
+        diagnostics.warning(f"{n} record(s) over {pipeack.RECORD_MAX_BYTES} bytes cut to fit "
+                            "(truncated: true), so `logpipe sink` reads each one whole",
+                            key="ndjson-cut")
+        return b"\n".join(fitted) + b"\n"
+
+    async def close(self) -> None:
+        """Nothing buffered; forget the pipe's ack file once its reader is gone."""
+        if self._acks is not None:
+            self._acks.close()
 
 
 def stdout_fd(what: str) -> int:

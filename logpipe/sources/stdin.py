@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import functools
 import os
 import select
 import stat
@@ -12,7 +13,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from logpipe import diagnostics, identity, record
+from logpipe import diagnostics, identity, pipeack, record
 from logpipe.errors import SourceError
 from logpipe.multiline import Joiner
 from logpipe.pipeline import Batch, Source
@@ -42,14 +43,23 @@ class StdinSource(Source):
     group is held until the line after it, EOF, stop, or the joiner's idle deadline (≤ 1 s
     without input: research/collector.md "What the best do" 8). ``logpipe sink`` reads NDJSON
     and leaves it off.
+
+    ``acks`` (``logpipe sink`` on a pipe, without a joiner): after each chunk's batches the
+    source puts an empty batch whose ack publishes the bytes consumed through the chunk's last
+    complete line; the pipeline runs it only once every batch before it was accepted by every
+    sink, which is the reader's side of :mod:`logpipe.pipeack`.
     """
 
     name = "stdin"
 
     def __init__(self, service: str | None = None, fd: int | None = None,
-                 max_line: int = 1 << 20, plain_level: str = "info",
-                 multiline: bool = False) -> None:
+                 max_line: int = pipeack.RECORD_MAX_BYTES, plain_level: str = "info",
+                 multiline: bool = False, acks: pipeack.PipeAcker | None = None) -> None:
+        if acks is not None and multiline:
+            raise ValueError("pipe acks count whole lines: not with a multiline joiner")
         self._fd = fd
+        self._acks = acks
+        self._eof = False
         defaults: dict[str, Any] = {record.SOURCE: "stdin"}
         if service:
             defaults[record.SERVICE] = service
@@ -123,10 +133,23 @@ class StdinSource(Source):
                     await self._feed(chunk, emit)
         finally:
             poller.unregister(fd)
+        self._eof = eof
         held = self._split.flush_flagged()
         if held is not None:
             await self._emit_joined([held[0]], {0: 0} if held[1] else None, emit)
         await self._flush_joiner(emit)
+        await self._emit_ack(emit)
+
+    async def aclose(self) -> None:
+        """Leave the pipe's ack file for a writer still waiting for it, or remove it after EOF."""
+        if self._acks is not None:
+            self._acks.close(self._eof)
+
+    async def _emit_ack(self, emit: Callable[[Batch], Awaitable[None]]) -> None:
+        """An empty batch acking what was consumed so far, once all before it is accepted."""
+        if self._acks is not None:
+            await emit(Batch([], ack=functools.partial(self._acks.ack, self._split.consumed),
+                             source=self.name))
 
     def _idle_wait(self) -> float | None:
         """Seconds until the joiner's held lines are due (None: nothing held)."""
@@ -144,6 +167,7 @@ class StdinSource(Source):
         lines, cut = self._split.split(chunk)
         if lines:
             await self._emit_joined(lines, cut, emit)
+            await self._emit_ack(emit)
 
     async def _emit_joined(self, lines: list[bytes], cut: dict[int, int] | None,
                            emit: Callable[[Batch], Awaitable[None]]) -> None:

@@ -183,8 +183,10 @@ def test_collect_pipe_sink_loses_nothing_when_either_end_dies(tmp_path: Path, he
     got = Counter(seqs(hec))
     lost = total - len(set(got) & set(range(total)))
     dups = sum(n - 1 for n in got.values())
+    twice = sorted(s for s, n in got.items() if n > 1)
     print(f"{kind}: {total} lines written, {before} events indexed before the restart, "
-          f"lost {lost}, duplicated {dups}")
+          f"lost {lost}, duplicated {dups} (seq {twice[0] if twice else '-'}"
+          f"..{twice[-1] if twice else '-'})")
     assert lost == 0
     assert set(got) == set(range(total))
     assert dups <= DUP_BOUND, f"{dups} duplicates (bound {DUP_BOUND})"

@@ -86,7 +86,7 @@ PROBE_SECONDS = 2.0
 #: in write mode, look for a late ack file this often
 RECHECK_SECONDS = 1.0
 #: while waiting for an ack: poll the file between these intervals, check the reader's pid this often
-POLL_MIN, POLL_MAX = 0.002, 0.02
+POLL_MIN, POLL_MAX = 0.0005, 0.02
 LIVENESS_SECONDS = 0.25
 #: a dead reader's ack file unchanged this long is removed by the next reader
 STALE_SECONDS = 600.0
@@ -195,6 +195,8 @@ class PipeWriter:
         self.mode = "pending"
         self.reader_pid = 0
         self.acked = 0
+        #: bytes written into the pipe so far (the caller counts them)
+        self.written = 0
         self._deadline = 0.0
         self._probe_until = 0.0
         self._next_check = 0.0
@@ -261,6 +263,10 @@ class PipeWriter:
             return None
         return doc
 
+    def recheck_due(self) -> bool:
+        """In write mode: time to look for a late ack file again."""
+        return time.monotonic() >= self._next_check
+
     async def wait_acked(self, written: int) -> None:
         """Return once the first ``written`` bytes count as delivered (see the modes); raise
         SinkError when the reader went away before acknowledging them."""
@@ -292,7 +298,7 @@ class PipeWriter:
             doc = self._read()
             if doc is not None and doc["pid"] == self.reader_pid:
                 self.acked = doc["acked"]
-            if self.acked > written:
+            if self.acked > self.written:
                 self._write_mode(why="another process writes into the same pipe, so the sink's "
                                  "acknowledgements cannot be matched")
                 return
@@ -311,7 +317,7 @@ class PipeWriter:
                         f"{written - self.acked} bytes it had not acknowledged are not committed "
                         "(read again on restart)")
             await asyncio.sleep(poll)
-            poll = min(POLL_MAX, poll * 2)
+            poll = min(POLL_MAX, poll * 1.2)
 
     def broken(self) -> SinkError:
         """The error for EPIPE: the reader went away (what it acked stays committed)."""

@@ -21,6 +21,12 @@ Every sink subclasses :class:`Sink`. A sink:
   **rejected** (permanently undeliverable — e.g. a malformed event — and reported once through
   ``diagnostics``, quarantined where that makes sense). It returns the matching
   :class:`Outcome`. A batch never counts as delivered before it is durable or acknowledged.
+- MAY return, instead of an Outcome, an awaitable resolving to one (a *receipt*) when the batch
+  is handed over but its end is confirmed later — the ndjson sink on a pipe read by ``logpipe
+  sink`` (:mod:`logpipe.pipeack`): bytes written, the reader's ack awaited. The pipeline then
+  writes the next batch while it awaits the receipts one by one in write order, counts each
+  batch against the sink's buffer until its receipt resolves, and treats an exception from a
+  receipt as one from ``write``. Receipts MUST resolve in write order.
 - MUST treat transient failures (**failed**: network errors, 5xx, a full disk that may free up)
   by retrying inside ``write`` (or inside its spool's sender) with backoff; ``write`` does not
   return while it retries, which is how back-pressure reaches the sources. It MUST NOT drop
@@ -58,6 +64,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import enum
+import inspect
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -136,8 +143,9 @@ class Sink(abc.ABC):
         """Open resources and check health; raise SinkError when the sink can never work."""
 
     @abc.abstractmethod
-    async def write(self, batch: Batch) -> Outcome:
-        """Deliver, spool or reject ``batch``; see the contract."""
+    async def write(self, batch: Batch) -> Outcome | Awaitable[Outcome]:
+        """Deliver, spool or reject ``batch`` (or hand it over and return a receipt); see the
+        contract."""
 
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Drain: when this returns, everything accepted is delivered or durable."""
@@ -171,8 +179,8 @@ class _Lane:
     batch so nothing can deadlock on a batch larger than the byte bound.
     """
 
-    __slots__ = ("bytes", "closed", "dead", "items", "max_batches", "max_bytes", "ready", "room",
-                 "sink", "task")
+    __slots__ = ("bytes", "closed", "dead", "items", "max_batches", "max_bytes", "ready",
+                 "receipts", "room", "settler", "sink", "task", "written")
 
     def __init__(self, sink: Sink, max_batches: int, max_bytes: int) -> None:
         self.sink = sink
@@ -185,6 +193,11 @@ class _Lane:
         self.closed = False
         self.dead = False  # the sink failed fatally: nothing more goes to it
         self.task: asyncio.Task[None] | None = None
+        #: items at the head of ``items`` already written, their ends not known yet
+        self.written = 0
+        #: the receipts of those items not yet taken by the settler, in write order
+        self.receipts: deque[Outcome | Awaitable[Outcome]] = deque()
+        self.settler: asyncio.Task[None] | None = None
 
     def has_room(self, size: int) -> bool:
         return self.dead or not self.items or (
@@ -317,37 +330,91 @@ class Pipeline:
 
     async def _work(self, lane: _Lane) -> None:
         sink = lane.sink
-        counts = self.outcomes[sink.name]
-        while True:
-            if not lane.items:
-                if lane.closed:
+        try:
+            while True:
+                if lane.written >= len(lane.items):  # everything in hand is written
+                    if lane.closed or lane.dead:
+                        if lane.settler is not None:
+                            await asyncio.wait({lane.settler})  # the receipts still out
+                        return
+                    lane.ready.clear()
+                    await lane.ready.wait()
+                    continue
+                batch, _ = lane.items[lane.written]
+                try:
+                    res = await sink.write(batch)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - see _write_failed
+                    self._write_failed(lane, exc)
                     return
-                lane.ready.clear()
-                await lane.ready.wait()
-                continue
-            batch, _ = lane.items[0]
+                if lane.dead:  # a receipt failed meanwhile: this batch is moot too
+                    if inspect.iscoroutine(res):
+                        res.close()
+                    return
+                if isinstance(res, Outcome) and not lane.written:
+                    self._settle(lane, res)  # the common case: the batch reached its end
+                elif isinstance(res, Outcome) or inspect.isawaitable(res):
+                    lane.written += 1
+                    lane.receipts.append(res)
+                    if lane.settler is None or lane.settler.done():
+                        lane.settler = asyncio.create_task(self._settle_receipts(lane),
+                                                           name=f"settle:{sink.name}")
+                else:
+                    self._sink_failed(lane, SinkError(
+                        f"{sink.name} sink returned {res!r} instead of an Outcome"))
+                    return
+        finally:
+            if lane.settler is not None and not lane.settler.done():
+                lane.settler.cancel()
+                await asyncio.gather(lane.settler, return_exceptions=True)
+            _drop_receipts(lane)
+
+    async def _settle_receipts(self, lane: _Lane) -> None:
+        """Await the lane's receipts in write order; settle each batch as its receipt resolves."""
+        while lane.receipts and not lane.dead:
+            head = lane.receipts.popleft()
             try:
-                outcome = await sink.write(batch)
+                outcome = head if isinstance(head, Outcome) else await head
             except asyncio.CancelledError:
                 raise
-            except LogpipeError as exc:
-                self._sink_failed(lane, exc)
+            except Exception as exc:  # noqa: BLE001 - see _write_failed
+                self._write_failed(lane, exc)
                 return
-            except Exception as exc:  # noqa: BLE001 - a sink bug must stop the pipeline, not hang it
-                diagnostics.error(f"sink {sink.name} failed: {exc!r}", key=f"sink-bug:{sink.name}")
-                self._sink_failed(lane, SinkError(f"{sink.name} sink failed unexpectedly: {exc!r}"))
+            if lane.dead:
                 return
+            lane.written -= 1
             if not isinstance(outcome, Outcome):
                 self._sink_failed(lane, SinkError(
-                    f"{sink.name} sink returned {outcome!r} instead of an Outcome"))
+                    f"{lane.sink.name} sink's receipt gave {outcome!r} instead of an Outcome"))
                 return
-            counts[outcome] += len(batch.records)
-            lane.pop()
-            batch._pending -= 1
-            self._ack_ready()
+            self._settle(lane, outcome)
+        lane.ready.set()  # a closing worker may be waiting for the last receipt
+
+    def _settle(self, lane: _Lane, outcome: Outcome) -> None:
+        """The batch at the head of ``lane`` reached ``outcome``: count it, ack what is ready."""
+        batch, _ = lane.items[0]
+        self.outcomes[lane.sink.name][outcome] += len(batch.records)
+        lane.pop()
+        batch._pending -= 1
+        self._ack_ready()
+
+    def _write_failed(self, lane: _Lane, exc: BaseException) -> None:
+        """A write or receipt raised: a LogpipeError is the sink's one-line fatal error; anything
+        else is a sink bug, which must stop the pipeline, not hang it."""
+        name = lane.sink.name
+        if not isinstance(exc, LogpipeError):
+            diagnostics.error(f"sink {name} failed: {exc!r}", key=f"sink-bug:{name}")
+            exc = SinkError(f"{name} sink failed unexpectedly: {exc!r}")
+        self._sink_failed(lane, exc)
 
     def _sink_failed(self, lane: _Lane, exc: BaseException) -> None:
         lane.dead = True
+        settler = lane.settler
+        if settler is not None and settler is not asyncio.current_task():
+            settler.cancel()  # its receipt is moot: nothing of this sink commits any more
+        _drop_receipts(lane)
+        lane.written = 0
         lane.items.clear()
         lane.bytes = 0
         lane.room.set()
@@ -418,6 +485,14 @@ class Pipeline:
         if self._error is None:
             self._error = exc
             self._failed.set()
+
+
+def _drop_receipts(lane: _Lane) -> None:
+    """Forget receipts never awaited (after a failure or cancel), closing coroutines cleanly."""
+    while lane.receipts:
+        r = lane.receipts.popleft()
+        if inspect.iscoroutine(r):
+            r.close()
 
 
 def batch_bytes(batch: Batch) -> int:

@@ -347,3 +347,53 @@ def test_sink_reported_failure_stops_an_idle_source_at_once() -> None:
 def test_fail_without_a_pipeline_does_nothing() -> None:
     """A sink used on its own (no pipeline) may call ``fail()``; it is a no-op, not a crash."""
     MemorySink("alone").fail(SinkError("alone: broken"))
+
+
+class ReceiptSink(Sink):
+    """Hands each batch over at once and returns a receipt (a future the test resolves)."""
+
+    name = "receipts"
+
+    def __init__(self) -> None:
+        self.receipts: list[asyncio.Future[Outcome]] = []
+
+    async def write(self, batch: Batch) -> Awaitable[Outcome]:
+        fut: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+        self.receipts.append(fut)
+        return fut
+
+
+def test_receipts_let_writes_run_ahead_but_acks_wait_for_them_in_order() -> None:
+    """A sink that returns receipts (the ndjson sink on a pipe read by `logpipe sink`) gets the
+    next batches written while the first are unconfirmed; a batch is acked only once its own
+    receipt and every earlier one resolved; a receipt that raises stops all further acks and
+    fails the pipeline; the buffer bound counts unconfirmed batches."""
+
+    async def scenario() -> None:
+        sink = ReceiptSink()
+        pipeline = Pipeline([sink], buffer_batches=3)
+        await pipeline.start()
+        acks: list[int] = []
+        for i, recs in enumerate(numbered(3, 2)):
+            await pipeline.put(Batch(recs, ack=lambda i=i: acks.append(i)))
+        await settle()
+        assert len(sink.receipts) == 3 and acks == []  # all written, none confirmed
+        assert pipeline.buffered(sink)[0] == 3  # they still count against the bound
+        sink.receipts[1].set_result(Outcome.DELIVERED)
+        await settle()
+        assert acks == []  # batch 0 is not confirmed yet
+        sink.receipts[0].set_result(Outcome.SPOOLED)
+        await settle()
+        assert acks == [0, 1]
+        await pipeline.put(Batch(numbered(1, 2)[0], ack=lambda: acks.append(3)))
+        await settle()
+        sink.receipts[3].set_exception(SinkError("receipts: the reader went away"))
+        sink.receipts[2].set_result(Outcome.DELIVERED)
+        await settle()
+        assert acks == [0, 1, 2]  # nothing after the failed receipt
+        with pytest.raises(PipelineAborted, match="reader went away"):
+            await pipeline.close()
+        assert pipeline.outcomes["receipts"][Outcome.DELIVERED] == 4
+        assert pipeline.outcomes["receipts"][Outcome.SPOOLED] == 2
+
+    arun(scenario())

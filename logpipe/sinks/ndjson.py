@@ -8,6 +8,7 @@ import errno
 import os
 import select
 import sys
+from collections.abc import Awaitable
 from typing import IO
 
 from logpipe import diagnostics, pipeack
@@ -35,7 +36,6 @@ class NdjsonSink(Sink):
         self._fd = fd
         self._state_dir = state_dir
         self._acks: pipeack.PipeWriter | None = None
-        self._written = 0
         #: records cut to fit RECORD_MAX_BYTES
         self.cut = 0
 
@@ -56,20 +56,30 @@ class NdjsonSink(Sink):
                 if self._state_dir:
                     self._acks = pipeack.PipeWriter.for_fd(self._state_dir, self._fd)
 
-    async def write(self, batch: Batch) -> Outcome:
-        """Write the batch's NDJSON bytes fully, retrying short writes; with pipe acks, return
-        once the reading sink holds them durably."""
+    async def write(self, batch: Batch) -> Outcome | Awaitable[Outcome]:
+        """Write the batch's NDJSON bytes fully, retrying short writes. With pipe acks, return a
+        receipt that resolves once the reading sink holds them durably (the pipeline writes the
+        next batch meanwhile, so the two processes keep working side by side)."""
         data = self._encode(batch)
         assert self._fd is not None
+        acks = self._acks
+        if acks is not None:
+            acks.written += len(data)  # before: the reader may ack them before the write returns
         try:
             await asyncio.to_thread(write_all, self._fd, data, self.name)
         except SinkError as exc:
             if self._acks is not None and isinstance(exc.__cause__, BrokenPipeError):
                 raise self._acks.broken() from exc
             raise
-        self._written += len(data)
-        if self._acks is not None:
-            await self._acks.wait_acked(self._written)
+        if acks is None:
+            return Outcome.DELIVERED
+        if acks.mode == "write" and not acks.recheck_due():
+            return Outcome.DELIVERED
+        return self._receipt(acks, acks.written)
+
+    @staticmethod
+    async def _receipt(acks: pipeack.PipeWriter, end: int) -> Outcome:
+        await acks.wait_acked(end)
         return Outcome.DELIVERED
 
     def _encode(self, batch: Batch) -> bytes:

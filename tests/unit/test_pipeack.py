@@ -108,12 +108,12 @@ def test_writer_waits_for_a_real_sinks_acks_and_fails_when_it_dies(tmp_path: Pat
         writer = pipeack.PipeWriter.for_fd(str(state), w)
         assert writer is not None
         first = b"".join(b'{"n":%d}\n' % i for i in range(1000))
-        os.write(w, first)
+        writer.written += os.write(w, first)
         arun(writer.wait_acked(len(first)))
         assert writer.mode == "ack" and writer.reader_pid == proc.pid
         assert writer.acked >= len(first)
         proc.send_signal(signal.SIGSTOP)
-        os.write(w, b'{"n":"never acked"}\n')
+        writer.written += os.write(w, b'{"n":"never acked"}\n')
         proc.kill()
         proc.wait(10)
         with pytest.raises(SinkError, match=f"pid {proc.pid}.*went away"):
@@ -138,10 +138,10 @@ def test_sink_with_another_state_dir_falls_back_to_write_time_commit_and_says_so
     try:
         writer = pipeack.PipeWriter.for_fd(str(tmp_path / "state"), w)
         assert writer is not None and writer.mode == "pending"
-        os.write(w, b'{"n":1}\n')
+        writer.written += os.write(w, b'{"n":1}\n')
         arun(writer.wait_acked(8))
         assert writer.mode == "write"
-        os.write(w, b'{"n":2}\n')
+        writer.written += os.write(w, b'{"n":2}\n')
         arun(writer.wait_acked(16), timeout=0.5)  # write mode: no waiting any more
     finally:
         os.close(w)

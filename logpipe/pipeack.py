@@ -42,9 +42,10 @@ writes into the pipe, from its first write, and is in one of three modes:
   that much (at-least-once).
 - **pending** (the handshake): at start, no ack file yet. The writer MUST NOT report a batch
   delivered in this mode. It scans ``/proc`` for the processes holding the pipe's read end:
-  when one is logpipe (``logpipe`` is the program or ``-m`` module in its first three
-  arguments), it waits up to HANDSHAKE_SECONDS for the ack file (the reader's interpreter may
-  still be starting); when no reader is found yet, it looks again for up to PROBE_SECONDS.
+  when one is ``logpipe sink`` (``logpipe`` is the program or ``-m`` module in its first three
+  arguments, followed by ``sink``), it waits up to HANDSHAKE_SECONDS for the ack file (the
+  reader's interpreter may still be starting); when no reader is found yet, it looks again for
+  up to PROBE_SECONDS.
 - **write**: the reader is not logpipe (``jq``, ``cat``, ``tee``), or the handshake timed out
   (a logpipe sink with another ``--state-dir``): a batch counts as delivered once its bytes
   are in the pipe — today's write-time commit, at-least-once only up to the pipe — and the
@@ -243,7 +244,7 @@ class PipeWriter:
         self.mode = "write"
         self._next_check = time.monotonic() + RECHECK_SECONDS
         if why is None and readers:
-            names = ", ".join(sorted({os.path.basename(a[0]) if a else "?" for _, a in readers}))
+            names = ", ".join(sorted({_program(a) for _, a in readers}))
             why = f"stdout is read by {names}, not by a logpipe sink"
         elif why is None:
             why = "no process reading stdout was found (another user's?)"
@@ -386,9 +387,20 @@ def pipe_readers(ino: int) -> list[tuple[int, list[str]]]:
     return found
 
 
+def _program(argv: list[str]) -> str:
+    """A process's name for messages: ``cat``, ``jq``, ``logpipe collect``."""
+    for i, a in enumerate(argv[:3]):
+        if os.path.basename(a) == "logpipe":
+            return " ".join(["logpipe", *argv[i + 1 : i + 2]])
+    return os.path.basename(argv[0]) if argv else "?"
+
+
 def is_logpipe(argv: list[str]) -> bool:
-    """True for ``logpipe …`` (console script, maybe via its interpreter) and ``python -m logpipe``."""
-    return any(os.path.basename(a) == "logpipe" for a in argv[:3])
+    """True for ``logpipe sink …``: the console script (maybe behind its interpreter) or
+    ``python -m logpipe``, followed by the ``sink`` command (``logpipe collect -`` reads a
+    pipe too, but does not acknowledge)."""
+    return any(os.path.basename(a) == "logpipe" and argv[i + 1 : i + 2] == ["sink"]
+               for i, a in enumerate(argv[:3]))
 
 
 # --- record size --------------------------------------------------------------------------------

@@ -11,6 +11,11 @@ acknowledgements, Filebeat's registry rule — so a record is never checkpointed
 sink holds it durably. Acks come in the order batches were put, never out of order, and none
 after a sink has failed fatally.
 
+``logpipe collect … | logpipe sink …`` keeps this rule across the pipe: the collector's ndjson
+sink settles a batch only once the reading ``logpipe sink`` acknowledges it, and that sink
+acknowledges from this very ack path (its stdin source's empty "position" batches) — the
+protocol, in MUST/SHOULD terms, is :mod:`logpipe.pipeack`'s docstring.
+
 The Sink contract
 -----------------
 Every sink subclasses :class:`Sink`. A sink:

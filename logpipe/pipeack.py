@@ -35,9 +35,10 @@ writes into the pipe, from its first write, and is in one of three modes:
 - **ack**: it found an ack file whose pid holds this very pipe as its stdin
   (``/proc/<pid>/fd/0`` names the pipe; a file left by a dead reader on a recycled inode is
   ignored). A batch counts as delivered only once ``acked`` ≥ the bytes written through its
-  last line. If the reader goes away (EPIPE on write, or its pid no longer holds the pipe)
-  before acking that far, the writer MUST fail (SinkError): nothing past ``acked`` is
-  committed, the process exits non-zero, and a restart re-reads from the last checkpoint.
+  last line. If the reader goes away (EPIPE on write, or its pid no longer holds the pipe —
+  checked while waiting for an ack, and every WATCH_SECONDS while idle) the writer MUST fail
+  (SinkError): nothing past ``acked`` is committed, the process exits non-zero, and a restart
+  re-reads from the last checkpoint.
   Checkpoints lag acks by the source's flush interval, so a restart duplicates at most about
   that much (at-least-once).
 - **pending** (the handshake): at start, no ack file yet. The writer MUST NOT report a batch
@@ -89,6 +90,8 @@ RECHECK_SECONDS = 1.0
 #: while waiting for an ack: poll the file between these intervals, check the reader's pid this often
 POLL_MIN, POLL_MAX = 0.0005, 0.02
 LIVENESS_SECONDS = 0.25
+#: with nothing to write, the writer checks its reader this often (no EPIPE comes while idle)
+WATCH_SECONDS = 1.0
 #: a dead reader's ack file unchanged this long is removed by the next reader
 STALE_SECONDS = 600.0
 #: the largest encoded record (newline excluded) a writer emits: ``logpipe sink``'s line limit
@@ -320,11 +323,17 @@ class PipeWriter:
             await asyncio.sleep(poll)
             poll = min(POLL_MAX, poll * 1.2)
 
+    def reader_alive(self) -> bool:
+        """True while the acknowledging reader still holds the pipe."""
+        return holds_pipe(self.reader_pid, self.pipe.ino)
+
     def broken(self) -> SinkError:
         """The error for EPIPE: the reader went away (what it acked stays committed)."""
-        who = f"the logpipe sink (pid {self.reader_pid})" if self.mode == "ack" else "the reader"
-        return SinkError(f"{who} of the output went away (broken pipe); records it had not "
-                         "acknowledged are not committed")
+        if self.mode != "ack":
+            return SinkError("the reader of the output went away (broken pipe)")
+        return SinkError(f"the logpipe sink reading the output (pid {self.reader_pid}) went away; "
+                         "records it had not acknowledged are not committed (read again on "
+                         "restart)")
 
     def close(self) -> None:
         """At exit: remove the ack file of a reader that is gone (nobody else reads it)."""

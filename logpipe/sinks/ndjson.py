@@ -36,6 +36,7 @@ class NdjsonSink(Sink):
         self._fd = fd
         self._state_dir = state_dir
         self._acks: pipeack.PipeWriter | None = None
+        self._watch: asyncio.Task[None] | None = None
         #: records cut to fit RECORD_MAX_BYTES
         self.cut = 0
 
@@ -55,6 +56,9 @@ class NdjsonSink(Sink):
                 self._fd = stdout_fd(self.name)
                 if self._state_dir:
                     self._acks = pipeack.PipeWriter.for_fd(self._state_dir, self._fd)
+                    if self._acks is not None:
+                        self._watch = asyncio.create_task(self._watchdog(self._acks),
+                                                          name="ndjson-reader-watch")
 
     async def write(self, batch: Batch) -> Outcome | Awaitable[Outcome]:
         """Write the batch's NDJSON bytes fully, retrying short writes. With pipe acks, return a
@@ -94,8 +98,19 @@ class NdjsonSink(Sink):
                             key="ndjson-cut")
         return b"\n".join(fitted) + b"\n"
 
+    async def _watchdog(self, acks: pipeack.PipeWriter) -> None:
+        """While input is idle no write meets EPIPE: notice a logpipe sink that went away and
+        stop (non-zero exit; nothing past its last ack was committed)."""
+        while True:
+            await asyncio.sleep(pipeack.WATCH_SECONDS)
+            if acks.mode == "ack" and not acks.reader_alive():
+                self.fail(acks.broken())
+                return
+
     async def close(self) -> None:
         """Nothing buffered; forget the pipe's ack file once its reader is gone."""
+        if self._watch is not None:
+            self._watch.cancel()
         if self._acks is not None:
             self._acks.close()
 

@@ -252,3 +252,39 @@ def test_5mb_line_reaches_the_sink_as_one_whole_record(tmp_path: Path) -> None:
     assert len(big["message"]) > pipeack.RECORD_MAX_BYTES - 4096  # cut only as far as needed
     diags, _ = split_stderr(chain.err_s.read_bytes())
     assert not [d for d in diags if d["level"] != "info"], diags
+
+
+def test_idle_collector_notices_its_sink_died_and_exits_non_zero(tmp_path: Path) -> None:
+    """`logpipe collect FILE | logpipe sink console` with nothing new to read: kill -9 of the
+    sink is noticed without a write (no EPIPE comes while idle) — the collector exits non-zero
+    within seconds, naming the sink's pid; what the sink acknowledged stays committed, so a
+    restart re-sends nothing."""
+    log = tmp_path / "app.log"
+    log.write_bytes(b"".join(b'{"seq":%d}\n' % i for i in range(100)))
+    out = tmp_path / "out.ndjson"
+    env = child_env(LOGPIPE_STATE_DIR=str(tmp_path / "state"))
+    with open(out, "wb") as sink_out:
+        chain = Chain(tmp_path, "idle", [str(log)], ["console", "--format", "json"], env, env,
+                      sink_stdout=sink_out)
+    try:
+        wait_for(lambda: out.read_bytes().count(b"\n") >= 100, timeout=30, message="100 lines out")
+        wait_for(lambda: "acknowledges what it holds" in chain.err_c.read_text(), timeout=30,
+                 message="ack mode")
+        chain.sink.kill()
+        chain.sink.wait(10)
+        started = time.monotonic()
+        assert _wait_exit(chain.collect, "the idle collector to notice", 15) != 0
+        took = time.monotonic() - started
+        assert f"pid {chain.sink.pid}) went away" in chain.err_c.read_text()
+    finally:
+        chain.kill()
+    print(f"idle collector exited {took:.2f} s after its sink died")
+    with open(out, "ab") as sink_out:
+        again = Chain(tmp_path, "again", [str(log), "--once"], ["console", "--format", "json"],
+                      env, env, sink_stdout=sink_out)
+        try:
+            assert _wait_exit(again.collect, "collect --once", 30) == 0, again.stderr()
+            assert _wait_exit(again.sink, "sink at EOF", 30) == 0, again.stderr()
+        finally:
+            again.kill()
+    assert [r["seq"] for r in read_ndjson(out)] == list(range(100))

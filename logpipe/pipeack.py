@@ -38,9 +38,9 @@ writes into the pipe, from its first write, and is in one of three modes:
   last line. If the reader goes away (EPIPE on write, or its pid no longer holds the pipe —
   checked while waiting for an ack, and every WATCH_SECONDS while idle) the writer MUST fail
   (SinkError): nothing past ``acked`` is committed, the process exits non-zero, and a restart
-  re-reads from the last checkpoint.
-  Checkpoints lag acks by the source's flush interval, so a restart duplicates at most about
-  that much (at-least-once).
+  re-reads from the last checkpoint. It MAY write further batches while it waits (the
+  pipeline's receipts), settling them in write order. Checkpoints lag acks by the source's
+  flush interval, so a restart duplicates at most about that much (at-least-once).
 - **pending** (the handshake): at start, no ack file yet. The writer MUST NOT report a batch
   delivered in this mode. It scans ``/proc`` for the processes holding the pipe's read end:
   when one is ``logpipe sink`` (``logpipe`` is the program or ``-m`` module in its first three

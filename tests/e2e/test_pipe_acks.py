@@ -8,6 +8,7 @@ record the collector emits, however long its line, reaches the sink whole.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -173,8 +174,9 @@ def test_collect_pipe_sink_loses_nothing_when_either_end_dies(tmp_path: Path, he
             wait_for(lambda: max(seqs(hec), default=-1) >= at_restart, timeout=60,
                      message="lines written after the restart indexed")
             total = writer.stop()
-            wait_for(lambda: set(seqs(hec)) >= set(range(total)), timeout=60,
-                     message=f"all {total} lines indexed; stderr: {second.stderr()}")
+            with contextlib.suppress(AssertionError):  # a loss is reported with its figures below
+                wait_for(lambda: set(seqs(hec)) >= set(range(total)), timeout=60,
+                         message=f"all {total} lines indexed")
             second.collect.send_signal(signal.SIGTERM)
             assert _wait_exit(second.collect, "collector to stop on SIGTERM") == 0, second.stderr()
             assert _wait_exit(second.sink, "sink to stop at EOF") == 0, second.stderr()
@@ -187,7 +189,7 @@ def test_collect_pipe_sink_loses_nothing_when_either_end_dies(tmp_path: Path, he
     print(f"{kind}: {total} lines written, {before} events indexed before the restart, "
           f"lost {lost}, duplicated {dups} (seq {twice[0] if twice else '-'}"
           f"..{twice[-1] if twice else '-'})")
-    assert lost == 0
+    assert lost == 0, f"{lost} lines lost; stderr of the second chain: {second.stderr()}"
     assert set(got) == set(range(total))
     assert dups <= DUP_BOUND, f"{dups} duplicates (bound {DUP_BOUND})"
 

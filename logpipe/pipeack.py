@@ -146,9 +146,11 @@ class PipeAcker:
             _sweep(os.path.dirname(acker.path))
             acker.ack(0)
         except OSError as exc:
-            diagnostics.warning(f"cannot acknowledge through {acker.path} ({exc.strerror}): a "
-                                "logpipe collector writing into stdin commits at write time",
-                                key="pipeack-reader")
+            # only worth a word when a logpipe collector is the one writing into stdin
+            if any(_program(a).startswith("logpipe") for _, a in pipe_holders(pipe.ino, write=True)):
+                diagnostics.warning(f"cannot acknowledge through {acker.path} ({exc.strerror}): "
+                                    "the logpipe collector writing into stdin commits at write "
+                                    "time", key="pipeack-reader")
             return None
         return acker
 
@@ -365,6 +367,13 @@ def _alive(pid: int) -> bool:
 
 def pipe_readers(ino: int) -> list[tuple[int, list[str]]]:
     """(pid, argv) of every other process holding the pipe ``ino`` open for reading."""
+    return pipe_holders(ino, write=False)
+
+
+def pipe_holders(ino: int, write: bool) -> list[tuple[int, list[str]]]:
+    """(pid, argv) of every other process holding the pipe ``ino`` open for writing (``write``)
+    or for reading."""
+    want = os.O_WRONLY if write else os.O_RDONLY
     target = f"pipe:[{ino}]"
     me = os.getpid()
     found: list[tuple[int, list[str]]] = []
@@ -384,8 +393,8 @@ def pipe_readers(ino: int) -> list[tuple[int, list[str]]]:
                 if os.readlink(f"/proc/{pid}/fd/{fd}") != target:
                     continue
                 with open(f"/proc/{pid}/fdinfo/{fd}", "rb") as f:
-                    flags = next((int(x.split()[1], 8) for x in f if x.startswith(b"flags:")), 1)
-                if flags & os.O_ACCMODE != os.O_RDONLY:
+                    flags = next((int(x.split()[1], 8) for x in f if x.startswith(b"flags:")), -1)
+                if flags & os.O_ACCMODE != want:
                     continue
                 with open(f"/proc/{pid}/cmdline", "rb") as f:
                     argv = [a.decode("utf-8", "replace") for a in f.read().split(b"\0") if a]

@@ -45,8 +45,9 @@ writes into the pipe, from its first write, and is in one of three modes:
   delivered in this mode. It scans ``/proc`` for the processes holding the pipe's read end:
   when one is ``logpipe sink`` (``logpipe`` is the program or ``-m`` module in its first three
   arguments, followed by ``sink``), it waits up to HANDSHAKE_SECONDS for the ack file (the
-  reader's interpreter may still be starting); when no reader is found yet, it looks again for
-  up to PROBE_SECONDS.
+  reader's interpreter may still be starting); when no reader is found yet, or only shells
+  (``a | b`` forks both sides, and a side may not have exec'd its command yet), it looks again
+  for up to PROBE_SECONDS.
 - **write**: the reader is not logpipe (``jq``, ``cat``, ``tee``), or the handshake timed out
   (a logpipe sink with another ``--state-dir``): a batch counts as delivered once its bytes
   are in the pipe — today's write-time commit, at-least-once only up to the pipe — and the
@@ -224,11 +225,19 @@ class PipeWriter:
         self._deadline = now + HANDSHAKE_SECONDS
         if self._attach():
             return
+        self._look(now)
+
+    def _look(self, now: float) -> bool:
+        """Scan the pipe's readers: False once decided for write mode (a reader that is not
+        logpipe, or none found within PROBE_SECONDS). A shell is a sibling forked but not yet
+        exec'd into its command (``a | b`` forks both): look again until PROBE_SECONDS."""
         readers = pipe_readers(self.pipe.ino)
         if any(is_logpipe(argv) for _, argv in readers):
             self._seen_logpipe = True
-        elif readers:
+        elif now >= self._probe_until or (readers and not all(_is_shell(a) for _, a in readers)):
             self._write_mode(readers)
+            return False
+        return True
 
     def _attach(self) -> bool:
         """Ack mode when a live reader of this pipe has published an ack file."""
@@ -287,13 +296,8 @@ class PipeWriter:
                 if self.mode == "write":
                     return
             if self.mode == "pending" and not self._attach():
-                if not self._seen_logpipe:
-                    readers = pipe_readers(self.pipe.ino)
-                    if any(is_logpipe(a) for _, a in readers):
-                        self._seen_logpipe = True
-                    elif readers or now >= self._probe_until:
-                        self._write_mode(readers)
-                        return
+                if not self._seen_logpipe and not self._look(now):
+                    return
                 if self._seen_logpipe and now >= self._deadline:
                     self._write_mode(why=f"no logpipe sink acknowledged through {self.path} "
                                      f"within {HANDSHAKE_SECONDS:g} s (a sink with another "
@@ -411,6 +415,13 @@ def _program(argv: list[str]) -> str:
         if os.path.basename(a) == "logpipe":
             return " ".join(["logpipe", *argv[i + 1 : i + 2]])
     return os.path.basename(argv[0]) if argv else "?"
+
+
+_SHELLS = frozenset(("sh", "bash", "dash", "zsh", "ksh", "ash", "busybox"))
+
+
+def _is_shell(argv: list[str]) -> bool:
+    return bool(argv) and os.path.basename(argv[0]).lstrip("-") in _SHELLS
 
 
 def is_logpipe(argv: list[str]) -> bool:

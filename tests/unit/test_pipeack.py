@@ -150,6 +150,38 @@ def test_sink_with_another_state_dir_falls_back_to_write_time_commit_and_says_so
     assert "no logpipe sink acknowledged" in text and "another --state-dir" in text, text
 
 
+def test_sink_still_a_shell_when_the_collector_looks_is_waited_for(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`collect | sink` as a shell starts it: the sink's side may still be the forked shell when
+    the collector first looks. A shell reader is looked at again (up to PROBE_SECONDS) instead
+    of being taken for a reader that is not logpipe, and the writer ends in ack mode."""
+    import shlex
+    import sys
+
+    monkeypatch.setattr(pipeack, "PROBE_SECONDS", 30.0)  # generous on a loaded machine
+    state = tmp_path / "state"
+    r, w = os.pipe()
+    # a busy loop of shell builtins (no child holds the pipe meanwhile), then exec the sink
+    script = ("i=0; while [ $i -lt 300000 ]; do i=$((i+1)); done; exec "
+              + " ".join(shlex.quote(a) for a in [sys.executable, "-m", "logpipe", "sink", "ndjson"]))
+    proc = subprocess.Popen(["sh", "-c", script], stdin=r, stdout=subprocess.DEVNULL,
+                            env=child_env(LOGPIPE_STATE_DIR=str(state)))
+    os.close(r)
+    try:
+        pipe = pipeack.pipe_id(w)
+        assert pipe is not None
+        readers = wait_for(lambda: pipeack.pipe_readers(pipe.ino), message="the shell holds it")
+        assert [os.path.basename(a[0]) for _, a in readers] == ["sh"]
+        writer = pipeack.PipeWriter.for_fd(str(state), w)
+        assert writer is not None and writer.mode == "pending"
+        writer.written += os.write(w, b'{"n":1}\n')
+        arun(writer.wait_acked(writer.written), timeout=60)
+        assert writer.mode == "ack" and writer.reader_pid == proc.pid
+    finally:
+        os.close(w)
+        proc.wait(30)
+
+
 def test_reader_that_is_not_logpipe_means_write_time_commit_at_once(tmp_path: Path,
                                                                     diag: io.BytesIO) -> None:
     """`| cat`: the writer sees a reader that is not logpipe and commits at write time from the

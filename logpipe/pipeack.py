@@ -225,13 +225,13 @@ class PipeWriter:
         self._deadline = now + HANDSHAKE_SECONDS
         if self._attach():
             return
-        self._look(now)
+        self._look(now, everywhere=True)
 
-    def _look(self, now: float) -> bool:
+    def _look(self, now: float, everywhere: bool = False) -> bool:
         """Scan the pipe's readers: False once decided for write mode (a reader that is not
         logpipe, or none found within PROBE_SECONDS). A shell is a sibling forked but not yet
         exec'd into its command (``a | b`` forks both): look again until PROBE_SECONDS."""
-        readers = pipe_readers(self.pipe.ino)
+        readers = pipe_readers(self.pipe.ino, everywhere)  # looks again: the near ones only
         if any(is_logpipe(argv) for _, argv in readers):
             self._seen_logpipe = True
         elif now >= self._probe_until or (readers and not all(_is_shell(a) for _, a in readers)):
@@ -369,25 +369,45 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def pipe_readers(ino: int) -> list[tuple[int, list[str]]]:
+def pipe_readers(ino: int, everywhere: bool = True) -> list[tuple[int, list[str]]]:
     """(pid, argv) of every other process holding the pipe ``ino`` open for reading."""
-    return pipe_holders(ino, write=False)
+    return pipe_holders(ino, write=False, everywhere=everywhere)
 
 
-def pipe_holders(ino: int, write: bool) -> list[tuple[int, list[str]]]:
+def pipe_holders(ino: int, write: bool, everywhere: bool = True) -> list[tuple[int, list[str]]]:
     """(pid, argv) of every other process holding the pipe ``ino`` open for writing (``write``)
-    or for reading."""
+    or for reading. The other end of a pipe is nearly always a sibling (``a | b``, or two
+    children of one parent) or in our process group: those are scanned first, and every
+    process only when none of them holds it (one readlink per descriptor: thousands on a busy
+    host; ``everywhere=False`` stops there)."""
+    me = os.getpid()
+    try:
+        pids = [int(p) for p in os.listdir("/proc") if p.isdigit() and int(p) != me]
+    except OSError:
+        return []
+    near = [p for p in pids if _near(p, os.getppid(), os.getpgrp())]
+    found = _holders(near, ino, write)
+    if not found and everywhere:
+        near_set = set(near)
+        found = _holders([p for p in pids if p not in near_set], ino, write)
+    return found
+
+
+def _near(pid: int, ppid: int, pgrp: int) -> bool:
+    """A sibling of ours, or a member of our process group (from ``/proc/<pid>/stat``)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+        return int(fields[1]) == ppid or int(fields[2]) == pgrp
+    except (OSError, ValueError, IndexError):
+        return False
+
+
+def _holders(pids: list[int], ino: int, write: bool) -> list[tuple[int, list[str]]]:
     want = os.O_WRONLY if write else os.O_RDONLY
     target = f"pipe:[{ino}]"
-    me = os.getpid()
     found: list[tuple[int, list[str]]] = []
-    try:
-        pids = [int(p) for p in os.listdir("/proc") if p.isdigit()]
-    except OSError:
-        return found
     for pid in pids:
-        if pid == me:
-            continue
         try:
             fds = os.listdir(f"/proc/{pid}/fd")
         except OSError:

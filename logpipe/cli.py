@@ -273,8 +273,11 @@ def collect(paths: tuple[str, ...], pm2_home: str | None, runs: tuple[str, ...],
     or rotate with `logpipe rotate` (rename, the default) — else they are lost; lines written
     inside the rotator's copy-to-truncate window are lost either way.
 
-    PM2: start apps without --time/log_date_format and log_type json; logpipe does not strip
-    PM2's date prefixes or unwrap its JSON chunk records (it warns when jlist shows them).
+    PM2: the date prefix of --time/log_date_format is stripped (its local time is used where a
+    line has none) and log_type json chunk records are unwrapped into the app's own lines.
+    With a prefix PM2 itself drops the text after a chunk's last newline: apps that print()
+    are safer with log_type json or no prefix. Files of PM2 apps that run logpipe are never
+    read (feedback guard).
     """
     from logpipe.collector import CollectOptions
     from logpipe.collector import main as collect_main

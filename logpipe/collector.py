@@ -11,14 +11,12 @@ Decisions worth knowing:
   — Vector's ``file`` source does the same. A directory given as a path *is* an error (quote a
   glob such as ``'dir/*.log'``), as are bad ``--run`` syntax and an unknown command.
 - ``--pm2`` tails ``$PM2_HOME/logs/*.log`` (the option's value, else env ``PM2_HOME``, else
-  ``~/.pm2``) plus any ``pm_out_log_path``/``pm_err_log_path`` that ``pm2 jlist`` reports
-  outside it (at start-up). ``pm2 jlist`` runs only when PM2's daemon is already up (its
-  ``rpc.sock`` exists; ``jlist`` would otherwise *start* a daemon), with a 5 s timeout, at
-  most every 2 s and only when a PM2 file is first seen. Only ``name``, ``pm_id``,
-  ``NODE_APP_INSTANCE`` and the log paths are kept from its answer: the app environment it
-  carries may hold secrets and is never logged.
+  ``~/.pm2``) plus any log paths PM2 reports outside it (at start-up); who wrote each file
+  and in which of PM2's formats is :mod:`logpipe.sources.pm2`'s business.
 - The collector never ingests its own output: ``feedback.is_own_output`` is the tail
-  source's exclusion hook.
+  source's exclusion hook. A PM2 log file is also held back until its app has run for
+  ``feedback.SETTLE`` seconds (it may be about to exec logpipe), and a file already read stops
+  being read once the guard recognises it as logpipe's (``recheck``).
 """
 
 from __future__ import annotations
@@ -27,23 +25,20 @@ import glob
 import os
 import shutil
 import stat
-import subprocess
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
-
-import orjson
 
 from logpipe import diagnostics, feedback, identity, record
 from logpipe.errors import UsageError
 from logpipe.multiline import Joiner
 from logpipe.sinks import SinkOptions
+from logpipe.sources.pm2 import Pm2App, Pm2Registry, parse_jlist, pm2_home
+
+__all__ = ["CollectOptions", "Pm2App", "Pm2Registry", "build_sinks", "build_sources",
+           "file_origin", "is_glob", "main", "parse_jlist", "plan", "pm2_home"]
 
 _GLOB_CHARS = frozenset("*?[")
-JLIST_TIMEOUT = 5.0
-JLIST_MIN_INTERVAL = 2.0
-JLIST_RECHECK = 0.5
 
 
 @dataclass
@@ -64,214 +59,6 @@ class CollectOptions:
 def is_glob(path: str) -> bool:
     """True when ``path`` holds glob characters (``*``, ``?``, ``[``)."""
     return not _GLOB_CHARS.isdisjoint(path)
-
-
-def pm2_home(option: str | None) -> str:
-    """``--pm2 DIR`` → DIR; ``--pm2`` alone → ``$PM2_HOME``, else ``~/.pm2``."""
-    if option:
-        return os.path.abspath(os.path.expanduser(option))
-    env = os.environ.get("PM2_HOME")
-    if env:
-        return os.path.abspath(os.path.expanduser(env))
-    return os.path.join(os.path.expanduser("~"), ".pm2")
-
-
-@dataclass(frozen=True, slots=True)
-class Pm2App:
-    """What logpipe keeps of one ``pm2 jlist`` entry (nothing from its environment but the
-    instance number)."""
-
-    name: str
-    pm_id: int
-    instance: str | None
-    out_path: str | None
-    err_path: str | None
-
-
-def parse_jlist(output: bytes) -> list[Pm2App]:
-    """``pm2 jlist`` stdout → apps. Tolerates banner lines before the JSON array; returns []
-    when the output is not what PM2 writes."""
-    data: Any = None
-    pos = 0
-    while True:
-        start = output.find(b"[", pos)
-        if start < 0:
-            return []
-        pos = start + 1
-        if start > 0 and output[start - 1 : start] not in (b"\n", b"\r"):
-            continue  # a '[' inside a banner line
-        try:
-            data = orjson.loads(output[start:])
-        except orjson.JSONDecodeError:
-            continue
-        break
-    apps: list[Pm2App] = []
-    if not isinstance(data, list):
-        return apps
-    for item in data:
-        if not isinstance(item, dict):
-            continue
-        raw_env = item.get("pm2_env")
-        env: dict[str, Any] = raw_env if isinstance(raw_env, dict) else {}
-        name = item.get("name", env.get("name"))
-        pm_id = item.get("pm_id", env.get("pm_id"))
-        if not isinstance(name, str) or not isinstance(pm_id, int):
-            continue
-        if env.get("log_date_format") or env.get("log_type") == "json":
-            # PM2 then prefixes each chunk piece with "<date>: " (also mid-line, where a line
-            # spans two chunks) or wraps chunks in JSON (research/collector.md §3): logpipe
-            # reads such lines as they are, so say how to get clean records
-            what = "log_type json" if env.get("log_type") == "json" else "log_date_format (--time)"
-            diagnostics.warning(
-                f"PM2 app {name} uses {what}: "
-                "logpipe does not strip the date prefixes or unwrap the chunk records; start it "
-                "without them (logpipe's records carry their own time)", key=f"pm2-format:{name}")
-        inst = env.get("NODE_APP_INSTANCE")
-        instance_var = env.get("instance_var")
-        if inst is None and isinstance(instance_var, str):
-            inst = env.get(instance_var)
-        apps.append(Pm2App(
-            name=name, pm_id=pm_id,
-            instance=str(inst) if isinstance(inst, int | str) and str(inst) != "" else None,
-            out_path=_real(env.get("pm_out_log_path")),
-            err_path=_real(env.get("pm_err_log_path")),
-        ))
-    return apps
-
-
-def _real(path: Any) -> str | None:
-    if not isinstance(path, str) or not path or path in ("/dev/null", "NULL"):
-        return None
-    return os.path.realpath(path)
-
-
-class Pm2Registry:
-    """PM2's log directory and what ``pm2 jlist`` says about its files, for ``origin_for``."""
-
-    def __init__(self, home: str, pm2_bin: str | None = None) -> None:
-        self.home = home
-        self.logs_dir = os.path.realpath(os.path.join(home, "logs"))
-        self._bin = pm2_bin if pm2_bin is not None else shutil.which("pm2")
-        self._apps: list[Pm2App] = []
-        self._by_path: dict[str, tuple[Pm2App, str]] = {}
-        self._at = -1e9
-        self._warned = False
-
-    @property
-    def apps(self) -> list[Pm2App]:
-        """The apps of the last successful ``pm2 jlist``."""
-        return list(self._apps)
-
-    def refresh(self, force: bool = False, min_interval: float = JLIST_MIN_INTERVAL) -> None:
-        """Re-run ``pm2 jlist`` (rate-limited) when PM2's daemon is up."""
-        now = time.monotonic()
-        if not force and now - self._at < min_interval:
-            return
-        self._at = now
-        if self._bin is None or not self.daemon_running():
-            return
-        env = dict(os.environ, PM2_HOME=self.home)
-        try:
-            proc = subprocess.run([self._bin, "jlist"], capture_output=True, timeout=JLIST_TIMEOUT,
-                                  env=env, stdin=subprocess.DEVNULL, check=False)
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            # the message names the failure only; jlist's output (app env) is never logged
-            diagnostics.warning(f"pm2 jlist failed ({type(exc).__name__}); instance ids fall back "
-                                "to pm_id", key="pm2-jlist")
-            return
-        if proc.returncode != 0:
-            diagnostics.warning(f"pm2 jlist exited with {proc.returncode}; instance ids fall back "
-                                "to pm_id", key="pm2-jlist")
-            return
-        apps = parse_jlist(proc.stdout)
-        self._apps = apps
-        by_path: dict[str, tuple[Pm2App, str]] = {}
-        for app in apps:
-            if app.out_path:
-                by_path[app.out_path] = (app, "out")
-            if app.err_path:
-                by_path[app.err_path] = (app, "err")
-        self._by_path = by_path
-
-    def daemon_running(self) -> bool:
-        """True when PM2's daemon for this home is up: its ``rpc.sock`` exists and the pid in
-        ``pm2.pid`` is alive. ``pm2 jlist`` against a home without a live daemon would start
-        one — a collector must never do that."""
-        if not os.path.exists(os.path.join(self.home, "rpc.sock")):
-            return False
-        try:
-            with open(os.path.join(self.home, "pm2.pid"), "rb") as f:
-                pid = int(f.read().strip() or b"0")
-        except (OSError, ValueError):
-            return False
-        if pid <= 0:
-            return False
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True  # alive, another user's
-        return True
-
-    def extra_paths(self) -> list[str]:
-        """Log paths PM2 reports outside its log directory (``out_file``/``error_file``)."""
-        paths = []
-        for path in sorted(self._by_path):
-            if os.path.dirname(path) != self.logs_dir:
-                paths.append(path)
-        return paths
-
-    def owns(self, path: str) -> bool:
-        """True for files in PM2's log directory or named by jlist."""
-        real = os.path.realpath(path)
-        return os.path.dirname(real) == self.logs_dir or real in self._by_path
-
-    def origin(self, path: str) -> tuple[dict[str, Any], str]:
-        """Defaults for a PM2 file: service, pm_id, instance_id (jlist's NODE_APP_INSTANCE,
-        else the pm_id), source, host; plain level ``error`` for the error stream."""
-        real = os.path.realpath(path)
-        hit = self._by_path.get(real)
-        if hit is None:
-            # a file jlist did not name yet: most likely an app started since; ask again
-            # unless we just did (new PM2 files are rare, a jlist costs ~0.3 s of node)
-            self.refresh(min_interval=JLIST_RECHECK)
-            hit = self._by_path.get(real)
-        ident = identity.from_filename(path)
-        app: Pm2App | None
-        pm_id: int | None
-        if hit is not None:
-            app, stream = hit
-            service, pm_id = app.name, app.pm_id
-        else:
-            app = None
-            stream = ident.stream or "out"
-            service, pm_id = ident.service, ident.pm_id
-            if pm_id is not None:
-                app = next((a for a in self._apps if a.pm_id == pm_id), None)
-            else:
-                # merge_logs file of a fork app: the one app whose sanitised name matches
-                named = [a for a in self._apps if _pm2_sanitise(a.name) == ident.service]
-                if len(named) == 1:
-                    app = named[0]
-                    pm_id = app.pm_id
-            if app is not None:
-                service = app.name
-        defaults: dict[str, Any] = {
-            record.SOURCE: path,
-            record.SERVICE: service,
-            record.HOST: identity.hostname(),
-        }
-        if pm_id is not None:
-            defaults[record.PM_ID] = pm_id
-            instance = app.instance if app is not None and app.instance is not None else str(pm_id)
-            defaults[record.INSTANCE_ID] = instance
-        return defaults, ("error" if stream == "err" else "info")
-
-
-def _pm2_sanitise(name: str) -> str:
-    # PM2 Common.js: name.replace(/[^a-zA-Z0-9.\-]/g, '-')
-    return "".join(c if c.isascii() and (c.isalnum() or c in ".-") else "-" for c in name)
 
 
 def file_origin(path: str) -> tuple[dict[str, Any], str]:
@@ -397,7 +184,10 @@ def build_sources(opts: CollectOptions, p: Plan) -> list[Any]:
         sources.append(TailSource(
             patterns, opts.state_dir or opts.sink_options.state_dir, once=opts.once,
             max_line_bytes=opts.max_line_bytes, origin_for=origin_for,
-            is_excluded=_ExclusionNotice(), joiner_factory=Joiner,
+            is_excluded=_ExclusionNotice(pm2, hold=not opts.once), joiner_factory=Joiner,
+            recheck=_ExclusionNotice(pm2, recheck=True),
+            decoder_for=(lambda path, start: pm2.decoder(path, start) if pm2.owns(path) else None)
+            if pm2 is not None else None,
         ))
     if p.runs:
         from logpipe.sources.children import ChildrenSource
@@ -413,19 +203,32 @@ def build_sources(opts: CollectOptions, p: Plan) -> list[Any]:
 
 
 class _ExclusionNotice:
-    """``feedback.is_own_output`` that says once per path (on stderr) why a file that a
-    pattern matches is not collected — a silent skip would look like lost data."""
+    """``feedback.is_own_output`` (plus, for PM2's files, the apps that run logpipe and the
+    start-up hold-back) that says once per path (on stderr) why a file that a pattern matches
+    is not collected — a silent skip would look like lost data. With ``recheck`` it answers
+    for files already being read, from cached scans only."""
 
-    def __init__(self) -> None:
+    def __init__(self, pm2: Pm2Registry | None = None, recheck: bool = False,
+                 hold: bool = True) -> None:
         self._told: set[str] = set()
+        self._pm2 = pm2
+        self._recheck = recheck
+        self._hold = hold  # ``--once`` reads what is there: no later scan would ask again
 
     def __call__(self, path: str, st: os.stat_result) -> bool:
-        own = feedback.is_own_output(path, st)
+        pm2 = self._pm2 if self._pm2 is not None and self._pm2.owns(path) else None
+        if self._recheck:
+            own = feedback.became_own(path, st)
+        else:
+            own = feedback.is_own_output(path, st) or (pm2 is not None and pm2.runs_logpipe(path))
         if own and path not in self._told and len(self._told) < 10_000:
             self._told.add(path)
-            diagnostics.info(f"not collecting {path}: logpipe itself writes it (feedback guard)",
+            what = "stopped reading" if self._recheck else "not collecting"
+            diagnostics.info(f"{what} {path}: logpipe itself writes it (feedback guard)",
                              key=f"own-output:{path}")
-        return own
+        if own or self._recheck or pm2 is None or not self._hold:
+            return own
+        return not feedback.pm2_settled(path, st)  # held back for now, asked again next scan
 
 
 def build_sinks(opts: CollectOptions) -> Sequence[Any]:

@@ -32,6 +32,10 @@ import os
 import stat as stat_mod
 import threading
 import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from logpipe._proc import ProcTable
 
 #: Marker file a logpipe file sink creates in every directory it writes (file sink imports it).
 SINK_DIR_MARKER = ".logpipe-sink"
@@ -44,7 +48,6 @@ FRESH_TTL = 0.25
 _PROC = "/proc"
 
 _lock = threading.Lock()
-_proc_keys: frozenset[tuple[int, int]] = frozenset()
 _proc_at = -1e9
 _dir_cache: dict[str, tuple[float, bool]] = {}
 
@@ -81,44 +84,102 @@ def is_logpipe_cmdline(argv: list[bytes]) -> bool:
     return False
 
 
-def _scan_proc() -> frozenset[tuple[int, int]]:
-    """(dev, inode) of stdout/stderr targets of every other logpipe process we may inspect."""
+#: PM2 tells each app where its files are through these environment keys (God/ForkMode.js
+#: spawns the app with its ``pm2_env`` as the environment; children inherit it).
+PM2_LOG_KEYS = ("pm_out_log_path", "pm_err_log_path", "pm_log_path")
+#: A PM2 app's files are not read while its process is younger than this: PM2 creates them
+#: before it spawns the app, and a ``bash -c "logpipe …"`` or a wrapper needs a moment to exec
+#: logpipe — the guard must decide before the first read.
+SETTLE = 1.0
+#: ...but never hold a file back longer than this (a writer we may not inspect, e.g. another
+#: user's PM2, would otherwise keep it unread forever).
+MAX_PENDING = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class _Scan:
+    keys: frozenset[tuple[int, int]]  # stdio targets and PM2 files of logpipe process trees
+    pm2_keys: frozenset[tuple[int, int]]  # the PM2 files alone (remembered once seen)
+    own_paths: frozenset[str]  # PM2 log paths of logpipe process trees (they may not exist yet)
+    app_age: dict[str, float]  # every PM2 log path → age (s) of the app process writing it
+
+
+_EMPTY = _Scan(frozenset(), frozenset(), frozenset(), {})
+_proc_scan = _EMPTY
+#: PM2 files of logpipe apps stay own once seen (renamed by rotation, the app stopped). An
+#: inode reused by a new file after such a file was deleted would be excluded too — and said.
+_remembered: set[tuple[int, int]] = set()
+_first_seen: dict[tuple[int, int], float] = {}
+
+
+def pm2_paths(env: Mapping[str, str]) -> list[str]:
+    """The log files PM2 writes for the app whose environment is ``env`` (real paths)."""
+    out = []
+    for k in PM2_LOG_KEYS:
+        v = env.get(k)
+        if v and v not in ("/dev/null", "NULL"):
+            out.append(os.path.realpath(v))
+    return out
+
+
+def _scan_proc() -> _Scan:
+    """One /proc walk: other logpipe processes' stdout/stderr targets, and for every PM2 app
+    process tree its log paths — the tree's files are logpipe's own when any process in it is
+    logpipe (the app itself, ``bash -c "logpipe … | logpipe …"``, a wrapper script)."""
+    table = ProcTable.scan(env_keys=PM2_LOG_KEYS)
     keys: set[tuple[int, int]] = set()
-    me = os.getpid()
-    try:
-        pids = [p for p in os.listdir(_PROC) if p.isdigit()]
-    except OSError:
-        return frozenset()
-    for pid in pids:
-        if int(pid) == me:
+    pm2_keys: set[tuple[int, int]] = set()
+    own_paths: set[str] = set()
+    app_age: dict[str, float] = {}
+    logpipe_pids = set()
+    for p in table.procs.values():
+        if is_logpipe_cmdline(list(p.argv)):
+            logpipe_pids.add(p.pid)
+            for fd in (1, 2):
+                with contextlib.suppress(OSError):
+                    st = os.stat(f"{_PROC}/{p.pid}/fd/{fd}")
+                    keys.add((st.st_dev, st.st_ino))
+    for p in table.procs.values():
+        paths = pm2_paths(p.env)
+        if not paths:
             continue
-        try:
-            with open(f"{_PROC}/{pid}/cmdline", "rb") as f:
-                raw = f.read(4096)
-        except OSError:
-            continue  # gone, or not ours to read
-        if b"logpipe" not in raw:
-            continue
-        if not is_logpipe_cmdline(raw.rstrip(b"\0").split(b"\0")):
-            continue
-        for fd in (1, 2):
-            with contextlib.suppress(OSError):
-                st = os.stat(f"{_PROC}/{pid}/fd/{fd}")
-                keys.add((st.st_dev, st.st_ino))
-    return frozenset(keys)
+        parent = table.procs.get(p.ppid)
+        if parent is not None and pm2_paths(parent.env) == paths:
+            continue  # not the app's root process: its root covers the tree
+        tree = {p.pid, *(d.pid for d in table.descendants(p.pid))}
+        own = bool(tree & logpipe_pids)
+        age = table.age(p.pid)
+        for path in paths:
+            app_age[path] = max(app_age.get(path, 0.0), age)
+            if own:
+                own_paths.add(path)
+    for p in table.procs.values():  # a logpipe whose tree root we could not see
+        if p.pid in logpipe_pids:
+            own_paths.update(pm2_paths(p.env))
+    for path in own_paths:
+        with contextlib.suppress(OSError):
+            st = os.stat(path)
+            pm2_keys.add((st.st_dev, st.st_ino))
+    return _Scan(frozenset(keys | pm2_keys), frozenset(pm2_keys), frozenset(own_paths), app_age)
+
+
+def _scan(max_age: float = PROC_TTL) -> _Scan:
+    global _proc_scan, _proc_at
+    now = time.monotonic()
+    with _lock:
+        if now - _proc_at < max_age:
+            return _proc_scan
+    scan = _scan_proc()
+    with _lock:
+        _proc_scan, _proc_at = scan, time.monotonic()
+        if len(_remembered) < 100_000:
+            _remembered.update(scan.pm2_keys)
+    return scan
 
 
 def other_logpipe_keys(max_age: float = PROC_TTL) -> frozenset[tuple[int, int]]:
     """The cached result of the /proc scan, refreshed when older than ``max_age`` seconds."""
-    global _proc_keys, _proc_at
-    now = time.monotonic()
-    with _lock:
-        if now - _proc_at < max_age:
-            return _proc_keys
-    keys = _scan_proc()
-    with _lock:
-        _proc_keys, _proc_at = keys, time.monotonic()
-    return keys
+    return _scan(max_age).keys
 
 
 def refresh() -> None:
@@ -144,25 +205,78 @@ def is_sink_dir(directory: str) -> bool:
     return found
 
 
+def _own_pm2_keys() -> set[tuple[int, int]]:
+    """(dev, inode) of the PM2 log files of this process, when PM2 runs it (its stdout and
+    stderr are sockets to PM2's daemon, which writes them into these files)."""
+    keys = set()
+    for path in pm2_paths(os.environ):
+        with contextlib.suppress(OSError):
+            st = os.stat(path)
+            keys.add((st.st_dev, st.st_ino))
+    return keys
+
+
+def _is_own(path: str, st: os.stat_result, scan: _Scan) -> bool:
+    key = (st.st_dev, st.st_ino)
+    if key in scan.keys or key in _remembered:
+        return True
+    return bool(scan.own_paths) and os.path.realpath(path) in scan.own_paths
+
+
 def is_own_output(path: str, st: os.stat_result) -> bool:
     """True when the file at ``path`` (whose ``stat`` is ``st``) is written by logpipe itself:
-    this process's stdout/stderr, a logpipe file sink's directory, or the stdout/stderr of
-    another running logpipe process. Never raises."""
+    this process's stdout/stderr (or, under PM2, the files PM2 writes them to), a logpipe file
+    sink's directory, the stdout/stderr of another running logpipe process, or the PM2 files
+    of a PM2 app whose process tree runs logpipe. Never raises."""
     try:
         key = (st.st_dev, st.st_ino)
-        if key in own_stdio_keys():
+        if key in own_stdio_keys() or key in _own_pm2_keys():
             return True
         if is_sink_dir(os.path.dirname(os.path.abspath(path))):
             return True
         if os.path.islink(path) and is_sink_dir(os.path.dirname(os.path.realpath(path))):
             return True  # a symlink into a sink's directory
         if stat_mod.S_ISREG(st.st_mode) or stat_mod.S_ISFIFO(st.st_mode):
-            if key in other_logpipe_keys():
+            if _is_own(path, st, _scan()):
                 return True
             # A "no" lets the caller open the file for good, so it must not rest on a stale
             # scan: a logpipe started since (``collect | logpipe sink >> x.log``) is caught by
             # a fresh one. Excluded files are re-asked on every rescan and hit the cache.
-            return key in other_logpipe_keys(max_age=FRESH_TTL)
+            return _is_own(path, st, _scan(max_age=FRESH_TTL))
         return False
     except Exception:  # noqa: BLE001 - the guard must never take the collector down
         return False
+
+
+def became_own(path: str, st: os.stat_result) -> bool:
+    """For a file already being read: has it turned out to be logpipe's own output since (a
+    wrapper that started logpipe late)? Uses the cached scan only (cheap for every open file
+    on every rescan). Never raises."""
+    try:
+        return _is_own(path, st, _scan())
+    except Exception:  # noqa: BLE001
+        return False
+
+
+def pm2_settled(path: str, st: os.stat_result) -> bool:
+    """False while a PM2 log file must not be read yet: the app process writing it started less
+    than SETTLE seconds ago (it may still exec logpipe), or no process claims the file and it
+    changed within SETTLE seconds (PM2 creates the files just before it spawns the app). Never
+    longer than MAX_PENDING after the file was first asked about. Call after
+    :func:`is_own_output` said no."""
+    try:
+        key = (st.st_dev, st.st_ino)
+        now = time.monotonic()
+        with _lock:
+            first = _first_seen.setdefault(key, now)
+            if len(_first_seen) > 10_000:
+                _first_seen.clear()
+        if now - first >= MAX_PENDING:
+            return True
+        scan = _scan(max_age=FRESH_TTL)
+        age = scan.app_age.get(os.path.realpath(path))
+        if age is not None:
+            return age >= SETTLE
+        return time.time() - max(st.st_mtime, st.st_ctime) >= SETTLE
+    except Exception:  # noqa: BLE001
+        return True

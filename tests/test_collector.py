@@ -109,10 +109,9 @@ def test_parse_jlist_keeps_only_identity() -> None:
     assert parse_jlist(b"not json") == []
 
 
-def test_pm2_date_prefix_and_json_log_type_are_warned_about() -> None:
-    """An app started with ``--time``/``log_date_format`` or ``log_type: json`` (whose lines
-    logpipe does not unwrap) gets one warning on stderr naming the app and the fix; an app
-    without them gets none."""
+def test_pm2_formats_are_read_from_jlist_without_a_warning() -> None:
+    """``pm2 jlist``'s ``log_date_format`` and ``log_type`` are kept per app (the decoders use
+    them) and no longer warned about: logpipe undoes both formats."""
     buf = io.BytesIO()
     diagnostics.set_stream(buf)
     try:
@@ -120,14 +119,12 @@ def test_pm2_date_prefix_and_json_log_type_are_warned_about() -> None:
             ("dated", {"log_date_format": "YYYY-MM-DDTHH:mm:ss"}),
             ("wrapped", {"log_type": "json"}),
             ("plain", {"log_type": "raw"})])]
-        assert [a.name for a in parse_jlist(orjson.dumps(doc))] == ["dated", "wrapped", "plain"]
-        parse_jlist(orjson.dumps(doc))  # a refresh soon after: not said again (rate limit)
+        apps = parse_jlist(orjson.dumps(doc))
     finally:
         diagnostics.set_stream(None)
-    msgs = [orjson.loads(x)["message"] for x in buf.getvalue().splitlines()]
-    assert len(msgs) == 2, msgs
-    assert "dated uses log_date_format" in msgs[0] and "wrapped uses log_type json" in msgs[1]
-    assert all("start it without them" in m for m in msgs)
+    assert [(a.name, a.date_format, a.log_type) for a in apps] == [
+        ("dated", "YYYY-MM-DDTHH:mm:ss", None), ("wrapped", None, "json"), ("plain", None, "raw")]
+    assert buf.getvalue() == b""
 
 
 def _write_lines(path: Path, start: int, n: int) -> None:
@@ -311,8 +308,9 @@ def test_instances_with_identical_banners_are_both_read(tmp_path: Path) -> None:
 
 def test_pm2_jlist_never_runs_without_a_live_daemon(tmp_path: Path) -> None:
     """``--pm2`` with a PM2 home whose daemon is gone (stale rpc.sock, dead pid): ``pm2
-    jlist`` is not run (it would start a daemon); files are still collected, instance_id
-    falls back to the pm_id from the file name."""
+    jlist`` is not run (it would start a daemon); files are still collected with the pm_id
+    from the file name and no instance_id (a pm_id is not an instance number), and one
+    warning says so."""
     home = tmp_path / "pm2"
     (home / "logs").mkdir(parents=True)
     (home / "rpc.sock").write_text("")
@@ -327,14 +325,16 @@ def test_pm2_jlist_never_runs_without_a_live_daemon(tmp_path: Path) -> None:
     env = dict(os.environ, PATH=f"{bindir}{os.pathsep}{os.environ['PATH']}")
     rc, recs, err = run_collect(["--once", "--pm2", str(home)], env=env)
     assert rc == 0, err
-    assert [(r["service"], r["pm_id"], r["instance_id"]) for r in recs] == [("api", 4, "4")]
+    assert [(r["service"], r["pm_id"], r.get("instance_id")) for r in recs] == [("api", 4, None)]
     assert not called.exists()
+    warned = [ln for ln in err.decode().splitlines() if "api-out-4.log: its plain lines" in ln]
+    assert len(warned) == 1 and "no instance_id" in warned[0], err
 
 
 def test_help_states_copytruncate_loss_and_pm2_formats() -> None:
     """``logpipe collect --help`` tells the operator where copytruncate can lose lines and what
     to do (a glob matching the copies, or rename rotation), and that PM2's date prefixes and
-    JSON chunk records are not unwrapped."""
+    JSON chunk records are unwrapped."""
     out = subprocess.run([*LOGPIPE, "collect", "--help"], capture_output=True, text=True,
                          timeout=30)
     assert out.returncode == 0, out.stderr

@@ -133,16 +133,17 @@ def test_collect_pm2_with_jlist(pm2: Pm2, tmp_path: Path) -> None:
     assert b"SECRET" not in err and b"pm2_env" not in err
 
 
-def test_collect_pm2_without_pm2_on_path_falls_back_to_pm_id(pm2: Pm2) -> None:
-    """When PM2 cannot be asked (pm2 not on PATH), instance_id falls back to the pm_id taken
-    from the ``-<pm_id>`` file suffix; the fork app (no suffix) has no pm_id to offer."""
+def test_collect_pm2_without_pm2_on_path_reads_pids_and_environ(pm2: Pm2) -> None:
+    """When no ``pm2`` command can be found, PM2_HOME's ``pids/`` files and each app's
+    environment in /proc still give the right instance: NODE_APP_INSTANCE 0 and 1 for the
+    ``-i 2`` app (pm_ids 1 and 2), 0 for the fork app — and no warning."""
     env = dict(pm2.env, PATH=os.defpath)  # --pm2 without a value reads $PM2_HOME
     rc, recs, err = run_collect(["--once", "--pm2"], env=env)
     assert rc == 0, err
+    _check(recs, {"single": {"0"}, "multi": {"0", "1"}})
     multi = {(r["pm_id"], r["instance_id"]) for r in recs if r["service"] == "multi"}
-    assert multi == {(1, "1"), (2, "2")}
-    single = [r for r in recs if r["service"] == "single"]
-    assert len(single) == 4
+    assert multi == {(1, "0"), (2, "1")}
+    assert b"plain lines carry" not in err
 
 
 def test_pm2_app_started_after_collector(pm2: Pm2, tmp_path: Path) -> None:
@@ -162,28 +163,3 @@ def test_pm2_app_started_after_collector(pm2: Pm2, tmp_path: Path) -> None:
     assert rc == 0, col.stderr
     assert {r["instance_id"] for r in late} == {"0"}
     assert {r["pm_id"] for r in late} == {3}
-
-
-def test_pm2_time_option_is_warned_about(pm2: Pm2, tmp_path: Path) -> None:
-    """An app started with ``pm2 start --time`` (PM2 prefixes each chunk piece with a date,
-    which logpipe does not strip) gets one warning on the collector's stderr naming the app;
-    the lines still arrive (as plain records, the prefix kept in the message; PM2 may also
-    write a bare prefix as a line of its own)."""
-    app = tmp_path / "dated.py"
-    app.write_text(APP)
-    pm2.start(app, "dated", "--time")
-    try:
-        dated = pm2.home / "logs" / "dated-out.log"
-        wait_for(lambda: dated.exists() and dated.read_bytes().count(b"\n") >= 3, timeout=30,
-                 message="dated app's lines")
-        rc, recs, err = run_collect(["--once", "--pm2", str(pm2.home)], env=pm2.env)
-    finally:
-        with contextlib.suppress(AssertionError):
-            pm2("delete", "dated")
-    assert rc == 0, err
-    warned = [line for line in err.decode().splitlines() if "PM2 app dated uses" in line]
-    assert len(warned) == 1 and "log_date_format" in warned[0], err
-    assert not any("PM2 app single" in line or "PM2 app multi" in line
-                   for line in err.decode().splitlines())
-    dated = " ".join(str(r["message"]) for r in recs if r["service"] == "dated")
-    assert all(f'"tick {i}"' in dated for i in range(3)) and "plain on stderr" in dated

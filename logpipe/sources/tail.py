@@ -181,8 +181,9 @@ class _Gen:
 class _File:
     """An open (or idle-closed) file being read."""
 
-    __slots__ = ("base", "detached_at", "fd", "gen", "interval", "joiner", "key", "last_data",
-                 "next_poll", "norm", "path", "pos", "shadow_file", "shadow_gen", "size_seen", "split")
+    __slots__ = ("base", "decoder", "detached_at", "fd", "gen", "interval", "joiner", "key",
+                 "last_data", "next_poll", "norm", "path", "pos", "shadow_file", "shadow_gen",
+                 "size_seen", "split")
 
     def __init__(self, key: tuple[int, int], path: str, fd: int, gen: _Gen | None, pos: int,
                  norm: record.LineNormaliser, split: LineSplitter, joiner: Any) -> None:
@@ -202,6 +203,10 @@ class _File:
         self.next_poll = self.last_data  # poll now
         self.interval = HOT_POLL
         self.detached_at = 0.0
+        #: a format decoder (PM2's ``--time`` / ``log_type: json``): ``feed(raw) -> [(bytes,
+        #: time)]`` and ``raw_offset(decoded)``; lines and marks then count decoded bytes from
+        #: ``base`` and are mapped back to raw offsets where a mark is made
+        self.decoder: Any = None
 
     def poke(self) -> None:
         """Poll this file soon (it changed, or its state did)."""
@@ -227,7 +232,9 @@ class TailSource(Source):
 
     ``origin_for(path) -> (defaults, plain_level)`` names each file's records (default:
     :func:`default_origin`); ``is_excluded(path, st)`` vetoes files before they are opened (the
-    feedback guard); ``joiner_factory()`` gives each file a multiline joiner
+    feedback guard) and, with ``recheck(path, st)``, stops reading an open file that turned
+    out to be excluded; ``decoder_for(path, start)`` gives a file a format decoder (PM2's
+    formats; None for plain files); ``joiner_factory()`` gives each file a multiline joiner
     (``push(line, end_offset)``, ``flush()``, ``idle_deadline``).
     """
 
@@ -245,6 +252,8 @@ class TailSource(Source):
         is_excluded: Callable[[str, os.stat_result], bool] | None = None,
         joiner_factory: Callable[[], Any] | None = None,
         max_open: int | None = None,
+        recheck: Callable[[str, os.stat_result], bool] | None = None,
+        decoder_for: Callable[[str, int], Any] | None = None,
     ) -> None:
         self.patterns = [os.path.abspath(os.path.expanduser(p)) for p in patterns]
         try:
@@ -257,6 +266,8 @@ class TailSource(Source):
         self._origin_for = origin_for or default_origin
         self._is_excluded = is_excluded
         self._joiner_factory = joiner_factory
+        self._recheck = recheck
+        self._decoder_for = decoder_for
         self.max_open = max_open if max_open is not None else default_max_open()
         self._store = CheckpointStore(state_dir, self.patterns)
         self._started = time.time()
@@ -379,6 +390,9 @@ class TailSource(Source):
             if f.gen is not None:
                 f.gen.seen = now
                 f.gen.path = path
+            if self._recheck is not None and self._recheck(path, cur):
+                self._forget_file(f)  # the feedback guard recognised it late: stop reading
+                continue
             if cur.st_size != f.size_seen:
                 f.size_seen = cur.st_size
                 f.poke()
@@ -508,6 +522,8 @@ class TailSource(Source):
                   LineSplitter(self.max_line_bytes),
                   self._joiner_factory() if self._joiner_factory is not None else None)
         f.size_seen = fst.st_size
+        if self._decoder_for is not None:
+            f.decoder = self._decoder_for(path, pos)
         if shadow is not None:
             f.shadow_gen = shadow
             f.shadow_file = next((x for x in self._files.values() if x.gen is shadow), None)
@@ -674,7 +690,11 @@ class TailSource(Source):
             f.pos += len(data)
             budget -= len(data)
             progressed = True
-            await self._process(f, gen, data, emit)
+            if f.decoder is None:
+                await self._process(f, gen, data, emit)
+            else:
+                for seg, t in f.decoder.feed(data):
+                    await self._process(f, gen, seg, emit, t)
         if progressed:
             f.last_data = time.monotonic()
         elif f.path is None and f.gen is gen and not self._stopping and (
@@ -730,6 +750,8 @@ class TailSource(Source):
         f.pos = f.base = 0
         f.split = LineSplitter(self.max_line_bytes)
         f.joiner = self._joiner_factory() if self._joiner_factory is not None else None
+        if self._decoder_for is not None:
+            f.decoder = self._decoder_for(f.path or old.path, 0)
         for x in shadows:
             self._release_shadow(x)
         diagnostics.info(f"{f.path or old.path} was {why} (copytruncate?); reading it from the start",
@@ -757,17 +779,17 @@ class TailSource(Source):
         if out:
             await self._emit_pairs(f, gen, out, emit)
         elif held is not None:
-            gen.emitted = max(gen.emitted, end)
+            gen.emitted = max(gen.emitted, end if f.decoder is None else f.decoder.raw_offset(end))
 
     async def _process(self, f: _File, gen: _Gen, data: bytes,
-                       emit: Callable[[Batch], Awaitable[None]]) -> None:
+                       emit: Callable[[Batch], Awaitable[None]], received: str | None = None) -> None:
         split = f.split
         c0 = split.consumed
         lines, cut = split.split(data)
         if not lines:
             return
         start = f.base + c0
-        if not cut or (len(lines) - 1) not in cut:
+        if f.decoder is None and (not cut or (len(lines) - 1) not in cut):
             last = lines[-1]
             gen.sample = last[-(SAMPLE_BYTES - 1):] + b"\n"
             gen.sample_end = f.base + split.consumed
@@ -789,9 +811,9 @@ class TailSource(Source):
             for line, end in zip(lines, ends, strict=False):
                 out += push(line, end)
             if out:
-                await self._emit_pairs(f, gen, out, emit)
+                await self._emit_pairs(f, gen, out, emit, received)
             return
-        received = record.now()
+        received = received or record.now()
         n = len(lines)
         i = 0
         pos = start
@@ -809,8 +831,9 @@ class TailSource(Source):
             i = j
 
     async def _emit_pairs(self, f: _File, gen: _Gen, pairs: list[tuple[bytes, int]],
-                          emit: Callable[[Batch], Awaitable[None]]) -> None:
-        received = record.now()
+                          emit: Callable[[Batch], Awaitable[None]],
+                          received: str | None = None) -> None:
+        received = received or record.now()
         # a joined line carries the marker if one of its lines was cut; look only when this
         # file has cut a line at all (no per-line work otherwise)
         check_cut = f.split.truncated_lines > 0
@@ -842,6 +865,8 @@ class TailSource(Source):
         else:
             recs, outs = norm.batch(seg, received)  # the hot path: one call per chunk
         self.lines_read += len(recs)
+        if f.decoder is not None:
+            end = f.decoder.raw_offset(end)
         if end > gen.emitted:
             gen.emitted = end
         await emit(Batch(recs, outs, ack=functools.partial(self._ack, gen, end),

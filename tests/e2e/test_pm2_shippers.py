@@ -36,7 +36,7 @@ for i in range({N}):
     logger.info("app line", i=i)
     print(f"plain {{i}} from {{os.getpid()}}", flush=True)
     if i % 10 == 0:
-        print(f"stderr {{i}}", file=sys.stderr, flush=True)
+        print(f"stderr {{i}} from {{os.getpid()}}", file=sys.stderr, flush=True)
     time.sleep(0.05)
 time.sleep(3600)
 """
@@ -58,7 +58,9 @@ def _start(pm2: Pm2, env: dict[str, str], *args: str) -> None:
 def test_three_shipper_shapes_under_pm2_ship_every_line_once(pm2_bin: Path) -> None:
     """Each shipper's output count equals the apps' line count (2 apps x 315 lines), none of
     them reads its own or another shipper's PM2 files, and the counts stay flat for 8 s once
-    the apps are quiet — where before the fix one shipper grew its own file without bound."""
+    the apps are quiet — where before the fix one shipper grew its own file without bound. A
+    fourth shipper started afterwards delivers the same 630 lines, and none of them is read
+    by the other three."""
     base = Path(tempfile.mkdtemp(prefix="lp-ship-"))  # short: PM2's sockets live in PM2_HOME
     pm2 = Pm2(pm2_bin, base / "h")
     logs = pm2.home / "logs"
@@ -95,6 +97,21 @@ def test_three_shipper_shapes_under_pm2_ship_every_line_once(pm2_bin: Path) -> N
         deadline = time.monotonic() + 8
         while time.monotonic() < deadline:  # flat once the apps are quiet
             assert counts() == (want, want, want), counts()
+            time.sleep(0.5)
+        # a shipper started (or renamed in the ecosystem file) later writes the apps' 630
+        # lines at once into a new file: the others must not read a byte of it (the start race)
+        _start(pm2, dict(env, LOGPIPE_STATE_DIR=str(base / "s4")), logpipe, "--name", "ship-late",
+               "--interpreter", sys.executable, "--", "collect", "--pm2")
+        try:
+            wait_for(lambda: _lines(logs / "ship-late-out.log") >= want, timeout=60,
+                     message="the late shipper delivered the apps' lines")
+        except AssertionError:
+            pytest.fail(f"{_lines(logs / 'ship-late-out.log')} lines; its stderr: "
+                        f"{(logs / 'ship-late-error.log').read_text()[-3000:]}")
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            assert counts() == (want, want, want), counts()
+            assert _lines(logs / "ship-late-out.log") == want
             time.sleep(0.5)
         assert hec.duplicate_count() == 0
         services = {str(e.get("event", {}).get("service")) for e in hec.events()}

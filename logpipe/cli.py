@@ -368,11 +368,14 @@ def rotate(paths: tuple[str, ...], retain: int, max_size: int | None, daily: boo
     \b
       */10 * * * * logpipe rotate --daily --max-size 100M --retain 14 '/var/log/app/*.log'
 
-    PM2: rename, make PM2 reopen its files, then a second run compresses what PM2 held:
+    PM2: rename, make PM2 reopen its files, then a second run compresses what PM2 held.
+    cron's PATH has neither logpipe nor pm2 (nor node): give absolute paths, as
+    examples/pm2/crontab does:
 
     \b
-      5 0 * * * R="logpipe rotate --daily --retain 7 $HOME/.pm2/logs/*.log"; $R && pm2 reloadLogs && $R
-    """
+      PATH=/usr/local/bin:/usr/bin:/bin
+      5 0 * * * R="/opt/venv/bin/logpipe rotate --daily --retain 7 $HOME/.pm2/logs/*.log"; $R && /usr/local/bin/pm2 reloadLogs && $R
+    """  # noqa: E501 - a crontab line is one line
     from logpipe.rotate import RotateOptions
     from logpipe.rotate import main as rotate_main
     from logpipe.sinks import default_state_dir

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 PROC = "/proc"
 
@@ -85,9 +85,20 @@ class ProcTable:
         self.procs = procs
         self.taken_at = taken_at  # uptime() at the scan
 
+    def with_env(self, pids: Iterable[int], keys: Iterable[str]) -> None:
+        """Read the named environment keys of ``pids`` into their :class:`Proc` entries."""
+        names = tuple(keys)
+        for pid in pids:
+            p = self.procs.get(pid)
+            if p is not None:
+                env = read_env(pid, names)
+                if env:
+                    self.procs[pid] = replace(p, env=env)
+
     @classmethod
     def scan(cls, env_keys: Iterable[str] = (), exclude_self: bool = True) -> ProcTable:
-        """Walk ``/proc`` once. ``env_keys``: the environment keys to keep per process."""
+        """Walk ``/proc`` once. ``env_keys``: the environment keys to keep per process (for
+        every process; :meth:`with_env` reads them for chosen ones)."""
         keys = tuple(env_keys)
         procs: dict[int, Proc] = {}
         me = os.getpid()

@@ -101,10 +101,11 @@ class _Scan:
     keys: frozenset[tuple[int, int]]  # stdio targets and PM2 files of logpipe process trees
     pm2_keys: frozenset[tuple[int, int]]  # the PM2 files alone (remembered once seen)
     own_paths: frozenset[str]  # PM2 log paths of logpipe process trees (they may not exist yet)
+    own_names: frozenset[str]  # their base names
     app_age: dict[str, float]  # every PM2 log path → age (s) of the app process writing it
 
 
-_EMPTY = _Scan(frozenset(), frozenset(), frozenset(), {})
+_EMPTY = _Scan(frozenset(), frozenset(), frozenset(), frozenset(), {})
 _proc_scan = _EMPTY
 #: PM2 files of logpipe apps stay own once seen (renamed by rotation, the app stopped). An
 #: inode reused by a new file after such a file was deleted would be excluded too — and said.
@@ -122,11 +123,23 @@ def pm2_paths(env: Mapping[str, str]) -> list[str]:
     return out
 
 
+def _is_pm2_daemon(argv: tuple[bytes, ...]) -> bool:
+    return bool(argv) and argv[0].startswith(b"PM2 v") and b"God Daemon" in argv[0]
+
+
 def _scan_proc() -> _Scan:
     """One /proc walk: other logpipe processes' stdout/stderr targets, and for every PM2 app
     process tree its log paths — the tree's files are logpipe's own when any process in it is
     logpipe (the app itself, ``bash -c "logpipe … | logpipe …"``, a wrapper script)."""
-    table = ProcTable.scan(env_keys=PM2_LOG_KEYS)
+    table = ProcTable.scan()
+    # environments are read only where PM2 app trees start: the children of PM2 daemons
+    # (titled "PM2 vX: God Daemon (PM2_HOME)"), and logpipe processes themselves (their own
+    # inherited environment names their PM2 files). Without a recognisable daemon (another
+    # title, pm2-runtime), every process is read.
+    gods = {p.pid for p in table.procs.values() if _is_pm2_daemon(p.argv)}
+    wanted = [p.pid for p in table.procs.values() if p.ppid in gods
+              or is_logpipe_cmdline(list(p.argv))] if gods else list(table.procs)
+    table.with_env(wanted, PM2_LOG_KEYS)
     keys: set[tuple[int, int]] = set()
     pm2_keys: set[tuple[int, int]] = set()
     own_paths: set[str] = set()
@@ -160,7 +173,8 @@ def _scan_proc() -> _Scan:
         with contextlib.suppress(OSError):
             st = os.stat(path)
             pm2_keys.add((st.st_dev, st.st_ino))
-    return _Scan(frozenset(keys | pm2_keys), frozenset(pm2_keys), frozenset(own_paths), app_age)
+    return _Scan(frozenset(keys | pm2_keys), frozenset(pm2_keys), frozenset(own_paths),
+                 frozenset(os.path.basename(p) for p in own_paths), app_age)
 
 
 def _scan(max_age: float = PROC_TTL) -> _Scan:
@@ -220,7 +234,12 @@ def _is_own(path: str, st: os.stat_result, scan: _Scan) -> bool:
     key = (st.st_dev, st.st_ino)
     if key in scan.keys or key in _remembered:
         return True
-    return bool(scan.own_paths) and os.path.realpath(path) in scan.own_paths
+    # by path: a file PM2 created (or re-created, after ``pm2 reloadLogs``) since the scan;
+    # the name filter keeps realpath (an lstat per component) off the common path
+    if path in scan.own_paths:
+        return True
+    return (bool(scan.own_paths) and os.path.basename(path) in scan.own_names
+            and os.path.realpath(path) in scan.own_paths)
 
 
 def is_own_output(path: str, st: os.stat_result) -> bool:

@@ -262,3 +262,39 @@ def test_collector_stderr_into_tailed_dir_is_not_ingested(tmp_path: Path) -> Non
     diags = [orjson.loads(x) for x in err.read_bytes().splitlines()]
     assert diags and all(d["service"] == "logpipe" and d["logpipe"] == "diagnostic" for d in diags)
     assert any("feedback guard" in d["message"] and str(err) in d["message"] for d in diags)
+
+
+@needs_proc
+def test_pm2_app_tree_running_logpipe_is_own_output(tmp_path: Path) -> None:
+    """A process tree whose environment carries PM2's log paths (as PM2 spawns its apps) and
+    that runs logpipe below a shell (``bash -c "logpipe …"``) makes those files own output —
+    out and err by inode, a merged ``pm_log_path`` created only later by path — while an
+    unrelated file is not; once the tree has exited its files stay excluded (a PM2 restart
+    or a rotation must not let them in)."""
+    out, err, merged = tmp_path / "ship-out.log", tmp_path / "ship-error.log", tmp_path / "ship.log"
+    out.write_text("")
+    err.write_text("")
+    env = dict(os.environ, pm_id="7", name="ship", pm_out_log_path=str(out),
+               pm_err_log_path=str(err), pm_log_path=str(merged))
+    cmd = " ".join(LOGPIPE) + " sink ndjson; true"
+    proc = subprocess.Popen(["bash", "-c", cmd], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, env=env)
+    try:
+        def seen() -> bool:
+            feedback.refresh()
+            return feedback.is_own_output(str(out), out.stat())
+
+        wait_for(seen, timeout=20, message="the PM2-style tree running logpipe recognised")
+        assert feedback.is_own_output(str(err), err.stat())
+        merged.write_text("created after the scan\n")
+        assert feedback.is_own_output(str(merged), merged.stat())
+        unrelated = tmp_path / "api-out.log"
+        unrelated.write_text("y\n")
+        assert not feedback.is_own_output(str(unrelated), unrelated.stat())
+    finally:
+        assert proc.stdin is not None
+        proc.stdin.close()
+        proc.wait(timeout=30)
+    feedback.refresh()
+    assert feedback.is_own_output(str(out), out.stat())
+    assert feedback.is_own_output(str(err), err.stat())

@@ -66,7 +66,7 @@ class Pm2App:
     """What logpipe keeps of one PM2 app (nothing from its environment but these keys)."""
 
     name: str
-    pm_id: int
+    pm_id: int | None  # None: from a dump.pm2 of a fork app (PM2 leaves pm_id out of dumps)
     instance: str | None
     out_path: str | None
     err_path: str | None
@@ -94,7 +94,11 @@ def app_from_env(env: dict[str, Any]) -> Pm2App | None:
     pm_id = env.get("pm_id")
     if isinstance(pm_id, str) and pm_id.isdigit():
         pm_id = int(pm_id)
-    if not isinstance(name, str) or not isinstance(pm_id, int) or isinstance(pm_id, bool):
+    if not isinstance(pm_id, int) or isinstance(pm_id, bool):
+        # dump.pm2 has no pm_id: PM2 names per-instance files <name>-out-<pm_id>.log
+        out = env.get("pm_out_log_path")
+        pm_id = identity.from_filename(out).pm_id if isinstance(out, str) else None
+    if not isinstance(name, str) or (pm_id is None and "pm_out_log_path" not in env):
         return None
     inst = env.get("NODE_APP_INSTANCE")
     var = env.get("instance_var")
@@ -197,13 +201,17 @@ class Pm2Registry:
         if not force and now - self._at < min_interval:
             return
         self._at = now
-        merged: dict[int, Pm2App] = {}
+        merged: dict[object, Pm2App] = {}
         for source in (self._from_dump(), self._from_jlist(), apps_from_proc(self.home)):
             for app in source:  # later sources win: the live environment is the truth
-                old = merged.get(app.pm_id)
-                merged[app.pm_id] = replace(app, runs_logpipe=True) if (
+                key = app.pm_id if app.pm_id is not None else (app.name, app.out_path)
+                old = merged.get(key)
+                merged[key] = replace(app, runs_logpipe=True) if (
                     old is not None and old.runs_logpipe and old.name == app.name) else app
-        self._apps = sorted(merged.values(), key=lambda a: a.pm_id)
+        known = {(a.name, a.out_path) for a in merged.values() if a.pm_id is not None}
+        self._apps = sorted((a for a in merged.values()  # a dump's fork app, also known live
+                             if a.pm_id is not None or (a.name, a.out_path) not in known),
+                            key=lambda a: (a.pm_id is None, a.pm_id or 0))
         by_path: dict[str, list[tuple[Pm2App, str]]] = {}
         for app in self._apps:
             for path, stream in app.paths():
@@ -309,11 +317,13 @@ class Pm2Registry:
         defaults: dict[str, Any] = {record.SOURCE: path, record.SERVICE: ident.service,
                                     record.HOST: identity.hostname()}
         stream = ident.stream or "out"
-        apps = {app.pm_id: app for app, _ in hits}
+        apps = {(app.pm_id, app.name, app.instance): app for app, _ in hits}
         if len(apps) == 1:
             app, stream = hits[0]
             defaults[record.SERVICE] = app.name
-            defaults[record.PM_ID] = app.pm_id
+            pm_id = app.pm_id if app.pm_id is not None else ident.pm_id
+            if pm_id is not None:
+                defaults[record.PM_ID] = pm_id
             if app.instance is not None:
                 defaults[record.INSTANCE_ID] = app.instance
         elif len(apps) > 1:

@@ -185,7 +185,9 @@ def build_sources(opts: CollectOptions, p: Plan) -> list[Any]:
             patterns, opts.state_dir or opts.sink_options.state_dir, once=opts.once,
             max_line_bytes=opts.max_line_bytes, origin_for=origin_for,
             is_excluded=_ExclusionNotice(pm2, hold=not opts.once), joiner_factory=Joiner,
-            recheck=_ExclusionNotice(pm2, recheck=True),
+            # files already read are re-asked only under --pm2 (a PM2 app that execs logpipe
+            # late, via a wrapper): no per-rescan cost for plain file collection
+            recheck=_ExclusionNotice(pm2, recheck=True) if pm2 is not None else None,
             decoder_for=(lambda path, start: pm2.decoder(path, start) if pm2.owns(path) else None)
             if pm2 is not None else None,
         ))
@@ -218,7 +220,7 @@ class _ExclusionNotice:
     def __call__(self, path: str, st: os.stat_result) -> bool:
         pm2 = self._pm2 if self._pm2 is not None and self._pm2.owns(path) else None
         if self._recheck:
-            own = feedback.became_own(path, st)
+            own = pm2 is not None and feedback.became_own(path, st)
         else:
             own = feedback.is_own_output(path, st) or (pm2 is not None and pm2.runs_logpipe(path))
         if own and path not in self._told and len(self._told) < 10_000:

@@ -60,7 +60,7 @@ def test_three_shipper_shapes_under_pm2_ship_every_line_once(pm2_bin: Path) -> N
     them reads its own or another shipper's PM2 files, and the counts stay flat for 8 s once
     the apps are quiet — where before the fix one shipper grew its own file without bound. A
     fourth shipper started afterwards delivers the same 630 lines, and none of them is read
-    by the other three."""
+    by the other three; after ``pm2 restart`` of the pipeline shipper nothing is read twice."""
     base = Path(tempfile.mkdtemp(prefix="lp-ship-"))  # short: PM2's sockets live in PM2_HOME
     pm2 = Pm2(pm2_bin, base / "h")
     logs = pm2.home / "logs"
@@ -112,6 +112,16 @@ def test_three_shipper_shapes_under_pm2_ship_every_line_once(pm2_bin: Path) -> N
         while time.monotonic() < deadline:
             assert counts() == (want, want, want), counts()
             assert _lines(logs / "ship-late-out.log") == want
+            time.sleep(0.5)
+        # restarted by PM2 (SIGINT to the whole tree, drained within kill_timeout): the new
+        # pipeline resumes from its checkpoint and its files stay excluded for the others
+        assert "resuming at byte" not in (logs / "ship-pipe-error.log").read_text()
+        pm2("restart", "ship-pipe")
+        wait_for(lambda: "resuming at byte" in (logs / "ship-pipe-error.log").read_text(),
+                 timeout=60, message="the restarted pipeline resumed from its checkpoints")
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            assert counts() == (want, want, want), counts()
             time.sleep(0.5)
         assert hec.duplicate_count() == 0
         services = {str(e.get("event", {}).get("service")) for e in hec.events()}

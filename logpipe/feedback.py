@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import stat as stat_mod
 import threading
 import time
@@ -230,16 +231,24 @@ def _own_pm2_keys() -> set[tuple[int, int]]:
     return keys
 
 
+_ROTATED_RE = re.compile(r"(?:__\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d)?\.log(?:\.[^/]*)?$")
+
+
 def _is_own(path: str, st: os.stat_result, scan: _Scan) -> bool:
     key = (st.st_dev, st.st_ino)
     if key in scan.keys or key in _remembered:
         return True
     # by path: a file PM2 created (or re-created, after ``pm2 reloadLogs``) since the scan;
     # the name filter keeps realpath (an lstat per component) off the common path
+    if not scan.own_paths:
+        return False
     if path in scan.own_paths:
         return True
-    return (bool(scan.own_paths) and os.path.basename(path) in scan.own_names
-            and os.path.realpath(path) in scan.own_paths)
+    # a rotated copy of one, named by pm2-logrotate (NAME__2026-12-01_00-00-00.log) or by
+    # logpipe rotate / logrotate (NAME.log.20261201T000000[.N][.zst], NAME.log.1)
+    live = _ROTATED_RE.sub(".log", path)
+    return (os.path.basename(live) in scan.own_names
+            and os.path.realpath(live) in scan.own_paths)
 
 
 def is_own_output(path: str, st: os.stat_result) -> bool:

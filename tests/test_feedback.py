@@ -268,7 +268,8 @@ def test_collector_stderr_into_tailed_dir_is_not_ingested(tmp_path: Path) -> Non
 def test_pm2_app_tree_running_logpipe_is_own_output(tmp_path: Path) -> None:
     """A process tree whose environment carries PM2's log paths (as PM2 spawns its apps) and
     that runs logpipe below a shell (``bash -c "logpipe …"``) makes those files own output —
-    out and err by inode, a merged ``pm_log_path`` created only later by path — while an
+    out and err by inode, a merged ``pm_log_path`` created only later and a pm2-logrotate
+    copy by path — while an
     unrelated file is not; once the tree has exited its files stay excluded (a PM2 restart
     or a rotation must not let them in)."""
     out, err, merged = tmp_path / "ship-out.log", tmp_path / "ship-error.log", tmp_path / "ship.log"
@@ -288,6 +289,9 @@ def test_pm2_app_tree_running_logpipe_is_own_output(tmp_path: Path) -> None:
         assert feedback.is_own_output(str(err), err.stat())
         merged.write_text("created after the scan\n")
         assert feedback.is_own_output(str(merged), merged.stat())
+        copy = tmp_path / "ship-out__2026-12-01_00-00-00.log"  # pm2-logrotate's copy
+        copy.write_text("a copy\n")
+        assert feedback.is_own_output(str(copy), copy.stat())
         unrelated = tmp_path / "api-out.log"
         unrelated.write_text("y\n")
         assert not feedback.is_own_output(str(unrelated), unrelated.stat())

@@ -14,15 +14,28 @@ own output when it is:
    without shared state: ``/proc/*/cmdline`` tells which processes are logpipe (the
    ``logpipe`` console script, or ``python -m logpipe``) and ``stat(/proc/<pid>/fd/1|2)`` gives
    the target's device + inode. The scan is cached for :data:`PROC_TTL` seconds, so rescans
-   of many files cost one ``/proc`` walk per TTL.
+   of many files cost one ``/proc`` walk per TTL;
+4. written by PM2 for an app whose process tree runs logpipe. A PM2 app's stdout and stderr
+   are sockets to PM2's daemon, which writes them into ``$PM2_HOME/logs`` — rule 3 cannot see
+   them. PM2 spawns each app with ``pm_out_log_path``, ``pm_err_log_path`` and ``pm_log_path``
+   in its environment (children inherit it): the same walk reads those keys for the PM2
+   daemons' children and for logpipe processes, and a tree (the app and its descendants:
+   ``bash -c "logpipe … | logpipe …"``, a wrapper script) that holds a logpipe process makes
+   its files own — by inode, by path (PM2 re-creates them on ``reloadLogs``), rotated copies
+   by name, and remembered once seen (a restart, a rotation, the app stopped). This
+   process's own PM2 files (it runs under PM2) are rule 1's. :func:`pm2_settled` tells the
+   collector to hold a new PM2 file back until its app has run :data:`SETTLE` seconds, so
+   the decision comes before the first read.
 
 Limits (documented, not hidden): without privileges ``/proc/<pid>/fd`` of another user's
 process is unreadable (``EACCES``), so a logpipe run by another user is only caught by rule 2;
 a logpipe process started less than ``PROC_TTL`` ago may not be seen yet (``refresh()``
-forces a new scan); on systems without ``/proc`` (macOS) only rules 1 and 2 apply; and a
+forces a new scan); on systems without ``/proc`` (macOS) only rules 1 and 2 apply; a
 logpipe started through a wrapper whose command line does not mention logpipe is not
-recognised. The record-level guard (``record.is_own``: logpipe's diagnostics are marked and
-dropped if read back) catches what slips through.
+recognised, unless PM2 runs it (rule 4, through the environment); and an inode remembered
+by rule 4 that the filesystem reuses for a new file after deletion excludes that file too
+(said on stderr, like every exclusion). The record-level guard (``record.is_own``:
+logpipe's diagnostics are marked and dropped if read back) catches what slips through.
 """
 
 from __future__ import annotations

@@ -145,6 +145,8 @@ class PrefixDecoder:
         self.fmt = DateFormat(date_format or "YYYY-MM-DDTHH:mm:ss")
         self._buf = b""
         self._map = _OffsetMap(start)
+        #: the PM2 time of the last line fed (for lines a multiline joiner emits later)
+        self.last_time: str | None = None
 
     def raw_offset(self, decoded: int) -> int:
         """See :meth:`_OffsetMap.raw_offset`."""
@@ -177,6 +179,7 @@ class PrefixDecoder:
             self._map.add(dec, rawpos)
         if parts:
             out.append((b"\n".join(parts) + b"\n", cur))
+            self.last_time = cur
         return out
 
 
@@ -187,6 +190,8 @@ class JsonChunkDecoder:
         self.fmt = DateFormat(date_format) if date_format else None
         self._buf = b""
         self._map = _OffsetMap(start)
+        #: the PM2 time of the last line fed (for lines a multiline joiner emits later)
+        self.last_time: str | None = None
 
     def raw_offset(self, decoded: int) -> int:
         """See :meth:`_OffsetMap.raw_offset`."""
@@ -239,4 +244,5 @@ class JsonChunkDecoder:
             self._map.add(dec, rawpos)
         if parts:
             out.append((b"".join(parts), cur))
+            self.last_time = cur
         return out

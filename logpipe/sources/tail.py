@@ -833,7 +833,8 @@ class TailSource(Source):
     async def _emit_pairs(self, f: _File, gen: _Gen, pairs: list[tuple[bytes, int]],
                           emit: Callable[[Batch], Awaitable[None]],
                           received: str | None = None) -> None:
-        received = received or record.now()
+        # a group the joiner held past a read (flushed when idle) takes the decoder's last time
+        received = received or getattr(f.decoder, "last_time", None) or record.now()
         # a joined line carries the marker if one of its lines was cut; look only when this
         # file has cut a line at all (no per-line work otherwise)
         check_cut = f.split.truncated_lines > 0

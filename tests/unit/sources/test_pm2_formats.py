@@ -28,6 +28,7 @@ def test_default_prefix_stripped_and_read_as_local_time() -> None:
     out = dec.feed(raw)
     assert out == [(b'hello\n{"message": "x"}\n', _local(2026, 12, 4, 15, 24, 24)),
                    (b"Traceback (most recent call last):\n", _local(2026, 12, 4, 15, 24, 25))]
+    assert dec.last_time == _local(2026, 12, 4, 15, 24, 25)  # for a group the joiner holds
 
 
 def test_prefix_partial_line_held_and_offsets_map_to_raw_bytes() -> None:

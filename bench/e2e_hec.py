@@ -55,7 +55,8 @@ parser p_json {{ json-parser(prefix(".json.")); }};
 parser p_time {{ date-parser(format("%Y-%m-%dT%H:%M:%S.%f%z") template("${{.json.time}}")); }};
 destination d_hec {{ http(url("http://127.0.0.1:{port}/services/collector/event") method("POST")
   headers("Authorization: Splunk {token}", "Content-Type: application/json")
-  batch-lines({batch_lines}) batch-bytes(1000000) batch-timeout(200) workers({workers}) log-fifo-size(100000)
+  batch-lines({batch_lines}) batch-bytes(1000000) batch-timeout({batch_timeout}) workers({workers})
+  log-fifo-size(100000)
   body('{{"time":${{S_UNIXTIME}},"host":"${{.json.host}}","source":"${{FILE_NAME}}","sourcetype":"_json",\
 "event":${{MSG}},"fields":{{"service":"${{.json.service}}","instance_id":"${{.json.instance_id}}",\
 "level":"${{.json.level}}"}}}}')); }};
@@ -165,7 +166,7 @@ def run_syslog_ng(exe: str, data_dir: Path, rec: Receiver, work: Path, n: int, t
     max_files = 8
     conf.write_text(SNG_CONF.format(dir=data_dir, port=rec.port, token=TOKEN, batch_lines=batch_lines,
                                     workers=workers, max_files=max_files,
-                                    iw_size=max_files * 2 * batch_lines * workers))
+                                    iw_size=max_files * 2 * batch_lines * workers, batch_timeout=200))
     rec.reset()
     rc0 = rec.cpu()
     t0 = time.perf_counter()

@@ -2,9 +2,12 @@
 idle CPU with 1,000 tailed files. One command: ``python bench/collector.py``.
 
 Throughput: ``logpipe collect --once FILES > /dev/null`` (fresh state dir each run) against
-``cat FILES > /dev/null`` in the same run, interleaved, median of ``--reps``; lines/s, MB/s
-and the ratio. ~200-byte JSON lines like the logger writes, and the same volume as plain text
-lines (the normaliser's slow path). Then ``logpipe collect 'DIR/*.log'`` (follow mode) over
+``cat FILES > /dev/null`` and a minimal Python loop (the "python floor") in the same run,
+interleaved, median of ``--reps``: wall time, CPU-seconds (user+sys from ``wait4``) and lines
+per CPU-second (the stabler figure on a shared machine; target >= 600,000 for JSON). Three
+inputs: ~200-byte JSON lines, the same written by logpipe's own logger in a child process
+(the canonical shape: services log with ``from logpipe import logger``), and the same volume
+as plain text lines (the normaliser's slow path). Then ``logpipe collect 'DIR/*.log'`` (follow mode) over
 1,000 small files: RSS (VmRSS/VmHWM from /proc) once everything is read, and CPU over an idle
 window (utime+stime from /proc/<pid>/stat). ``--profile`` adds a cProfile of one in-process
 ``--once`` run (top functions by own time).
@@ -60,15 +63,44 @@ def make_plain_files(d: Path, files: int, lines: int) -> tuple[int, int]:
     return files * lines, total
 
 
-def time_cmd(argv: list[str], env: dict[str, str] | None = None) -> float:
-    """Wall seconds of ``argv`` with stdout to /dev/null; fails loudly on a non-zero exit."""
-    t0 = time.perf_counter()
+def time_cmd(argv: list[str], env: dict[str, str] | None = None) -> tuple[float, float]:
+    """(wall s, CPU s = user+sys from ``wait4``) of ``argv`` with stdout to /dev/null; fails
+    loudly on a non-zero exit."""
     with open(os.devnull, "wb") as null:
-        proc = subprocess.run(argv, stdout=null, stderr=subprocess.PIPE, env=env, check=False)
-    dt = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(argv, stdout=null, stderr=subprocess.PIPE, env=env)
+        assert proc.stderr is not None
+        err = proc.stderr.read()
+        _, status, ru = os.wait4(proc.pid, 0)
+        dt = time.perf_counter() - t0
+    proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
-        raise SystemExit(f"{argv[:4]} failed: {proc.stderr.decode()[-500:]}")
-    return dt
+        raise SystemExit(f"{argv[:4]} failed: {err.decode()[-500:]}")
+    return dt, ru.ru_utime + ru.ru_stime
+
+
+#: Writes ``argv[1]`` lines through logpipe's own logger (the canonical shape: the services
+#: log with ``from logpipe import logger``), to stdout.
+LOGGER_WRITER = """
+import sys
+from logpipe import bind, logger
+n, inst = int(sys.argv[1]), sys.argv[2]
+bind(service="api", instance_id=inst)
+for i in range(n):
+    logger.info("order placed", order_id=i, amount=9.99, user="u-1234", request_id=f"r-{inst}-{i:08d}",
+                feature="store")
+"""
+
+
+def make_logger_files(d: Path, files: int, lines: int) -> tuple[int, int]:
+    """``files`` files of ``lines`` lines each, written by logpipe's logger in a child process."""
+    total = 0
+    for f in range(files):
+        p = d / f"logger{f}.log"
+        with open(p, "wb") as out:
+            subprocess.run([sys.executable, "-c", LOGGER_WRITER, str(lines), str(f)], stdout=out, check=True)
+        total += p.stat().st_size
+    return files * lines, total
 
 
 #: The floor of any Python collector: read 1 MiB chunks, split lines, orjson.loads and
@@ -89,27 +121,35 @@ for name in sys.argv[1:]:
 
 def throughput(label: str, files: list[Path], n_lines: int, n_bytes: int, reps: int,
                work: Path) -> dict[str, float]:
-    """Interleaved runs of cat, a minimal Python loop and logpipe; medians; one row."""
-    cat_t, lp_t, py_t, start_t = [], [], [], []
+    """Interleaved runs of cat, a minimal Python loop and logpipe; medians of wall and CPU; one row."""
+    runs: dict[str, list[tuple[float, float]]] = {"cat": [], "py": [], "lp": [], "start": []}
     empty = work / "empty.log"
     empty.touch()
     for r in range(reps):
-        cat_t.append(time_cmd(["cat", *map(str, files)]))
-        py_t.append(time_cmd([sys.executable, "-c", PY_FLOOR, *map(str, files)]))
+        runs["cat"].append(time_cmd(["cat", *map(str, files)]))
+        runs["py"].append(time_cmd([sys.executable, "-c", PY_FLOOR, *map(str, files)]))
         state = work / f"state-{label}-{r}"
         env = dict(os.environ, LOGPIPE_STATE_DIR=str(state))
-        lp_t.append(time_cmd([*LOGPIPE, "collect", "--once", *map(str, files)], env=env))
+        runs["lp"].append(time_cmd([*LOGPIPE, "collect", "--once", *map(str, files)], env=env))
         shutil.rmtree(state, ignore_errors=True)
         # start-up and shutdown alone (interpreter, imports, state dir): an empty file
-        start_t.append(time_cmd([*LOGPIPE, "collect", "--once", str(empty)], env=env))
+        runs["start"].append(time_cmd([*LOGPIPE, "collect", "--once", str(empty)], env=env))
         shutil.rmtree(state, ignore_errors=True)
-    c, lp, py = statistics.median(cat_t), statistics.median(lp_t), statistics.median(py_t)
-    st = statistics.median(start_t)
+    wall = {k: statistics.median(w for w, _ in v) for k, v in runs.items()}
+    cpu = {k: statistics.median(c for _, c in v) for k, v in runs.items()}
+    lp, st = wall["lp"], wall["start"]
+    lpc, stc = cpu["lp"], cpu["start"]
     mb = n_bytes / 1e6
-    print(f"| {label} | {n_lines:,} | {mb:.0f} | {n_lines / lp:,.0f} | {n_lines / (lp - st):,.0f} "
-          f"| {st:.2f} | {mb / lp:.1f} | {n_lines / py:,.0f} | {n_lines / c:,.0f} | {mb / c:.0f} "
-          f"| {lp / py:.2f}x | {lp / c:.0f}x |")
-    return {"lp": lp, "cat": c, "py": py, "startup": st}
+    print(f"| {label} | {n_lines:,} | {mb:.0f} | {lp:.2f} | {lpc:.2f} | {n_lines / lp:,.0f} "
+          f"| **{n_lines / lpc:,.0f}** | {n_lines / (lpc - stc):,.0f} | {st:.2f} / {stc:.2f} "
+          f"| {n_lines / cpu['py']:,.0f} | {lpc / cpu['py']:.2f}x | {cpu['cat']:.3f} |")
+    return {"lp": lp, "lp_cpu": lpc, "py_cpu": cpu["py"], "startup_cpu": stc}
+
+
+TABLE_HEAD = ("| input | lines | MB | logpipe wall s | logpipe CPU-s | logpipe lines/s (wall) | "
+              "logpipe lines per CPU-s | lines per CPU-s after start-up | start-up wall / CPU s | "
+              "python floor lines per CPU-s | logpipe / floor CPU | cat CPU-s |\n"
+              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 
 
 def proc_cpu(pid: int) -> float:
@@ -205,21 +245,23 @@ def main() -> None:
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="lp-bench-collector-"))
     try:
-        jd, pd = work / "json", work / "plain"
-        jd.mkdir()
-        pd.mkdir()
+        jd, pd, ld = work / "json", work / "plain", work / "logger"
+        for d in (jd, pd, ld):
+            d.mkdir()
         jl, jb = make_json_files(jd, args.files, args.lines)
         pl, pb = make_plain_files(pd, args.files, args.lines)
-        print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs; median of {args.reps} "
-              f"interleaved runs\n")
-        print("| input | lines | MB | logpipe lines/s | logpipe lines/s after start-up | "
-              "start-up s | logpipe MB/s | python floor lines/s | cat lines/s | cat MB/s | "
-              "logpipe / python floor time | logpipe / cat time |")
-        print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-        throughput("JSON ~200 B/line", sorted(jd.iterdir()), jl, jb, args.reps, work)
+        ll, lb = make_logger_files(ld, args.files, args.lines)
+        print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load average "
+              f"{os.getloadavg()[0]:.2f}; median of {args.reps} interleaved runs; CPU = user+sys "
+              f"(wait4)\n")
+        print(TABLE_HEAD)
+        res = throughput("JSON ~200 B/line", sorted(jd.iterdir()), jl, jb, args.reps, work)
+        throughput("JSON from logpipe's logger", sorted(ld.iterdir()), ll, lb, args.reps, work)
         throughput("plain text ~170 B/line", sorted(pd.iterdir()), pl, pb, args.reps, work)
-        print()
-        many_files(work, args.many, args.idle)
+        print(f"\nJSON lines per CPU-second: {jl / res['lp_cpu']:,.0f} (target >= 600,000); "
+              f"load average after: {os.getloadavg()[0]:.2f}\n")
+        if args.many:
+            many_files(work, args.many, args.idle)
         if args.profile:
             print()
             profile(sorted(jd.iterdir()), work)

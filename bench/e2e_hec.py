@@ -118,8 +118,7 @@ def _wait_all(procs: dict[str, subprocess.Popen[bytes]]) -> dict[str, float]:
         p.returncode = os.waitstatus_to_exitcode(status)
         cpu[name] = ru.ru_utime + ru.ru_stime
         if p.returncode != 0:
-            err = p.stderr.read().decode(errors="replace")[-1500:] if p.stderr else ""
-            raise SystemExit(f"{name} exited {p.returncode}: {err}")
+            raise SystemExit(f"{name} exited {p.returncode} (stderr above)")
     return cpu
 
 
@@ -132,22 +131,26 @@ def run_logpipe(shape: str, gzip: bool, files: list[Path], rec: Receiver, state:
     fargs = [str(f) for f in files]
     rec.reset()
     rc0 = rec.cpu()
+    err = open(state.parent / "stderr.txt", "wb")  # noqa: SIM115
     t0 = time.perf_counter()
     if shape == "pipe":
         col = subprocess.Popen([*cli, "collect", "--once", *fargs], stdout=subprocess.PIPE,
                                stderr=subprocess.DEVNULL, env=env)
         sink = subprocess.Popen([*cli, "sink", "splunk"], stdin=col.stdout, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.PIPE, env=env)
+                                stderr=err, env=env)
         assert col.stdout is not None
         col.stdout.close()
         cpu = _wait_all({"collect": col, "sink splunk": sink})
     else:
         col = subprocess.Popen([*cli, "collect", "--once", *fargs, "--to", "splunk"],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+                               stdout=subprocess.DEVNULL, stderr=err, env=env)
         cpu = _wait_all({"collect --to splunk": col})
-    if not rec.wait_events(n, time.monotonic() + timeout):
-        raise SystemExit(f"{shape}: only {rec.count()['events']} of {n} events arrived")
+    ok = rec.wait_events(n, time.monotonic() + timeout)
     wall = time.perf_counter() - t0
+    err.close()
+    if not ok:
+        raise SystemExit(f"{shape}: only {rec.count()['events']} of {n} events arrived after "
+                         f"{wall:.1f} s; stderr: {(state.parent / 'stderr.txt').read_text()[-3000:]}")
     cpu["receiver"] = rec.cpu() - rc0
     c = rec.count()
     shutil.rmtree(state, ignore_errors=True)

@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import re
 import signal
+import sys
 import time
 import zlib
 
@@ -42,6 +43,8 @@ class State:
         self.wire_bytes = 0
         self.raw_bytes = 0
         self.lat: list[float] = []
+        self.conns = 0  # connections open now
+        self.reading = 0  # requests whose head arrived and whose body is still being read
 
 
 def _response(status: bytes, body: bytes) -> bytes:
@@ -68,6 +71,7 @@ def _count(state: State, headers: dict[bytes, bytes], body: bytes) -> None:
 
 
 async def _serve_conn(state: State, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    state.conns += 1
     try:
         while True:
             try:
@@ -83,6 +87,7 @@ async def _serve_conn(state: State, reader: asyncio.StreamReader, writer: asynci
                     headers[k.strip().lower()] = v.strip()
             path = target.split(b"?", 1)[0]
             body = b""
+            state.reading += 1
             n = int(headers.get(b"content-length", b"0"))
             if n:
                 if headers.get(b"expect", b"").lower() == b"100-continue":
@@ -96,6 +101,7 @@ async def _serve_conn(state: State, reader: asyncio.StreamReader, writer: asynci
                     if size == 0:
                         break
                 body = b"".join(p[:-2] for p in parts)
+            state.reading -= 1
             if method == b"POST" and path in EVENT_PATHS:
                 _count(state, headers, body)
                 writer.write(OK)
@@ -106,7 +112,8 @@ async def _serve_conn(state: State, reader: asyncio.StreamReader, writer: asynci
             elif path == b"/count":
                 writer.write(_response(b"200 OK", orjson.dumps({
                     "events": state.events, "requests": state.requests,
-                    "wire_bytes": state.wire_bytes, "raw_bytes": state.raw_bytes})))
+                    "wire_bytes": state.wire_bytes, "raw_bytes": state.raw_bytes,
+                    "conns": state.conns, "reading": state.reading})))
             elif path == b"/reset":
                 state.events = state.requests = state.wire_bytes = state.raw_bytes = 0
                 state.lat = []
@@ -117,9 +124,12 @@ async def _serve_conn(state: State, reader: asyncio.StreamReader, writer: asynci
             else:
                 writer.write(NOT_FOUND)
             await writer.drain()
-    except ConnectionError:
+    except (ConnectionError, asyncio.IncompleteReadError):
         pass
+    except Exception as e:  # a malformed request: say so, keep serving the others
+        print(f"receiver: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
     finally:
+        state.conns -= 1
         with contextlib.suppress(Exception):
             writer.close()
 

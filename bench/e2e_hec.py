@@ -40,6 +40,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -97,6 +98,8 @@ def ensure_syslog_ng() -> str | None:
 
 @dataclass
 class Run:
+    """One run; ``events < n`` marks an incomplete one (kept out of the medians, reported)."""
+
     wall: float
     cpu: dict[str, float]  # process name -> CPU-seconds
     events: int
@@ -111,6 +114,38 @@ class Subject:
     runs: list[Run] = field(default_factory=list)
 
 
+class Watchdog(threading.Thread):
+    """While the senders run: if the receiver's count stops moving for ``STALL_S`` before all
+    events arrived, dump the senders' Python stacks (``py-spy dump``, if installed) and the
+    receiver's state once, to ``out``."""
+
+    STALL_S = 8.0
+
+    def __init__(self, rec: Receiver, pids: list[int], n: int, out: Path) -> None:
+        super().__init__(daemon=True)
+        self.rec, self.pids, self.n, self.out = rec, pids, n, out
+        self.done = threading.Event()
+        self.fired = False
+
+    def run(self) -> None:
+        last, since = -1, time.monotonic()
+        spy = Path(sys.executable).parent / "py-spy"
+        while not self.done.wait(0.5):
+            c = self.rec.count()
+            if c["events"] != last:
+                last, since = c["events"], time.monotonic()
+                continue
+            if c["events"] < self.n and time.monotonic() - since > self.STALL_S and not self.fired:
+                self.fired = True
+                with open(self.out, "w") as f:
+                    f.write(f"stalled at {c} for {self.STALL_S} s\n")
+                    for pid in self.pids:
+                        if spy.exists():
+                            r = subprocess.run([str(spy), "dump", "--pid", str(pid)], capture_output=True,
+                                               text=True, check=False)
+                            f.write(f"--- py-spy dump {pid}\n{r.stdout}{r.stderr}\n")
+
+
 def _wait_all(procs: dict[str, subprocess.Popen[bytes]]) -> dict[str, float]:
     cpu = {}
     for name, p in procs.items():
@@ -123,7 +158,7 @@ def _wait_all(procs: dict[str, subprocess.Popen[bytes]]) -> dict[str, float]:
 
 
 def run_logpipe(shape: str, gzip: bool, files: list[Path], rec: Receiver, state: Path, n: int,
-                timeout: float) -> Run:
+                timeout: float, stall_dump: Path) -> Run:
     """One ``pipe`` or ``to`` run; state dir fresh."""
     shutil.rmtree(state, ignore_errors=True)
     env = splunk_env(rec.base, state)
@@ -140,17 +175,25 @@ def run_logpipe(shape: str, gzip: bool, files: list[Path], rec: Receiver, state:
                                 stderr=err, env=env)
         assert col.stdout is not None
         col.stdout.close()
-        cpu = _wait_all({"collect": col, "sink splunk": sink})
+        procs = {"collect": col, "sink splunk": sink}
     else:
         col = subprocess.Popen([*cli, "collect", "--once", *fargs, "--to", "splunk"],
                                stdout=subprocess.DEVNULL, stderr=err, env=env)
-        cpu = _wait_all({"collect --to splunk": col})
-    ok = rec.wait_events(n, time.monotonic() + timeout)
+        procs = {"collect --to splunk": col}
+    dog = Watchdog(rec, [p.pid for p in procs.values()], n, stall_dump)
+    dog.start()
+    cpu = _wait_all(procs)
+    # every sender exited 0: wait for the rest, unless the count stops moving (the sink gave up
+    # draining and left events in its spool: reported, not waited for)
+    ok = rec.wait_events(n, time.monotonic() + min(timeout, 10.0))
     wall = time.perf_counter() - t0
+    dog.done.set()
+    dog.join()
     err.close()
     if not ok:
-        raise SystemExit(f"{shape}: only {rec.count()['events']} of {n} events arrived after "
-                         f"{wall:.1f} s; stderr: {(state.parent / 'stderr.txt').read_text()[-3000:]}")
+        print(f"  INCOMPLETE {shape}{'' if gzip else '-nogz'}: {rec.count()['events']:,} of {n:,} events "
+              f"arrived ({wall:.1f} s); stack dump: {stall_dump if dog.fired else 'none'}; stderr:\n"
+              + (state.parent / "stderr.txt").read_text()[-2000:], flush=True)
     cpu["receiver"] = rec.cpu() - rc0
     c = rec.count()
     shutil.rmtree(state, ignore_errors=True)
@@ -206,21 +249,30 @@ def report(subjects: list[Subject], n: int, baseline: str | None) -> None:
     print("|---|---:|---:|---|---:|---:|---:|---|---:|---:|")
     base = next((s for s in subjects if s.name == baseline), None)
     for s in subjects:
-        wall = statistics.median(r.wall for r in s.runs)
-        names = list(s.runs[0].cpu)
-        cpu = {k: statistics.median(r.cpu[k] for r in s.runs) for k in names}
-        tot = statistics.median(_senders_cpu(r) for r in s.runs)
+        bad = [i + 1 for i, r in enumerate(s.runs) if r.events < n]
+        if bad:
+            print(f"| {s.name}: INCOMPLETE in round(s) {bad} (left out below) | | | | | | | | | |")
+        runs = [r for r in s.runs if r.events >= n]
+        if not runs:
+            continue
+        wall = statistics.median(r.wall for r in runs)
+        names = list(runs[0].cpu)
+        cpu = {k: statistics.median(r.cpu[k] for r in runs) for k in names}
+        tot = statistics.median(_senders_cpu(r) for r in runs)
         per = ", ".join(f"{k} {v:.2f}" for k, v in cpu.items())
-        ev = min(r.events for r in s.runs)
-        reqs = statistics.median(r.requests for r in s.runs)
-        wire = statistics.median(r.wire for r in s.runs) / 1e6
-        mb = f"{wire:.1f} ({statistics.median(r.raw for r in s.runs) / 1e6:.1f})"
+        ev = min(r.events for r in runs)
+        reqs = statistics.median(r.requests for r in runs)
+        wire = statistics.median(r.wire for r in runs) / 1e6
+        mb = f"{wire:.1f} ({statistics.median(r.raw for r in runs) / 1e6:.1f})"
         ratio = cratio = "—"
         if base is not None and s is not base:
-            rs = [a.wall / b.wall for a, b in zip(s.runs, base.runs, strict=True)]
-            cs = [_senders_cpu(a) / _senders_cpu(b) for a, b in zip(s.runs, base.runs, strict=True)]
-            ratio = f"**{statistics.median(rs):.2f}x** ({', '.join(f'{x:.2f}' for x in rs)})"
-            cratio = f"{statistics.median(cs):.2f}x"
+            pairs = [(x, y) for x, y in zip(s.runs, base.runs, strict=True)
+                     if x.events >= n and y.events >= n]
+            rs = [x.wall / y.wall for x, y in pairs]
+            cs = [_senders_cpu(x) / _senders_cpu(y) for x, y in pairs]
+            if pairs:
+                ratio = f"**{statistics.median(rs):.2f}x** ({', '.join(f'{x:.2f}' for x in rs)})"
+                cratio = f"{statistics.median(cs):.2f}x"
         print(f"| {s.name} | {wall:.2f} | {n / wall:,.0f} | {per} | {tot:.2f} | {ev:,} | {reqs:.0f} | "
               f"{mb} | {ratio} | {cratio} |")
 
@@ -236,6 +288,8 @@ def main() -> None:
     ap.add_argument("--sng-batch-lines", type=int, default=5000)
     ap.add_argument("--sng-workers", type=int, default=4)
     ap.add_argument("--timeout", type=float, default=180.0)
+    ap.add_argument("--stall-dir", default=tempfile.gettempdir(),
+                    help="where a stalled run's stack dump goes")
     a = ap.parse_args()
 
     exe = None if a.no_syslog_ng else ensure_syslog_ng()
@@ -262,7 +316,8 @@ def main() -> None:
                                           a.sng_workers)
                     else:
                         shape, _, nogz = s.name.partition("-")
-                        r = run_logpipe(shape, not nogz, files, rec, work / "state", n, a.timeout)
+                        dump = Path(a.stall_dir) / f"stall-{s.name}-{rnd + 1}.txt"
+                        r = run_logpipe(shape, not nogz, files, rec, work / "state", n, a.timeout, dump)
                     s.runs.append(r)
                     cpu = ", ".join(f"{k2} {v:.2f}" for k2, v in r.cpu.items())
                     print(f"  round {rnd + 1} {s.name:<10} {r.wall:6.2f} s  events {r.events:,}  "

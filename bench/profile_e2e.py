@@ -12,9 +12,12 @@ files, into the counting receiver (bench/_hec_receiver.py):
    own output for those files;
 3. ``to``: ``logpipe collect --once FILES --to splunk``.
 
-For each: the top functions by own samples ("self", the function's own Python lines and the C
+For each: the top functions by own samples (idle threads' samples left out: py-spy counts a
+thread blocked in a system call — ``fsync``, ``write`` — as active, so the samples add up to
+more than the process's CPU-seconds; waiting in the executor queue and in ``select`` is
+dropped here) ("self", the function's own Python lines and the C
 calls made from them, e.g. ``orjson.loads`` is charged to the line that calls it unless
-``--native``) and by inclusive samples ("total"), as % of the process's samples.
+``--native``) and by inclusive samples ("total", logpipe's own functions below its entry points), as % of the process's samples.
 """
 
 from __future__ import annotations
@@ -30,6 +33,11 @@ from pathlib import Path
 
 from _common import LOGPIPE, Receiver, load_note, make_service_files, splunk_env
 
+#: Leaf frames of a thread that waits, which py-spy's idle detection let through on this machine:
+#: an executor thread blocked in its queue ``get``, the event loop in ``select``.
+IDLE_LEAVES = ("_worker (concurrent/futures/thread.py:81)", "EpollSelector.select (selectors.py:")
+#: logpipe's entry points, on every stack: left out of the inclusive ("total") column.
+ENTRY_FRAMES = ("logpipe/__main__", "logpipe/cli.py", "logpipe/runner.py", "logpipe/collector.py:main")
 FRAME = re.compile(r"^(?P<fn>.*?) \((?P<file>[^()]*?)(?::(?P<line>\d+))?\)$")
 
 
@@ -60,16 +68,27 @@ def summarise(raw: Path, top: int, by_line: bool = False) -> tuple[int, Top, Top
         if not stack or not n.isdigit():
             continue
         k = int(n)
-        total += k
         frames = [fr for fr in stack.split(";") if not fr.startswith(("process ", "thread "))]
-        if not frames:
+        if not frames or frames[-1].strip().startswith(IDLE_LEAVES):
             continue
+        total += k
         leaf = frames[-1]
         own[leaf.strip() if by_line else _short(leaf)] += k
         for name in {_short(fr) for fr in frames}:
-            incl[name] += k
+            if name.startswith("logpipe/") and not name.startswith(ENTRY_FRAMES):
+                incl[name] += k
     pct = lambda c: [(name, 100 * v / total) for name, v in c.most_common(top)]  # noqa: E731
     return total, pct(own), pct(incl)
+
+
+def print_summary(name: str, raw: Path, top: int, rate: int, note: str) -> None:
+    total, own, incl = summarise(raw, top)
+    print(f"\n### {name}: {total} non-idle samples (≈ {total / rate:.2f} s at {rate} Hz){note}\n")
+    print("| self % | function | | total % | function |\n|---:|---|---|---:|---|")
+    for (n1, p1), (n2, p2) in zip(own, incl, strict=False):
+        print(f"| {p1:.1f} | `{n1}` | | {p2:.1f} | `{n2}` |")
+    _, lines, _ = summarise(raw, 12, by_line=True)
+    print("\nhottest lines (self %): " + "; ".join(f"`{n}` {p:.1f}" for n, p in lines))
 
 
 def profile(name: str, cmd: list[str], env: dict[str, str], out: Path, rate: int, native: bool,
@@ -90,7 +109,13 @@ def main() -> None:
     ap.add_argument("--top", type=int, default=15)
     ap.add_argument("--native", action="store_true")
     ap.add_argument("--keep", default="", help="directory to keep the raw profiles in")
+    ap.add_argument("--from", dest="from_dir", default="",
+                    help="only summarise the raw profiles kept in this directory (--keep)")
     a = ap.parse_args()
+    if a.from_dir:
+        for name in ("collect", "sink", "to"):
+            print_summary(name, Path(a.from_dir) / f"{name}.txt", a.top, a.rate, "")
+        return
     if not (Path(sys.executable).parent / "py-spy").exists():
         raise SystemExit("py-spy is not installed in this environment: pip install py-spy")
     work = Path(tempfile.mkdtemp(prefix="lp-bench-prof-"))
@@ -120,14 +145,7 @@ def main() -> None:
                 rec.reset()
                 raw = profile(name, cmd, env, out, a.rate, a.native, stdin)
                 got = rec.count()["events"]
-                total, own, incl = summarise(raw, a.top)
-                print(f"\n### {name}: `{' '.join(['logpipe', *cmd[3:5]])} …` — {total} samples "
-                      f"(≈ {total / a.rate:.2f} CPU-s), {got:,} events at the receiver\n")
-                print("| self % | function | | total % | function |\n|---:|---|---|---:|---|")
-                for (n1, p1), (n2, p2) in zip(own, incl, strict=False):
-                    print(f"| {p1:.1f} | `{n1}` | | {p2:.1f} | `{n2}` |")
-                _, lines, _ = summarise(raw, 10, by_line=True)
-                print("\nhottest lines (self %): " + "; ".join(f"`{n}` {p:.1f}" for n, p in lines))
+                print_summary(name, raw, a.top, a.rate, f", {got:,} events at the receiver")
         print(f"\nafter: {load_note()}")
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -12,12 +12,13 @@ files, into the counting receiver (bench/_hec_receiver.py):
    own output for those files;
 3. ``to``: ``logpipe collect --once FILES --to splunk``.
 
-For each: the top functions by own samples (idle threads' samples left out: py-spy counts a
-thread blocked in a system call — ``fsync``, ``write`` — as active, so the samples add up to
-more than the process's CPU-seconds; waiting in the executor queue and in ``select`` is
-dropped here) ("self", the function's own Python lines and the C
-calls made from them, e.g. ``orjson.loads`` is charged to the line that calls it unless
-``--native``) and by inclusive samples ("total", logpipe's own functions below its entry points), as % of the process's samples.
+For each: the top functions by own samples ("self": the function's own Python lines and the
+C calls made from them, e.g. ``orjson.loads`` is charged to the line that calls it unless
+``--native``) and by inclusive samples ("total": logpipe's own functions below its entry
+points), as % of the non-idle samples. py-spy counts a thread blocked in a system call
+(``fdatasync``, ``write``) or waiting for a CPU on a loaded machine as active, so the samples
+add up to more than the process's CPU-seconds; threads waiting in the executor's queue and the
+loop in ``select`` are dropped here.
 """
 
 from __future__ import annotations

@@ -34,11 +34,7 @@ longer ones are whole only per process (use one file per process, or the collect
 from __future__ import annotations
 
 import contextlib
-import io
-import logging
 import os
-import select
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -47,8 +43,10 @@ from typing import IO, Any, ClassVar
 
 import orjson
 import structlog
+import structlog.contextvars
 
-from logpipe import identity
+from logpipe import _stdlib, _structlog, identity
+from logpipe._output import FdWriter, Writer, writer_for
 from logpipe._processors import (
     DEFAULT_REDACT,
     LEVEL_ALIASES,
@@ -71,130 +69,25 @@ __all__ = [
     "DEFAULT_REDACT",
     "ENV_FORMAT",
     "ENV_LEVEL",
+    "ENV_STDLIB",
     "BoundLogger",
     "bind",
     "configure",
     "context",
-    "get_bindings",
     "logger",
     "unbind",
 ]
 
 ENV_LEVEL = "LOGPIPE_LEVEL"
 ENV_FORMAT = "LOGPIPE_FORMAT"
+#: ``0``/``false``/``off``/``no``: leave the standard ``logging`` module alone (see _stdlib)
+ENV_STDLIB = "LOGPIPE_STDLIB"
 FORMATS = ("json", "console", "auto")
 
 #: Keys the logger itself sets on every line; a call's own field of that name never splices.
 _RESERVED = frozenset((TIME, LEVEL, MESSAGE, "exc_info"))
 #: Bound on the per-state set of call keys known to need no work (see ``_State.safe``).
 _SAFE_MAX = 2048
-
-
-# --- output -----------------------------------------------------------------------------------
-class _FdWriter:
-    """Writes whole lines to a file descriptor: one ``os.write`` per line under a lock.
-
-    Looping on short writes is under the lock too, so a line larger than the pipe buffer is
-    still never interleaved with another thread's line. EPIPE/EBADF (reader gone, stdout
-    closed) drop the line: logging must not raise into the application.
-    """
-
-    __slots__ = ("_owner", "fd", "lock")
-
-    def __init__(self, fd: int, owner: Any = None) -> None:
-        self.fd = fd
-        self._owner = owner  # keep the file object alive (and know when its owner closed it)
-        self.lock = threading.Lock()
-
-    def write(self, line: bytes) -> None:
-        owner = self._owner
-        if owner is not None and owner.closed:
-            return  # its fd may already belong to another file
-        with self.lock:
-            try:
-                n = os.write(self.fd, line)
-            except OSError:
-                n = 0  # the loop below retries, waits (EAGAIN) or gives up
-            if n == len(line):
-                return
-            view = memoryview(line)[n:]
-            while view:
-                try:
-                    n = os.write(self.fd, view)
-                except InterruptedError:
-                    continue
-                except BlockingIOError:
-                    # someone made the fd non-blocking (asyncio does for pipes): wait, like a
-                    # blocking write would, instead of losing the line
-                    try:
-                        select.select([], [self.fd], [], 1.0)
-                    except (OSError, ValueError):
-                        return
-                    continue
-                except OSError:
-                    # EPIPE (reader gone), EBADF (stdout closed), ENOSPC, EIO …: the line is lost
-                    # either way, and raising would turn a logging problem into an app crash
-                    return
-                view = view[n:]
-
-    def isatty(self) -> bool:
-        try:
-            return os.isatty(self.fd)
-        except OSError:
-            return False
-
-
-class _StreamWriter:
-    """Writes lines to a file-like object without a usable file descriptor (``io.StringIO``,
-    ``io.BytesIO``, a test's capture), flushing after each line."""
-
-    __slots__ = ("_binary", "lock", "stream")
-
-    def __init__(self, stream: Any) -> None:
-        self.stream = stream
-        self._binary = isinstance(stream, io.RawIOBase | io.BufferedIOBase) or "b" in str(
-            getattr(stream, "mode", "")
-        )
-        self.lock = threading.Lock()
-
-    def write(self, line: bytes) -> None:
-        with self.lock:
-            try:
-                if self._binary:
-                    self.stream.write(line)
-                else:
-                    self.stream.write(line.decode("utf-8", "replace"))
-                flush = getattr(self.stream, "flush", None)
-                if flush is not None:
-                    flush()
-            except Exception:  # noqa: BLE001, S110 - a closed or broken stream must not raise into the app
-                pass
-
-    def isatty(self) -> bool:
-        try:
-            return bool(self.stream.isatty())
-        except Exception:  # noqa: BLE001
-            return False
-
-
-_Writer = _FdWriter | _StreamWriter
-
-
-def _writer_for(stream: Any) -> _Writer:
-    if stream is None:
-        return _FdWriter(1)
-    if isinstance(stream, int) and not isinstance(stream, bool):
-        return _FdWriter(stream)
-    if not callable(getattr(stream, "write", None)):
-        raise UsageError(f"stream must be a file object or a file descriptor, not {type(stream).__name__}")
-    try:
-        fd = stream.fileno()
-    except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
-        return _StreamWriter(stream)
-    with contextlib.suppress(Exception):
-        stream.flush()  # what the object buffered so far goes out before our lines
-    owner = None if stream in (sys.__stdout__, sys.__stderr__) else stream
-    return _FdWriter(fd, owner)
 
 
 # --- state ------------------------------------------------------------------------------------
@@ -221,7 +114,7 @@ class _State:
         level: str,
         fmt: str,
         redactor: Redactor,
-        writer: _Writer,
+        writer: Writer,
         stdlib: bool,
     ) -> None:
         self.bound = bound
@@ -339,6 +232,24 @@ def _parse_format(value: Any) -> str:
 
 
 # --- the emit paths ---------------------------------------------------------------------------
+#: structlog's registry of its context variables (``"structlog_<key>"`` → ContextVar): empty until
+#: the application first calls ``structlog.contextvars.bind_contextvars``, so the common call pays
+#: one truth test for merging them. (Private to structlog; tests/test_structlog_bridge.py would
+#: catch a rename.)
+_sl_vars: dict[str, ContextVar[Any]] = getattr(structlog.contextvars, "_CONTEXT_VARS", {})
+_SL_PREFIX = len(structlog.contextvars.STRUCTLOG_KEY_PREFIX)
+
+
+def _structlog_context() -> dict[str, Any]:
+    """The values bound with ``structlog.contextvars.bind_contextvars`` in this task/thread."""
+    out: dict[str, Any] = {}
+    for name, var in tuple(_sl_vars.items()):
+        value = var.get(Ellipsis)
+        if value is not Ellipsis:  # structlog's mark for "unbound"
+            out[name[_SL_PREFIX:]] = value
+    return out
+
+
 def _interpolate(event: Any, args: tuple[Any, ...]) -> Any:
     """``logger.info("user %s", name)`` as the stdlib does it; a mismatch keeps both, never raises."""
     try:
@@ -391,6 +302,16 @@ def _last_resort(level: str, event: Any, kw: Mapping[str, Any]) -> None:
         pass
 
 
+def _emit_record(level: str, message: Any, kw: dict[str, Any]) -> None:
+    """A standard ``logging`` record (see _stdlib.Handler) → one line, like a call at ``level``."""
+    try:
+        if _sl_vars:
+            kw = {**_structlog_context(), **kw}
+        _slow(_state, level, message, kw)
+    except Exception:  # noqa: BLE001 - SPEC §2: a logging call never raises
+        _last_resort(level, message, kw)
+
+
 def _nop(self: Any, event: Any = None, /, *args: Any, **kw: Any) -> None:
     """A disabled level: nothing to do (structlog's ``_nop``)."""
     return None
@@ -409,6 +330,10 @@ def _make_method(level: str, fast: bool) -> Callable[..., None]:
                     event = _interpolate(event, args)
                 if self._context:
                     kw = {**self._context, **kw}
+                if _sl_vars:
+                    sc = _structlog_context()
+                    if sc:
+                        kw = {**sc, **kw}
                 st = _state
                 cv = _ctxvar.get()
                 if (
@@ -451,6 +376,8 @@ def _make_method(level: str, fast: bool) -> Callable[..., None]:
                     event = _interpolate(event, args)
                 if self._context:
                     kw = {**self._context, **kw}
+                if _sl_vars:
+                    kw = {**_structlog_context(), **kw}
                 _slow(_state, level, event, kw)
             except Exception:  # noqa: BLE001 - SPEC §2: a logging call never raises
                 _last_resort(level, event, kw)
@@ -492,6 +419,32 @@ class BoundLogger(structlog.BoundLoggerBase):
             name = "info"
         getattr(self, name)(event, *args, **kw)
 
+    # structlog's FilteringBoundLogger has awaitable twins of the level methods; a line is one
+    # write, so they simply call the synchronous method.
+    async def adebug(self, event: Any = None, /, *args: Any, **kw: Any) -> None:
+        """``await log.adebug(...)``: same as ``debug``."""
+        self.debug(event, *args, **kw)
+
+    async def ainfo(self, event: Any = None, /, *args: Any, **kw: Any) -> None:
+        """``await log.ainfo(...)``: same as ``info``."""
+        self.info(event, *args, **kw)
+
+    async def awarning(self, event: Any = None, /, *args: Any, **kw: Any) -> None:
+        """``await log.awarning(...)``: same as ``warning``."""
+        self.warning(event, *args, **kw)
+
+    async def aerror(self, event: Any = None, /, *args: Any, **kw: Any) -> None:
+        """``await log.aerror(...)``: same as ``error``."""
+        self.error(event, *args, **kw)
+
+    async def acritical(self, event: Any = None, /, *args: Any, **kw: Any) -> None:
+        """``await log.acritical(...)``: same as ``critical``."""
+        self.critical(event, *args, **kw)
+
+    async def aexception(self, event: Any = None, /, *args: Any, **kw: Any) -> None:
+        """``await log.aexception(...)``: same as ``exception``."""
+        self.exception(event, *args, **kw)
+
     def is_enabled_for(self, level: int | str) -> bool:
         """True when a call at ``level`` would write a line."""
         return LEVEL_NUMBERS[_parse_level(level)] >= LEVEL_NUMBERS[_state.level]
@@ -530,11 +483,6 @@ def unbind(*keys: str) -> None:
         st = _state
         bound = {k: v for k, v in st.bound.items() if k not in keys}
         _set_state(bound, st.level, st.fmt_setting, st.redactor, st.writer, st.stdlib)
-
-
-def get_bindings() -> dict[str, Any]:
-    """A copy of the process-wide bindings (defaults from the environment included)."""
-    return dict(_state.bound)
 
 
 class context(contextlib.ContextDecorator):
@@ -582,8 +530,9 @@ def configure(
     - ``redact``: the key names whose values are written as ``"[REDACTED]"`` (replaces the
       default list; ``()`` turns redaction off).
     - ``stream``: a file object or descriptor to write to instead of stdout (fd 1).
-    - ``stdlib``: route the standard ``logging`` module's records through this logger (a handler
-      on the root logger); on by default when the root logger had no handler at import.
+    - ``stdlib``: route the standard ``logging`` module's records through this logger, taking
+      over console handlers whoever installed them (see :mod:`logpipe._stdlib`); on by default
+      (``LOGPIPE_STDLIB=0`` turns it off at start-up). ``False`` gives ``logging`` back.
 
     Raises :class:`logpipe.errors.UsageError` for an unknown level or format.
     """
@@ -592,9 +541,11 @@ def configure(
         new_level = st.level if level is None else _parse_level(level)
         new_fmt = st.fmt_setting if format is None else _parse_format(format)
         redactor = st.redactor if redact is None else Redactor(_names(redact))
-        writer = st.writer if stream is None else _writer_for(stream)
+        writer = st.writer if stream is None else writer_for(stream)
         use_stdlib = st.stdlib if stdlib is None else bool(stdlib)
         _set_state(dict(st.bound), new_level, new_fmt, redactor, writer, use_stdlib)
+        if stdlib is False:
+            _stdlib.disable(explicit=True)  # says so once, even when it was never installed
 
 
 def _names(redact: Iterable[str]) -> list[str]:
@@ -608,67 +559,16 @@ def _names(redact: Iterable[str]) -> list[str]:
 
 
 def _set_state(
-    bound: dict[str, Any], level: str, fmt: str, redactor: Redactor, writer: _Writer, stdlib: bool
+    bound: dict[str, Any], level: str, fmt: str, redactor: Redactor, writer: Writer, stdlib: bool
 ) -> None:
     global _state
     st = _State(bound, level, fmt, redactor, writer, stdlib)
     _install_methods(st)
     _state = st
-    _sync_stdlib(st)
-
-
-# --- the stdlib logging bridge ----------------------------------------------------------------
-# Attributes every LogRecord has; anything else on a record came from ``extra=`` and is a field.
-_RECORD_ATTRS = frozenset(
-    vars(logging.LogRecord("x", logging.INFO, "x", 0, "x", None, None)).keys()
-) | {"message", "asctime", "taskName"}
-
-
-class _StdlibHandler(logging.Handler):
-    """Renders ``logging`` records (httpx, uvicorn, …) through the same path, bindings included."""
-
-    logpipe_bridge = True
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            level = level_name(record.levelno)
-            try:
-                msg: Any = record.getMessage()
-            except Exception:  # noqa: BLE001 - a bad %-format in a library call
-                msg = f"{record.msg!r} % {record.args!r}"
-            kw: dict[str, Any] = {TIME: _stamper.format(record.created), "logger": record.name}
-            for key, value in record.__dict__.items():
-                if key not in _RECORD_ATTRS and not key.startswith("_"):
-                    kw[key] = value
-            if record.exc_info and record.exc_info[0] is not None:
-                kw["exc_info"] = record.exc_info
-            elif record.exc_text:
-                kw["exception"] = record.exc_text
-            if record.stack_info:
-                kw["stack"] = record.stack_info
-            _slow(_state, level, msg, kw)
-        except Exception:  # noqa: BLE001 - logging.Handler.handleError would print to stderr
-            _last_resort(level_name(record.levelno), getattr(record, "msg", ""), {})
-
-
-_handler: _StdlibHandler | None = None
-
-
-def _sync_stdlib(st: _State) -> None:
-    """Install/remove the bridge handler and keep its level (and the root's) at ours."""
-    global _handler
-    root = logging.getLogger()
-    if st.stdlib:
-        if _handler is None:
-            _handler = _StdlibHandler()
-            root.addHandler(_handler)
-        number = LEVEL_NUMBERS[st.level]
-        _handler.setLevel(number)
-        # the root's default WARNING would hide library INFO records the user asked for
-        root.setLevel(number)
-    elif _handler is not None:
-        root.removeHandler(_handler)
-        _handler = None
+    if stdlib:
+        _stdlib.enable(LEVEL_NUMBERS[level], _emit_record)
+    elif _stdlib.installed():
+        _stdlib.disable(explicit=True)
 
 
 # --- start-up ---------------------------------------------------------------------------------
@@ -686,11 +586,12 @@ def _initial_state() -> None:
             fmt = _parse_format(env[ENV_FORMAT])
         except UsageError as exc:
             problems.append(f"{ENV_FORMAT}: {exc}; using auto")
-    root = logging.getLogger()
-    # Only take over stdlib logging when nobody configured it: an app that set up its own
-    # handlers before importing us keeps them (no duplicate lines); configure(stdlib=True) opts in.
-    stdlib = not root.handlers
-    _set_state(_default_bindings(), level, fmt, Redactor(DEFAULT_REDACT), _FdWriter(1), stdlib)
+    # The standard logging module is bridged whoever configured it first (see _stdlib), unless
+    # LOGPIPE_STDLIB says no.
+    stdlib = env.get(ENV_STDLIB, "").strip().lower() not in ("0", "false", "off", "no")
+    _set_state(_default_bindings(), level, fmt, Redactor(DEFAULT_REDACT), FdWriter(1), stdlib)
+    if not stdlib:
+        _stdlib.disable(explicit=True)
     for problem in problems:
         # a bad setting must not stop the service from starting; say so in its own log
         logger.warning(problem)
@@ -712,3 +613,4 @@ _state: _State
 logger: BoundLogger = BoundLogger(None, (), {})
 _initial_state()
 os.register_at_fork(after_in_child=_after_fork_in_child)
+_structlog.install()

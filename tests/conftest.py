@@ -10,6 +10,10 @@ import pytest
 
 from logpipe import diagnostics
 
+# The test process is not a service: logpipe's logger, when a test loads it in-process, leaves
+# pytest's own logging capture alone. (Children get a cleaned environment: _isolated_env.)
+os.environ.setdefault("LOGPIPE_STDLIB", "0")
+
 
 @pytest.fixture(autouse=True)
 def _isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:

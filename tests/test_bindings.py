@@ -656,24 +656,6 @@ def test_stdlib_records_come_out_the_same_way() -> None:
     assert proc.stderr == b""
 
 
-def test_stdlib_bridge_respects_existing_handlers() -> None:
-    """An app that configured ``logging`` before importing logpipe keeps its own handler (no
-    duplicate line on stdout) until it opts in with ``configure(stdlib=True)``."""
-    proc = run_py(
-        """
-        import logging, sys
-        logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(message)s")
-        import logpipe
-        from logpipe import logger
-        logging.getLogger("lib").info("first")
-        logpipe.configure(stdlib=True)
-        logging.getLogger("lib").info("second")
-        """
-    )
-    assert [r["message"] for r in lines(proc.stdout)] == ["second"]
-    assert proc.stderr.splitlines() == [b"first", b"second"]
-
-
 def test_stdout_is_not_block_buffered_while_child_lives() -> None:
     """A line is readable from the pipe while the child is still running (it reached the OS when
     the call returned; no flush, no PYTHONUNBUFFERED)."""

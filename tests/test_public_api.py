@@ -42,6 +42,23 @@ def test_names_are_the_bindings_objects() -> None:
     assert logpipe.__version__ == _version.__version__ and isinstance(logpipe.__version__, str)
 
 
+def test_public_submodules_load_on_first_use() -> None:
+    """``logpipe.processors`` and ``logpipe.integrations`` are reachable as attributes of the
+    package without importing them by name, and are listed by ``dir()`` (not in ``__all__``:
+    they are modules, not members)."""
+    proc = run_py(
+        """
+        import sys, logpipe
+        print("logpipe.processors" in sys.modules, "logpipe.integrations" in sys.modules,
+              {"processors", "integrations"} <= set(dir(logpipe)), file=sys.stderr)
+        print(callable(logpipe.processors.write), len(logpipe.processors.CHAIN),
+              logpipe.integrations.__name__, file=sys.stderr)
+        """
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.decode().splitlines() == ["False False True", "True 7 logpipe.integrations"]
+
+
 def test_star_import_and_unknown_names() -> None:
     """``from logpipe import *`` gives exactly the public names; an unknown name is an
     AttributeError naming it."""
@@ -58,8 +75,9 @@ def test_star_import_and_unknown_names() -> None:
 
 def test_import_pulls_in_no_cli_http_or_compression() -> None:
     """In a fresh interpreter ``import logpipe`` imports neither click, httpx, zstandard nor the
-    logger; using the logger then loads structlog but still none of click, httpx, zstandard, nor
-    the collector side (cli, collector, pipeline, sinks)."""
+    logger, nor structlog (the structlog bridge only watches for it); using the logger then
+    loads structlog but still none of click, httpx, zstandard, nor the collector side (cli,
+    collector, pipeline, sinks), nor the integrations or the servers they wrap."""
     proc = run_py(
         """
         import logging, sys
@@ -70,7 +88,8 @@ def test_import_pulls_in_no_cli_http_or_compression() -> None:
         print(len(logging.getLogger().handlers), file=sys.stderr)
         from logpipe import logger
         logger.info("hello")
-        collector_side = ("logpipe.cli", "logpipe.collector", "logpipe.pipeline", "logpipe.sinks")
+        collector_side = ("logpipe.cli", "logpipe.collector", "logpipe.pipeline", "logpipe.sinks",
+                          "logpipe.integrations", "uvicorn", "gunicorn", "celery")
         print(sorted(m for m in heavy + collector_side if m in sys.modules), file=sys.stderr)
         """
     )
@@ -81,11 +100,13 @@ def test_import_pulls_in_no_cli_http_or_compression() -> None:
 
 def test_cli_does_not_install_the_logging_bridge() -> None:
     """Importing the ``logpipe`` command's module leaves stdlib ``logging`` alone (its stdout is
-    the record stream, so library records must not appear there)."""
+    the record stream, so library records must not appear there) — also when structlog is
+    imported in that process (the structlog bridge does not load the logger there)."""
     proc = run_py(
         """
         import logging, sys
         import logpipe.cli
+        import structlog
         print(len(logging.getLogger().handlers), "logpipe.bindings" in sys.modules, file=sys.stderr)
         """
     )

@@ -41,6 +41,9 @@ _RECORD_ATTRS = frozenset(
     vars(logging.LogRecord("x", logging.INFO, "x", 0, "x", None, None)).keys()
 ) | {"message", "asctime", "taskName"}
 
+#: ``extra`` keys that only repeat the message for a terminal (uvicorn's ANSI-coloured copy)
+_DROPPED_EXTRA = frozenset(("color_message",))
+
 _stamper = TimeStamper()
 
 
@@ -62,7 +65,7 @@ class Handler(logging.Handler):
                 msg = f"{record.msg!r} % {record.args!r}"
             kw: dict[str, Any] = {TIME: _stamper.format(record.created), "logger": record.name}
             for key, value in record.__dict__.items():
-                if key not in _RECORD_ATTRS and not key.startswith("_"):
+                if key not in _RECORD_ATTRS and not key.startswith("_") and key not in _DROPPED_EXTRA:
                     kw[key] = value
             if record.exc_info and record.exc_info[0] is not None:
                 kw["exc_info"] = record.exc_info

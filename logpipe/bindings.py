@@ -11,19 +11,23 @@ How it stays fast and still sees later changes (ARCHITECTURE "Ten examples" 2 an
   logger — including ``logger.bind(...)`` copies cached in other modules — sees the change at
   once, because they all look the method up on the same class.
 * Process-wide bindings are one merged dict plus its pre-rendered orjson fragment (pino's
-  "chindings"), held by one immutable :class:`_State` that ``bind``/``configure`` swap
+  "chindings"), held by one immutable ``_emit.State`` that ``bind``/``configure`` swap
   atomically. A call serialises only its own fields and splices bytes.
 * The common call (JSON format, string message, no secret/clashing/nested keys, no exception)
-  takes that fused fast path; everything else runs the structlog processor chain from
-  :mod:`logpipe._processors`. Both produce the same line (tests/test_processors.py).
+  takes that fused fast path (:mod:`logpipe._emit`); everything else runs the structlog
+  processor chain from :mod:`logpipe._processors`. Both produce the same line
+  (tests/test_processors.py).
+* ``structlog.get_logger()`` returns this same class (:mod:`logpipe._structlog`), and the
+  standard ``logging`` module's records take the chain too (:mod:`logpipe._stdlib`); lines go
+  out through :mod:`logpipe._output`.
 
 A call never raises into the application: unserialisable values become their ``repr``, invalid
 text is replaced, and a failed write (closed stdout, EPIPE) is dropped.
 
-Field precedence, lowest first: process-wide bindings, ``context()``, ``logger.bind()``, the
-call's keywords. ``level`` is always the method's (filtering downstream relies on it); a call's
-``time`` replaces the timestamp; ``message`` is the positional message, or the ``message``
-keyword when there is none.
+Field precedence, lowest first: process-wide bindings, ``context()``, values bound with
+``structlog.contextvars.bind_contextvars``, ``logger.bind()``, the call's keywords. ``level``
+is always the method's (filtering downstream relies on it); a call's ``time`` replaces the
+timestamp; ``message`` is the positional message, or the ``message`` keyword when there is none.
 
 Lines go straight to fd 1, past ``sys.stdout``'s buffer: mixed with ``print()`` output on a pipe,
 the prints come later unless Python runs unbuffered (``-u``). Lines from several *processes*
@@ -36,34 +40,23 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-import time
-from collections.abc import Callable, Iterable, Mapping
-from contextvars import ContextVar, Token
+from collections.abc import Callable, Iterable
+from contextvars import Token
 from typing import IO, Any, ClassVar
 
-import orjson
 import structlog
-import structlog.contextvars
 
-from logpipe import _stdlib, _structlog, identity
+from logpipe import _emit, _stdlib, _structlog, identity
 from logpipe._output import FdWriter, Writer, writer_for
 from logpipe._processors import (
     DEFAULT_REDACT,
     LEVEL_ALIASES,
     LEVEL_NUMBERS,
-    OPTIONS,
-    REDACTED,
-    ConsoleRenderer,
-    JSONRenderer,
     Redactor,
-    TimeStamper,
-    default,
-    dumps,
-    format_exception,
     level_name,
 )
 from logpipe.errors import UsageError
-from logpipe.record import HOST, INSTANCE_ID, LEVEL, MESSAGE, PID, PM_ID, SERVICE, TIME
+from logpipe.record import HOST, INSTANCE_ID, PID, PM_ID, SERVICE
 
 __all__ = [
     "DEFAULT_REDACT",
@@ -83,118 +76,6 @@ ENV_FORMAT = "LOGPIPE_FORMAT"
 #: ``0``/``false``/``off``/``no``: leave the standard ``logging`` module alone (see _stdlib)
 ENV_STDLIB = "LOGPIPE_STDLIB"
 FORMATS = ("json", "console", "auto")
-
-#: Keys the logger itself sets on every line; a call's own field of that name never splices.
-_RESERVED = frozenset((TIME, LEVEL, MESSAGE, "exc_info"))
-#: Bound on the per-state set of call keys known to need no work (see ``_State.safe``).
-_SAFE_MAX = 2048
-
-
-# --- state ------------------------------------------------------------------------------------
-class _State:
-    """Everything a call needs, swapped as one object by ``bind``/``unbind``/``configure``."""
-
-    __slots__ = (
-        "bound",
-        "chain",
-        "colors",
-        "fmt",
-        "fmt_setting",
-        "frag",
-        "level",
-        "redactor",
-        "safe",
-        "stdlib",
-        "writer",
-    )
-
-    def __init__(
-        self,
-        bound: dict[str, Any],
-        level: str,
-        fmt: str,
-        redactor: Redactor,
-        writer: Writer,
-        stdlib: bool,
-    ) -> None:
-        self.bound = bound
-        self.level = level
-        self.redactor = redactor
-        self.writer = writer
-        self.stdlib = stdlib
-        self.fmt_setting = fmt  # as configured: "auto" stays "auto" for the next stream
-        self.fmt = "console" if fmt == "console" or (fmt == "auto" and writer.isatty()) else "json"
-        self.colors = self.fmt == "console" and writer.isatty() and "NO_COLOR" not in os.environ
-        rendered = dumps(redactor.redact(bound))
-        #: ``,"service":"api",...`` — the bindings as bytes, spliced into every line
-        self.frag = b"," + rendered[1:-1] if len(rendered) > 2 else b""
-        #: call keys known to be plain (not secret, not reserved, not bound): the fast path's
-        #: whole test is ``safe.issuperset(kw)``, one C-level set operation
-        self.safe: set[str] = set()
-        renderer = ConsoleRenderer(self.colors) if self.fmt == "console" else JSONRenderer()
-        self.chain: tuple[Callable[[Any, str, dict[str, Any]], Any], ...] = (
-            format_exception,
-            redactor,
-            renderer,
-        )
-
-    def learn(self, kw: Mapping[Any, Any]) -> None:
-        """Remember the call's plain keys so the next call with them takes the fast path."""
-        if len(self.safe) >= _SAFE_MAX:
-            return
-        for k in kw:
-            if (
-                type(k) is str
-                and k not in _RESERVED
-                and k not in self.bound
-                and not self.redactor.is_secret(k)
-            ):
-                self.safe.add(k)
-
-
-class _Ctx:
-    """One ``context()`` level: the merged values, their keys, and their pre-rendered fragment."""
-
-    __slots__ = ("fast_for", "frag", "keys", "values")
-
-    def __init__(self, values: dict[str, Any], st: _State) -> None:
-        self.values = values
-        self.keys = frozenset(values)
-        rendered = dumps(st.redactor.redact(values))
-        self.frag = b"," + rendered[1:-1] if len(rendered) > 2 else b""
-        #: the state this fragment was checked against (no clash with its bindings/reserved keys)
-        self.fast_for: _State | None = None
-        self.check(st)
-
-    def check(self, st: _State) -> None:
-        ok = self.keys.isdisjoint(st.bound) and self.keys.isdisjoint(_RESERVED)
-        self.fast_for = st if ok else None
-
-
-_ctxvar: ContextVar[_Ctx | None] = ContextVar("logpipe_context", default=None)
-_stamper = TimeStamper()
-_now = _stamper.now
-_time_ns = time.time_ns
-
-
-class _Clock:
-    """The fast path's clock: ``{"time":"YYYY-MM-DDTHH:MM:SS.`` as bytes, rendered once a second."""
-
-    __slots__ = ("head", "sec")
-
-    def __init__(self, sec: int) -> None:
-        self.sec = sec
-        self.head = b'{"time":"' + _stamper.format(float(sec))[:20].encode()
-
-
-_clock = _Clock(0)
-
-
-def _tick(sec: int) -> _Clock:
-    """A new second: swap in a new clock object (atomic for other threads)."""
-    global _clock
-    _clock = _Clock(sec)
-    return _clock
 
 
 def _default_bindings() -> dict[str, Any]:
@@ -229,164 +110,6 @@ def _parse_format(value: Any) -> str:
     if isinstance(value, str) and value.strip().lower() in FORMATS:
         return value.strip().lower()
     raise UsageError(f"unknown log format {value!r}: use json, console or auto")
-
-
-# --- the emit paths ---------------------------------------------------------------------------
-#: structlog's registry of its context variables (``"structlog_<key>"`` → ContextVar): empty until
-#: the application first calls ``structlog.contextvars.bind_contextvars``, so the common call pays
-#: one truth test for merging them. (Private to structlog; tests/test_structlog_bridge.py would
-#: catch a rename.)
-_sl_vars: dict[str, ContextVar[Any]] = getattr(structlog.contextvars, "_CONTEXT_VARS", {})
-_SL_PREFIX = len(structlog.contextvars.STRUCTLOG_KEY_PREFIX)
-
-
-def _structlog_context() -> dict[str, Any]:
-    """The values bound with ``structlog.contextvars.bind_contextvars`` in this task/thread."""
-    out: dict[str, Any] = {}
-    for name, var in tuple(_sl_vars.items()):
-        value = var.get(Ellipsis)
-        if value is not Ellipsis:  # structlog's mark for "unbound"
-            out[name[_SL_PREFIX:]] = value
-    return out
-
-
-def _interpolate(event: Any, args: tuple[Any, ...]) -> Any:
-    """``logger.info("user %s", name)`` as the stdlib does it; a mismatch keeps both, never raises."""
-    try:
-        if len(args) == 1 and isinstance(args[0], Mapping) and args[0]:
-            return event % args[0]
-        return event % args
-    except Exception:  # noqa: BLE001
-        try:
-            return f"{event} {args!r}"
-        except Exception:  # noqa: BLE001
-            return str(event)
-
-
-def _slow(st: _State, level: str, event: Any, kw: dict[str, Any]) -> None:
-    """The processor chain: build the full event dict, redact, format the exception, render."""
-    if event is None:
-        event = kw.pop(MESSAGE, None)
-    else:
-        kw.pop(MESSAGE, None)
-    stamp = kw.pop(TIME, None)  # a call (or a stdlib record) may carry its own time
-    ev: dict[str, Any] = {TIME: _now() if stamp is None else stamp, LEVEL: level}
-    if event is not None:
-        ev[MESSAGE] = event
-    ev.update(st.bound)
-    cv = _ctxvar.get()
-    if cv is not None:
-        ev.update(cv.values)
-        if cv.fast_for is not st:
-            cv.check(st)
-    kw.pop(LEVEL, None)  # the method's level is authoritative: filtering downstream relies on it
-    ev.update(kw)
-    st.learn(kw)
-    out: Any = ev
-    for proc in st.chain:
-        out = proc(None, level, out)
-    st.writer.write(out)
-
-
-def _last_resort(level: str, event: Any, kw: Mapping[str, Any]) -> None:
-    """Something above raised (a hostile ``__eq__``/``__hash__``, a broken mapping …): still write
-    one line, with every field as its repr, rather than raise into the application."""
-    try:
-        ev: dict[str, Any] = {TIME: _now(), LEVEL: level, MESSAGE: default(event)}
-        ev.update(_state.bound)
-        for k, v in list(kw.items()):
-            key = k if isinstance(k, str) else default(k)
-            ev[key] = REDACTED if _state.redactor.is_secret(key) else default(v)
-        _state.writer.write(dumps(ev) + b"\n")
-    except Exception:  # noqa: BLE001, S110 - nothing more can be done; logging must not raise
-        pass
-
-
-def _emit_record(level: str, message: Any, kw: dict[str, Any]) -> None:
-    """A standard ``logging`` record (see _stdlib.Handler) → one line, like a call at ``level``."""
-    try:
-        if _sl_vars:
-            kw = {**_structlog_context(), **kw}
-        _slow(_state, level, message, kw)
-    except Exception:  # noqa: BLE001 - SPEC §2: a logging call never raises
-        _last_resort(level, message, kw)
-
-
-def _nop(self: Any, event: Any = None, /, *args: Any, **kw: Any) -> None:
-    """A disabled level: nothing to do (structlog's ``_nop``)."""
-    return None
-
-
-def _make_method(level: str, fast: bool) -> Callable[..., None]:
-    """The ``info``/``error``/… method for an enabled level."""
-    # the whole line as one bytes %-format: one C call instead of a join of many pieces
-    lvl = b'%b%06dZ","level":"' + level.encode() + b'","message":%b%b%b%b'
-
-    if fast:
-
-        def meth(self: BoundLogger, event: Any = None, /, *args: Any, **kw: Any) -> None:
-            try:
-                if args:
-                    event = _interpolate(event, args)
-                if self._context:
-                    kw = {**self._context, **kw}
-                if _sl_vars:
-                    sc = _structlog_context()
-                    if sc:
-                        kw = {**sc, **kw}
-                st = _state
-                cv = _ctxvar.get()
-                if (
-                    type(event) is str
-                    and st.safe.issuperset(kw)
-                    and (cv is None or (cv.fast_for is st and cv.keys.isdisjoint(kw)))
-                ):
-                    try:
-                        body = orjson.dumps(kw, default=default, option=OPTIONS)
-                        ns = _time_ns()
-                        sec = ns // 1_000_000_000
-                        clock = _clock
-                        if sec != clock.sec:
-                            clock = _tick(sec)
-                        line = lvl % (
-                            clock.head,
-                            (ns // 1000) % 1_000_000,
-                            orjson.dumps(event),
-                            st.frag,
-                            b"" if cv is None else cv.frag,
-                            b"}\n" if len(body) == 2 else b"," + body[1:] + b"\n",
-                        )
-                    except Exception:  # noqa: BLE001 - surrogates, huge ints …: the chain copes
-                        line = b""
-                    # no nested object/array (whose keys would need redaction): the spliced line
-                    # is the record; otherwise the chain redacts inside them
-                    if line and body.find(b"{", 1) < 0 and body.find(b"[") < 0:
-                        st.writer.write(line)
-                        return None
-                _slow(st, level, event, kw)
-            except Exception:  # noqa: BLE001 - SPEC §2: a logging call never raises
-                _last_resort(level, event, kw)
-            return None
-
-    else:
-
-        def meth(self: BoundLogger, event: Any = None, /, *args: Any, **kw: Any) -> None:
-            try:
-                if args:
-                    event = _interpolate(event, args)
-                if self._context:
-                    kw = {**self._context, **kw}
-                if _sl_vars:
-                    kw = {**_structlog_context(), **kw}
-                _slow(_state, level, event, kw)
-            except Exception:  # noqa: BLE001 - SPEC §2: a logging call never raises
-                _last_resort(level, event, kw)
-            return None
-
-    meth.__name__ = level
-    meth.__qualname__ = f"BoundLogger.{level}"
-    meth.__doc__ = f"Log ``event`` (and the keyword fields) at level ``{level}``."
-    return meth
 
 
 class BoundLogger(structlog.BoundLoggerBase):
@@ -447,19 +170,19 @@ class BoundLogger(structlog.BoundLoggerBase):
 
     def is_enabled_for(self, level: int | str) -> bool:
         """True when a call at ``level`` would write a line."""
-        return LEVEL_NUMBERS[_parse_level(level)] >= LEVEL_NUMBERS[_state.level]
+        return LEVEL_NUMBERS[_parse_level(level)] >= LEVEL_NUMBERS[_emit.state.level]
 
     def get_effective_level(self) -> int:
         """The current minimum level as a stdlib number (structlog's FilteringBoundLogger API)."""
-        return LEVEL_NUMBERS[_state.level]
+        return LEVEL_NUMBERS[_emit.state.level]
 
 
-def _install_methods(st: _State) -> None:
+def _install_methods(st: _emit.State) -> None:
     """Rebuild the level methods on the class for ``st``'s level and format."""
     floor = LEVEL_NUMBERS[st.level]
     fast = st.fmt == "json"
     for name, number in LEVEL_NUMBERS.items():
-        setattr(BoundLogger, name, _make_method(name, fast) if number >= floor else _nop)
+        setattr(BoundLogger, name, _emit.make_method(name, fast) if number >= floor else _emit.nop)
     BoundLogger.warn = BoundLogger.warning
     BoundLogger.fatal = BoundLogger.critical
     BoundLogger.msg = BoundLogger.info
@@ -473,14 +196,14 @@ def bind(**values: Any) -> None:
     """Bind ``values`` process-wide: every module's ``logger`` (and its bound copies) writes them
     on every line from now on."""
     with _config_lock:
-        st = _state
+        st = _emit.state
         _set_state(dict(st.bound, **values), st.level, st.fmt_setting, st.redactor, st.writer, st.stdlib)
 
 
 def unbind(*keys: str) -> None:
     """Remove process-wide bindings; keys that are not bound are ignored."""
     with _config_lock:
-        st = _state
+        st = _emit.state
         bound = {k: v for k, v in st.bound.items() if k not in keys}
         _set_state(bound, st.level, st.fmt_setting, st.redactor, st.writer, st.stdlib)
 
@@ -496,16 +219,16 @@ class context(contextlib.ContextDecorator):
 
     def __init__(self, **values: Any) -> None:
         self._values = values
-        self._tokens: list[Token[_Ctx | None]] = []  # a stack: the same object may be re-entered
+        self._tokens: list[Token[_emit.Ctx | None]] = []  # a stack: the same object may be re-entered
 
     def __enter__(self) -> None:
-        parent = _ctxvar.get()
+        parent = _emit.ctxvar.get()
         merged = {**parent.values, **self._values} if parent is not None else self._values
-        self._tokens.append(_ctxvar.set(_Ctx(merged, _state)))
+        self._tokens.append(_emit.ctxvar.set(_emit.Ctx(merged, _emit.state)))
 
     def __exit__(self, *exc: object) -> None:
         if self._tokens:
-            _ctxvar.reset(self._tokens.pop())
+            _emit.ctxvar.reset(self._tokens.pop())
 
     def _recreate_cm(self) -> context:
         # as a decorator, each call (and each thread) gets its own token
@@ -537,7 +260,7 @@ def configure(
     Raises :class:`logpipe.errors.UsageError` for an unknown level or format.
     """
     with _config_lock:
-        st = _state
+        st = _emit.state
         new_level = st.level if level is None else _parse_level(level)
         new_fmt = st.fmt_setting if format is None else _parse_format(format)
         redactor = st.redactor if redact is None else Redactor(_names(redact))
@@ -561,12 +284,11 @@ def _names(redact: Iterable[str]) -> list[str]:
 def _set_state(
     bound: dict[str, Any], level: str, fmt: str, redactor: Redactor, writer: Writer, stdlib: bool
 ) -> None:
-    global _state
-    st = _State(bound, level, fmt, redactor, writer, stdlib)
+    st = _emit.State(bound, level, fmt, redactor, writer, stdlib)
     _install_methods(st)
-    _state = st
+    _emit.set_state(st)
     if stdlib:
-        _stdlib.enable(LEVEL_NUMBERS[level], _emit_record)
+        _stdlib.enable(LEVEL_NUMBERS[level], _emit.emit_record)
     elif _stdlib.installed():
         _stdlib.disable(explicit=True)
 
@@ -601,7 +323,7 @@ def _after_fork_in_child() -> None:
     """A forked child has its own pid and must not inherit a lock held by another thread."""
     global _config_lock
     _config_lock = threading.RLock()
-    st = _state
+    st = _emit.state
     st.writer.lock = threading.Lock()
     if st.bound.get(PID) is not None and st.bound.get(PID) != os.getpid():
         bound = dict(st.bound)
@@ -609,7 +331,6 @@ def _after_fork_in_child() -> None:
         _set_state(bound, st.level, st.fmt_setting, st.redactor, st.writer, st.stdlib)
 
 
-_state: _State
 logger: BoundLogger = BoundLogger(None, (), {})
 _initial_state()
 os.register_at_fork(after_in_child=_after_fork_in_child)

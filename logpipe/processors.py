@@ -22,7 +22,7 @@ from typing import Any
 
 import structlog
 
-from logpipe import bindings
+from logpipe import _emit, bindings  # noqa: F401 - bindings: the logger is loaded first
 from logpipe._processors import (
     LEVEL_ALIASES,
     LEVEL_NUMBERS,
@@ -53,7 +53,7 @@ _METHOD_LEVELS = {**LEVEL_ALIASES, "exception": "error", "msg": "info", "log": "
 def filter_by_level(logger: Any, method_name: str, event_dict: EventDict) -> EventDict:
     """Drop the event (``structlog.DropEvent``) below logpipe's configured level."""
     level = _level(method_name)
-    if LEVEL_NUMBERS[level] < LEVEL_NUMBERS[bindings._state.level]:
+    if LEVEL_NUMBERS[level] < LEVEL_NUMBERS[_emit.state.level]:
         raise structlog.DropEvent
     return event_dict
 
@@ -72,12 +72,12 @@ add_time = TimeStamper()
 def add_bindings(logger: Any, method_name: str, event_dict: EventDict) -> EventDict:
     """Add the process-wide bindings, ``logpipe.context()`` and structlog's contextvars under the
     event's own keys (the event's keys win)."""
-    merged: dict[str, Any] = dict(bindings._state.bound)
-    cv = bindings._ctxvar.get()
+    merged: dict[str, Any] = dict(_emit.state.bound)
+    cv = _emit.ctxvar.get()
     if cv is not None:
         merged.update(cv.values)
-    if bindings._sl_vars:
-        merged.update(bindings._structlog_context())
+    if _emit.sl_vars:
+        merged.update(_emit.structlog_context())
     if not merged:
         return event_dict
     # rebuilt so the record reads like logpipe's: time, level, message first, then bindings
@@ -89,7 +89,7 @@ def add_bindings(logger: Any, method_name: str, event_dict: EventDict) -> EventD
 
 def redact(logger: Any, method_name: str, event_dict: EventDict) -> EventDict:
     """Replace secret values with ``"[REDACTED]"`` by logpipe's current list (``configure(redact=)``)."""
-    return bindings._state.redactor(logger, method_name, event_dict)
+    return _emit.state.redactor(logger, method_name, event_dict)
 
 
 _render = JSONRenderer()
@@ -98,7 +98,7 @@ _render = JSONRenderer()
 def write(logger: Any, method_name: str, event_dict: EventDict) -> EventDict:
     """Last in a chain: render the record as logpipe does and write it with logpipe's writer (one
     ``os.write``), then end the chain (``structlog.DropEvent``) — the wrapped logger writes nothing."""
-    bindings._state.writer.write(_render(logger, method_name, event_dict))
+    _emit.state.writer.write(_render(logger, method_name, event_dict))
     raise structlog.DropEvent
 
 

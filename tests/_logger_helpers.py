@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from logpipe import bindings
+from logpipe import _emit, bindings
 
 #: RFC 3339 UTC with microseconds and Z (SPEC §1)
 TIME_RE = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$"
@@ -60,7 +60,7 @@ def capture(tmp_path: Path, **config: Any) -> Iterator[Callable[[], list[dict[st
 
     Yields a function returning the records written so far.
     """
-    saved = bindings._state
+    saved = _emit.state
     path = tmp_path / f"log-{os.urandom(4).hex()}.ndjson"
     f = open(path, "wb")  # noqa: SIM115 - closed in finally, after the logger let go of it
     opts: dict[str, Any] = {"format": "json", "level": "info", "redact": bindings.DEFAULT_REDACT,

@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import logpipe
-from logpipe import bindings
+from logpipe import _emit
 from logpipe.errors import UsageError
 from tests._logger_helpers import TIME_RE, capture, child_env, lines, run_py
 from tests.helpers import wait_for
@@ -213,7 +213,7 @@ def test_level_filtering_and_reconfigure(tmp_path: Path) -> None:
     takes effect for loggers bound before it; ``warn``/``fatal``/``log`` map to the SPEC names."""
     log = logpipe.logger.bind(k=1)
     with capture(tmp_path, level="warning") as read:
-        assert type(log).info is bindings._nop
+        assert type(log).info is _emit.nop
         log.info("hidden")
         log.warn("w")
         logpipe.configure(level="debug")
@@ -229,14 +229,14 @@ def test_level_filtering_and_reconfigure(tmp_path: Path) -> None:
 def test_bad_level_or_format_is_a_usage_error() -> None:
     """``configure`` with an unknown level or format raises UsageError with a one-line message,
     and the logger keeps its previous settings."""
-    before = bindings._state
+    before = _emit.state
     with pytest.raises(UsageError, match="unknown log level 'loud'"):
         logpipe.configure(level="loud")
     with pytest.raises(UsageError, match="unknown log format"):
         logpipe.configure(format="xml")
     with pytest.raises(UsageError, match="list of key names"):
         logpipe.configure(redact="password")
-    assert bindings._state is before
+    assert _emit.state is before
 
 
 def test_env_level_and_bad_env_value() -> None:
@@ -311,7 +311,7 @@ def test_console_format_with_exception(tmp_path: Path) -> None:
     """``format="console"`` on a file writes one human line per call (no colours off a TTY)
     followed by the traceback's lines when an exception was logged."""
     with capture(tmp_path, format="console") as _:
-        path = Path(bindings._state.writer._owner.name)  # type: ignore[union-attr]
+        path = Path(_emit.state.writer._owner.name)  # type: ignore[union-attr]
         logpipe.bind(service="api", instance_id="2")
         try:
             raise KeyError("sku")

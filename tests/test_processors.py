@@ -14,8 +14,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from logpipe import _emit, bindings
 from logpipe import _processors as p
-from logpipe import bindings
 from logpipe.record import format_time
 from tests._logger_helpers import TIME_RE, capture
 
@@ -205,7 +205,7 @@ def test_fast_path_writes_what_the_chain_writes(tmp_path: Path, message: str, kw
         with bindings.context(**ctx):
             for _ in range(2):  # the second call takes the fast path for keys learnt by the first
                 bindings.logger.info(message, **kw)
-                bindings._slow(bindings._state, "info", message, dict(kw))
+                _emit.slow(_emit.state, "info", message, dict(kw))
         recs = read()
     for fast, chain in (recs[0:2], recs[2:4]):
         if kw.get("time") is None:
@@ -218,18 +218,18 @@ def test_fast_path_is_taken_for_the_common_call(tmp_path: Path) -> None:
     """The benchmark's call (plain scalar fields) is rendered by the fast path, not the chain —
     checked by counting calls into the chain."""
     calls = []
-    original = bindings._slow
+    original = _emit.slow
 
     def counting(*args: Any) -> None:
         calls.append(args)
         original(*args)
 
     with capture(tmp_path) as read:
-        bindings._slow = counting  # type: ignore[assignment]
+        _emit.slow = counting  # type: ignore[assignment]
         try:
             for _ in range(3):
                 bindings.logger.info("order placed", order_id=123, amount=9.99, user="bob")
         finally:
-            bindings._slow = original  # type: ignore[assignment]
+            _emit.slow = original  # type: ignore[assignment]
     assert len(read()) == 3
     assert len(calls) == 1  # the first call learns the keys; the rest are spliced

@@ -207,3 +207,74 @@ def test_celery_task_records_carry_task_id_and_name() -> None:
     assert [r["message"] for r in in_task] == ["adding", "via structlog", "via logging"]
     assert all(r["task_id"] == done["task_id_seen"] and r["task_name"] == "billing.add" for r in in_task)
     assert in_task[2]["logger"] == "billing"
+
+
+CELERY_TASKS = """
+import logging, logpipe, structlog
+from celery import Celery
+from logpipe.integrations.celery import setup
+logpipe.bind(service="api", feature="store")
+app = Celery("tasks", broker="filesystem://")
+app.conf.broker_transport_options = {
+    "data_folder_in": "queue", "data_folder_out": "queue", "data_folder_processed": "done"}
+setup(app)
+
+@app.task(name="billing.add", ignore_result=True)
+def add(x, y):
+    structlog.get_logger().info("adding", x=x, y=y)
+    logging.getLogger("billing").info("via logging")
+    return x + y
+"""
+
+
+def test_celery_worker_logs_records_with_task_fields(tmp_path: Path) -> None:
+    """A real ``celery worker`` (solo pool, a filesystem broker in tmp_path) with ``setup(app)``:
+    the worker's own messages ("ready", "received", "succeeded") and the task's lines are
+    logpipe records with the bindings — the root logger was not hijacked — and the task's lines
+    and celery's "succeeded" carry ``task_id``/``task_name``; no banner on stdout."""
+    (tmp_path / "tasks.py").write_text(textwrap.dedent(CELERY_TASKS))
+    (tmp_path / "queue").mkdir()
+    (tmp_path / "done").mkdir()
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "tasks", "worker", "--pool=solo", "-l", "INFO",
+         "--without-heartbeat", "--without-mingle", "--without-gossip"],
+        cwd=tmp_path, env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    out: list[bytes] = []
+    reader = threading.Thread(target=lambda: out.extend(worker.stdout or []), daemon=True)
+    reader.start()
+
+    def messages() -> list[str]:
+        return [orjson.loads(ln).get("message", "") for ln in list(out)]
+
+    try:
+        wait_for(lambda: any(m.endswith("ready.") for m in messages()), timeout=60,
+                 message="the worker to be ready")
+        sent = run_py("import tasks; print(tasks.add.delay(2, 3).id)", cwd=tmp_path,
+                      env=child_env(PYTHONPATH=str(tmp_path)))
+        assert sent.returncode == 0, sent.stderr
+        task_id = sent.stdout.decode().strip().splitlines()[-1]
+        wait_for(lambda: any("succeeded" in m for m in messages()), timeout=60,
+                 message="the task to succeed")
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        try:
+            worker.wait(timeout=60)
+        finally:
+            if worker.poll() is None:
+                worker.kill()
+                worker.wait()
+        reader.join(timeout=30)
+        if worker.stdout is not None:
+            worker.stdout.close()
+    # celery prints "worker: Warm shutdown" with a plain print at exit: the one non-record line
+    recs = [orjson.loads(ln) for ln in out if ln.startswith(b"{")]
+    plain = [ln for ln in out if ln.strip() and not ln.startswith(b"{")]
+    assert all(b"shutdown" in ln.lower() for ln in plain), plain
+    assert all(_has_bindings(r) for r in recs), recs
+    by_message = {r["message"]: r for r in recs}
+    for message in ("adding", "via logging"):
+        rec = by_message[message]
+        assert (rec["task_id"], rec["task_name"]) == (task_id, "billing.add"), rec
+    (succeeded,) = [r for r in recs if "succeeded" in r["message"]]
+    assert succeeded["task_id"] == task_id and succeeded["logger"] == "celery.app.trace"
+    assert any(r.get("logger") == "celery.worker.strategy" for r in recs)  # "received"

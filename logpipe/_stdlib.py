@@ -44,6 +44,12 @@ _RECORD_ATTRS = frozenset(
 #: ``extra`` keys that only repeat the message for a terminal (uvicorn's ANSI-coloured copy)
 _DROPPED_EXTRA = frozenset(("color_message",))
 
+#: loggers whose %-arguments are known fields: they become fields of the record too, so that
+#: e.g. uvicorn's own access line (without ``AccessLog``) is still searchable by status
+_ARG_FIELDS: dict[str, tuple[str, ...]] = {
+    "uvicorn.access": ("client", "method", "path", "http_version", "status"),
+}
+
 _stamper = TimeStamper()
 
 
@@ -67,6 +73,9 @@ class Handler(logging.Handler):
             for key, value in record.__dict__.items():
                 if key not in _RECORD_ATTRS and not key.startswith("_") and key not in _DROPPED_EXTRA:
                     kw[key] = value
+            names = _ARG_FIELDS.get(record.name)
+            if names is not None and isinstance(record.args, tuple) and len(record.args) == len(names):
+                kw.update(zip(names, record.args, strict=True))
             if record.exc_info and record.exc_info[0] is not None:
                 kw["exc_info"] = record.exc_info
             elif record.exc_text:

@@ -122,6 +122,26 @@ def test_uvicorn_access_log_is_a_record_with_request_fields() -> None:
     assert any(r.get("logger", "").startswith("uvicorn") for r in recs)  # uvicorn's own, adopted
 
 
+def test_uvicorn_own_access_log_records_have_request_fields() -> None:
+    """Without ``AccessLog``, uvicorn's default configuration (dictConfig'd after ``import
+    logpipe``) is taken over: its access line is a logpipe record with ``client``, ``method``,
+    ``path``, ``status`` fields and the bindings, and nothing reaches stderr."""
+    app = UVICORN_APP.replace("AccessLog(app)", "app").replace("access_log=False", "access_log=True")
+    server = _Server([sys.executable, "-c", textwrap.dedent(app), "{fd}"])
+    try:
+        assert server.get("/ping").status_code == 200
+        wait_for(lambda: any(r.get("logger") == "uvicorn.access" for r in server.records()),
+                 timeout=30, message="uvicorn's access record")
+    finally:
+        err = server.stop()
+    assert err == b""
+    recs = server.records()
+    assert all(_has_bindings(r) for r in recs), recs
+    (access,) = [r for r in recs if r.get("logger") == "uvicorn.access"]
+    assert (access["method"], access["path"], access["status"]) == ("GET", "/ping", 200)
+    assert access["client"].startswith("127.0.0.1:")
+
+
 GUNICORN_APP = """
 import logpipe, structlog
 logpipe.bind(feature="store")

@@ -13,7 +13,8 @@ already configured, becomes structlog's configuration:
 * ``cache_logger_on_first_use`` is on: safe, because logpipe's settings live on the class and in
   one swappable state, never in the cached logger.
 
-If the application configured structlog itself (``structlog.is_configured()``), its
+If the application configured structlog itself (``structlog.is_configured()``, or a
+``structlog.configure`` call after logpipe loaded — that function is wrapped to notice), its
 configuration is kept and one diagnostic on stderr names the processors that make its chain
 write logpipe's record (:mod:`logpipe.processors`) — unless its chain already uses them.
 
@@ -44,26 +45,66 @@ def install() -> None:
     """Make structlog's default configuration logpipe's logger, unless the application has one."""
     import structlog
 
-    from logpipe import bindings, diagnostics
+    from logpipe import bindings
 
     if structlog.is_configured():
-        if not _uses_logpipe(structlog.get_config()):
-            diagnostics.emit(
-                "info",
-                "logpipe: structlog is configured by the application, so logpipe left its "
-                "configuration alone; to write logpipe records through it, put "
-                "*logpipe.processors.CHAIN before its renderer (or end the chain with "
-                "logpipe.processors.write) — see the README, 'Logging from a service'",
-                key="logpipe.structlog.configured",
-            )
+        _say_if_foreign()
+    else:
+        structlog.configure(
+            processors=[],  # logpipe's level methods render and write the line themselves
+            wrapper_class=bindings.BoundLogger,
+            context_class=dict,
+            logger_factory=_no_logger,
+            cache_logger_on_first_use=True,
+        )
+    _watch_configure(structlog)
+
+
+def _say_if_foreign() -> None:
+    """One diagnostic when the application's structlog configuration does not use logpipe."""
+    import structlog
+
+    from logpipe import diagnostics
+
+    global _said
+    if _said or _uses_logpipe(structlog.get_config()):
         return
-    structlog.configure(
-        processors=[],  # logpipe's level methods render and write the line themselves
-        wrapper_class=bindings.BoundLogger,
-        context_class=dict,
-        logger_factory=_no_logger,
-        cache_logger_on_first_use=True,
+    _said = True
+    diagnostics.emit(
+        "info",
+        "logpipe: structlog is configured by the application, so logpipe left its "
+        "configuration alone; to write logpipe records through it, put "
+        "*logpipe.processors.CHAIN before its renderer (or end the chain with "
+        "logpipe.processors.write) — see the README, 'Logging from a service'",
+        key="logpipe.structlog.configured",
     )
+
+
+_said = False
+
+
+def _watch_configure(structlog: Any) -> None:
+    """An application that calls ``structlog.configure`` after logpipe loaded replaces the
+    bridge — its right — and is told once, as when it had configured structlog first."""
+    original = structlog.configure
+    if getattr(original, "_logpipe_original", None) is not None:
+        return
+
+    def configure(*args: Any, **kwargs: Any) -> None:
+        from logpipe import bindings
+
+        if structlog.get_config().get("wrapper_class") is bindings.BoundLogger:
+            # the bridge's settings go first: the application's call applies to structlog's
+            # defaults, as if logpipe had never configured it (not on top of logpipe's wrapper,
+            # which would ignore the processors it gives)
+            structlog.reset_defaults()
+        original(*args, **kwargs)
+        _say_if_foreign()
+
+    configure._logpipe_original = original  # type: ignore[attr-defined]
+    configure.__wrapped__ = original  # type: ignore[attr-defined]
+    configure.__doc__ = original.__doc__
+    structlog.configure = configure
 
 
 def _no_logger(*args: Any) -> None:

@@ -132,19 +132,26 @@ structlog.configure(processors=[
 """
 
 
-def test_application_structlog_configuration_is_kept_and_said_once() -> None:
-    """An application that configured structlog before logpipe loads keeps its configuration
-    (its own renderer's lines, ``event`` key and all) and gets exactly one diagnostic on stderr
-    naming ``logpipe.processors``."""
-    proc = run_py(APP_CHAIN + """
-import logpipe
+@pytest.mark.parametrize("order", ["structlog first", "logpipe first"])
+def test_application_structlog_configuration_is_kept_and_said_once(order: str) -> None:
+    """An application that configures structlog itself — before logpipe loads, or after —
+    keeps its configuration (its own renderer's lines, ``event`` key and all) and gets exactly
+    one diagnostic on stderr naming ``logpipe.processors``."""
+    setup = APP_CHAIN + "import logpipe\n"
+    if order == "logpipe first":
+        setup = "import logpipe, structlog\nstructlog.get_logger().info('bridged')\n" + APP_CHAIN
+    proc = run_py(setup + """
 logpipe.bind(service="api")
 structlog.get_logger().info("mine", a=1)
 logpipe.configure(level="debug")
 structlog.get_logger().info("again")
 """)
     assert proc.returncode == 0, proc.stderr
-    first, second = lines(proc.stdout)
+    recs = lines(proc.stdout)
+    if order == "logpipe first":  # before the application's configure: the bridge
+        bridged = recs.pop(0)
+        assert bridged["message"] == "bridged" and isinstance(bridged["pid"], int)
+    first, second = recs
     assert first == {"a": 1, "event": "mine", "level": "info"}
     assert second == {"event": "again", "level": "info"}
     (diag,) = _diagnostics(proc.stderr)
@@ -201,12 +208,15 @@ with logpipe.context(user="u1"):
     " 'loggers': {'lib': {'handlers': ['h'], 'propagate': False, 'level': 'INFO'}},"
     " 'root': {'handlers': ['h'], 'level': 'INFO'}})",
     "logging.getLogger('lib').addHandler(logging.StreamHandler(sys.stdout))",
+    "logging.basicConfig(force=True, level=logging.INFO)",
+    "logging.config.dictConfig({'version': 1, 'root': {'level': 'INFO', 'handlers': []}})",
 ])
 @pytest.mark.parametrize("when", ["before", "after"])
 def test_stdlib_console_handlers_are_taken_over_before_or_after_import(setup: str, when: str) -> None:
-    """``basicConfig()``, ``dictConfig()`` (a non-propagating logger included) or a library's own
-    console handler, set up before or after ``import logpipe``: each record comes out once, as a
-    logpipe record with the bindings, and nothing else is printed on stdout or stderr."""
+    """``basicConfig()`` (with ``force=True`` too), ``dictConfig()`` (a non-propagating logger
+    included, or a root with no handler at all) or a library's own console handler, set up
+    before or after ``import logpipe``: each record comes out once, as a logpipe record with the
+    bindings, and nothing else is printed on stdout or stderr."""
     before, after = (setup, "") if when == "before" else ("", setup)
     proc = run_py(f"""
 import logging, logging.config, sys

@@ -10,13 +10,14 @@ raises is reported on stderr in one line and never breaks the application's impo
 from __future__ import annotations
 
 import contextlib
-import importlib.abc
-import importlib.machinery
 import sys
 import threading
 from collections.abc import Callable, Sequence
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # importlib.abc would pull in importlib.resources, zipfile, …: 10+ ms
+    from importlib.machinery import ModuleSpec
 
 _lock = threading.Lock()
 _pending: dict[str, list[Callable[[ModuleType], None]]] = {}
@@ -47,12 +48,13 @@ def _run(callback: Callable[[ModuleType], None], module: ModuleType) -> None:
             sys.stderr.write(f"logpipe: could not bridge {module.__name__}: {exc!r}\n")
 
 
-class _Finder(importlib.abc.MetaPathFinder):
-    """Finds nothing itself: for a watched name it asks the other finders and wraps the loader."""
+class _Finder:
+    """Finds nothing itself: for a watched name it asks the other finders and wraps the loader.
+    (A plain class: the import system only calls ``find_spec``.)"""
 
     def find_spec(
         self, fullname: str, path: Sequence[str] | None, target: ModuleType | None = None
-    ) -> importlib.machinery.ModuleSpec | None:
+    ) -> ModuleSpec | None:
         if fullname not in _pending:
             return None
         for finder in sys.meta_path:
@@ -61,19 +63,19 @@ class _Finder(importlib.abc.MetaPathFinder):
             spec = finder.find_spec(fullname, path, target)
             if spec is not None:
                 if spec.loader is not None and hasattr(spec.loader, "exec_module"):
-                    spec.loader = _Loader(spec.loader, fullname)
+                    spec.loader = _Loader(spec.loader, fullname)  # type: ignore[assignment]  # duck-typed
                 return spec
         return None
 
 
-class _Loader(importlib.abc.Loader):
+class _Loader:
     """The module's own loader, plus the callbacks once it has executed."""
 
     def __init__(self, loader: Any, name: str) -> None:
         self._loader = loader
         self._name = name
 
-    def create_module(self, spec: importlib.machinery.ModuleSpec) -> ModuleType | None:
+    def create_module(self, spec: ModuleSpec) -> ModuleType | None:
         return self._loader.create_module(spec)  # type: ignore[no-any-return]
 
     def exec_module(self, module: ModuleType) -> None:

@@ -87,7 +87,9 @@ class Handler(logging.Handler):
         self._emit(level, msg, kw)
 
 
-_lock = threading.RLock()
+#: logging's own module lock (an RLock), not one of ours: dictConfig holds it while it adds
+#: handlers (which calls back into ``adopt``), so a second lock would invite a lock-order deadlock
+_lock: Any = getattr(logging, "_lock", None) or threading.RLock()
 _handler: Handler | None = None
 #: console handlers taken over: (logger, handler), given back by ``disable``
 _taken: list[tuple[logging.Logger, logging.Handler]] = []

@@ -6,7 +6,8 @@ messages (``gunicorn.error``: "Booting worker", …) come out as logpipe records
 ``method``, ``path``, ``query``, ``status``, ``duration_ms``, ``bytes``, ``client``,
 ``http_version``, ``user_agent`` — always (no ``--access-logfile`` needed; it is ignored, as
 are ``--error-logfile`` and ``--log-syslog``: lines go where logpipe writes, stdout). Workers
-log with their own pid (logpipe re-binds it after fork).
+log with their own pid (logpipe re-binds it after fork). Choosing this class turns logpipe's
+``logging`` bridge on even under ``LOGPIPE_STDLIB=0``: gunicorn's messages travel through it.
 """
 
 from __future__ import annotations

@@ -304,6 +304,42 @@ def make_method(level: str, fast: bool) -> Callable[..., None]:
     return meth
 
 
+
+def chain_aware(level: str, meth: Callable[..., None]) -> Callable[..., None]:
+    """``meth`` for loggers made by ``structlog.get_logger()``: while structlog's configured
+    processor list is not empty — the bridge configures it empty; ``structlog.testing.
+    capture_logs`` fills it in place — structlog's own processing runs instead, so an
+    application's tests that capture structlog events keep working."""
+
+    def structlog_meth(self: Any, event: Any = None, /, *args: Any, **kw: Any) -> None:
+        if self._processors:
+            via_structlog(self, level, event, args, kw)
+            return None
+        return meth(self, event, *args, **kw)
+
+    structlog_meth.__name__ = level
+    structlog_meth.__doc__ = meth.__doc__
+    return structlog_meth
+
+
+def via_structlog(self: Any, level: str, event: Any, args: tuple[Any, ...], kw: dict[str, Any]) -> None:
+    """structlog's processing of one call (``BoundLoggerBase._process_event``); a line the chain
+    renders is written like logpipe's own. Never raises."""
+    try:
+        if args:
+            event = interpolate(event, args)
+        out, _ = self._process_event(level, event, kw)
+    except structlog.DropEvent:
+        return
+    except Exception:  # noqa: BLE001 - SPEC §2: a logging call never raises
+        last_resort(level, event, kw)
+        return
+    line = out[0] if out else None
+    if isinstance(line, str):
+        line = line.encode("utf-8", "replace")
+    if isinstance(line, bytes | bytearray):
+        state.writer.write(bytes(line) if line.endswith(b"\n") else bytes(line) + b"\n")
+
 #: The current state: set by ``bindings`` at import (before any call), read by every call.
 state: State
 

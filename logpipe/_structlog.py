@@ -6,10 +6,12 @@ the logger; :func:`arm` only watches for structlog (``logpipe._import_hook``). W
 application imports structlog (or already had), logpipe's logger loads and, unless structlog is
 already configured, becomes structlog's configuration:
 
-* ``wrapper_class`` is :class:`logpipe.bindings.BoundLogger`, so ``structlog.get_logger()``
-  returns the very class ``logpipe.logger`` is — same fast path, same record, same process-wide
-  bindings, level, redaction; ``.bind()`` copies from either side are interchangeable, and
-  values bound with ``structlog.contextvars.bind_contextvars`` are merged into both.
+* ``wrapper_class`` is :class:`logpipe.bindings.StructlogBoundLogger`, so
+  ``structlog.get_logger()`` returns (a subclass of) the class ``logpipe.logger`` is — same
+  fast path, same record, same process-wide bindings, level, redaction; ``.bind()`` copies
+  from either side are interchangeable, and values bound with
+  ``structlog.contextvars.bind_contextvars`` are merged into both. (While structlog's processor
+  list is filled in place, as ``structlog.testing.capture_logs`` does, structlog processes.)
 * ``cache_logger_on_first_use`` is on: safe, because logpipe's settings live on the class and in
   one swappable state, never in the cached logger.
 
@@ -52,7 +54,7 @@ def install() -> None:
     else:
         structlog.configure(
             processors=[],  # logpipe's level methods render and write the line themselves
-            wrapper_class=bindings.BoundLogger,
+            wrapper_class=bindings.StructlogBoundLogger,
             context_class=dict,
             logger_factory=_no_logger,
             cache_logger_on_first_use=True,
@@ -91,9 +93,8 @@ def _watch_configure(structlog: Any) -> None:
         return
 
     def configure(*args: Any, **kwargs: Any) -> None:
-        from logpipe import bindings
 
-        if structlog.get_config().get("wrapper_class") is bindings.BoundLogger:
+        if _is_ours(structlog.get_config().get("wrapper_class")):
             # the bridge's settings go first: the application's call applies to structlog's
             # defaults, as if logpipe had never configured it (not on top of logpipe's wrapper,
             # which would ignore the processors it gives)
@@ -112,11 +113,16 @@ def _no_logger(*args: Any) -> None:
     return None
 
 
-def _uses_logpipe(config: dict[str, Any]) -> bool:
-    """True when the application's structlog configuration already writes logpipe records."""
+def _is_ours(wrapper_class: Any) -> bool:
     from logpipe import bindings
 
-    if config.get("wrapper_class") is bindings.BoundLogger:
+    return isinstance(wrapper_class, type) and issubclass(wrapper_class, bindings.BoundLogger)
+
+
+def _uses_logpipe(config: dict[str, Any]) -> bool:
+    """True when the application's structlog configuration already writes logpipe records."""
+
+    if _is_ours(config.get("wrapper_class")):
         return True
     for proc in config.get("processors", ()):
         module = getattr(proc, "__module__", None) or type(proc).__module__

@@ -64,6 +64,7 @@ __all__ = [
     "ENV_LEVEL",
     "ENV_STDLIB",
     "BoundLogger",
+    "StructlogBoundLogger",
     "bind",
     "configure",
     "context",
@@ -177,15 +178,24 @@ class BoundLogger(structlog.BoundLoggerBase):
         return LEVEL_NUMBERS[_emit.state.level]
 
 
+class StructlogBoundLogger(BoundLogger):
+    """What ``structlog.get_logger()`` returns under the bridge (:mod:`logpipe._structlog`):
+    :class:`BoundLogger`, except that while structlog's processor list is filled in place
+    (``structlog.testing.capture_logs``) its level methods run structlog's processing."""
+
+
 def _install_methods(st: _emit.State) -> None:
-    """Rebuild the level methods on the class for ``st``'s level and format."""
+    """Rebuild the level methods on the classes for ``st``'s level and format."""
     floor = LEVEL_NUMBERS[st.level]
     fast = st.fmt == "json"
     for name, number in LEVEL_NUMBERS.items():
-        setattr(BoundLogger, name, _emit.make_method(name, fast) if number >= floor else _emit.nop)
-    BoundLogger.warn = BoundLogger.warning
-    BoundLogger.fatal = BoundLogger.critical
-    BoundLogger.msg = BoundLogger.info
+        meth = _emit.make_method(name, fast) if number >= floor else _emit.nop
+        setattr(BoundLogger, name, meth)
+        setattr(StructlogBoundLogger, name, _emit.chain_aware(name, meth))
+    for cls in (BoundLogger, StructlogBoundLogger):
+        cls.warn = cls.warning
+        cls.fatal = cls.critical
+        cls.msg = cls.info
 
 
 # --- public API -------------------------------------------------------------------------------

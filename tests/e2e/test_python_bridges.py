@@ -68,7 +68,7 @@ def test_structlog_stdlib_after_basicconfig_and_logger_all_write_logpipe_records
 
 
 def test_bound_loggers_from_either_side_interoperate() -> None:
-    """``structlog.get_logger().bind()`` and ``logpipe.logger.bind()`` are the same class: each
+    """``structlog.get_logger().bind()`` and ``logpipe.logger.bind()`` share one class: each
     side's bound copy has the other's methods, ``logpipe.context()`` reaches structlog loggers,
     a later ``logpipe.bind``/``configure(level=)`` reaches loggers created before it, and a
     module-level ``structlog.get_logger()`` made before logpipe was imported is bridged too."""
@@ -79,7 +79,7 @@ def test_bound_loggers_from_either_side_interoperate() -> None:
         import logpipe
         mine = logpipe.logger.bind(b=2)
         theirs = structlog.get_logger().bind(c=3)
-        assert type(mine) is type(theirs), (type(mine), type(theirs))
+        assert isinstance(theirs, type(mine)), (type(mine), type(theirs))
         logpipe.bind(service="api", feature="store")
         with logpipe.context(request_id="r-1"):
             theirs.bind(d=4).info("theirs")
@@ -97,6 +97,30 @@ def test_bound_loggers_from_either_side_interoperate() -> None:
     assert (mine["b"], mine["e"], mine["request_id"]) == (2, 5, "r-1")
     assert early["component"] == "early"
     assert shown["message"] == "shown" and shown["level"] == "warning"
+
+
+def test_structlog_capture_logs_still_captures_through_the_bridge() -> None:
+    """An application's tests that use ``structlog.testing.capture_logs`` keep working: inside the
+    block structlog's events are captured (not written), at every level; after it, the same
+    logger writes logpipe records again."""
+    proc = run_py(
+        """
+        import sys, logpipe, structlog
+        from structlog.testing import capture_logs
+        log = structlog.get_logger()
+        with capture_logs() as cap:
+            log.info("captured", a=1)
+            log.bind(b=2).debug("quiet")
+        log.info("after")
+        print(cap, file=sys.stderr)
+        """
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.decode().strip() == (
+        "[{'a': 1, 'event': 'captured', 'log_level': 'info'}, "
+        "{'b': 2, 'event': 'quiet', 'log_level': 'debug'}]")
+    (after,) = lines(proc.stdout)
+    assert after["message"] == "after" and isinstance(after["pid"], int)
 
 
 def test_import_logpipe_alone_then_structlog_is_bridged() -> None:

@@ -232,14 +232,23 @@ def nop(self: Any, event: Any = None, /, *args: Any, **kw: Any) -> None:
     return None
 
 
-def make_method(level: str, fast: bool) -> Callable[..., None]:
-    """The ``info``/``error``/… method for an enabled level."""
+def make_method(level: str, fast: bool, chain_aware: bool = False) -> Callable[..., None]:
+    """The ``info``/``error``/… method for an enabled level.
+
+    ``chain_aware`` (loggers made by ``structlog.get_logger()``): while structlog's configured
+    processor list is not empty — the bridge configures it empty; ``structlog.testing.
+    capture_logs`` fills it in place — structlog's own processing runs instead, so an
+    application's tests that capture structlog events keep working.
+    """
     # the whole line as one bytes %-format: one C call instead of a join of many pieces
     lvl = b'%b%06dZ","level":"' + level.encode() + b'","message":%b%b%b%b'
 
     if fast:
 
         def meth(self: Any, event: Any = None, /, *args: Any, **kw: Any) -> None:
+            if chain_aware and self._processors:
+                via_structlog(self, level, event, args, kw)
+                return None
             try:
                 if args:
                     event = interpolate(event, args)
@@ -286,6 +295,9 @@ def make_method(level: str, fast: bool) -> Callable[..., None]:
     else:
 
         def meth(self: Any, event: Any = None, /, *args: Any, **kw: Any) -> None:
+            if chain_aware and self._processors:
+                via_structlog(self, level, event, args, kw)
+                return None
             try:
                 if args:
                     event = interpolate(event, args)
@@ -305,21 +317,17 @@ def make_method(level: str, fast: bool) -> Callable[..., None]:
 
 
 
-def chain_aware(level: str, meth: Callable[..., None]) -> Callable[..., None]:
-    """``meth`` for loggers made by ``structlog.get_logger()``: while structlog's configured
-    processor list is not empty — the bridge configures it empty; ``structlog.testing.
-    capture_logs`` fills it in place — structlog's own processing runs instead, so an
-    application's tests that capture structlog events keep working."""
+def disabled_unless_chain(level: str) -> Callable[..., None]:
+    """A disabled level for loggers made by ``structlog.get_logger()``: nothing, unless
+    structlog's processor list is filled (see :func:`make_method`)."""
 
-    def structlog_meth(self: Any, event: Any = None, /, *args: Any, **kw: Any) -> None:
+    def meth(self: Any, event: Any = None, /, *args: Any, **kw: Any) -> None:
         if self._processors:
             via_structlog(self, level, event, args, kw)
-            return None
-        return meth(self, event, *args, **kw)
+        return None
 
-    structlog_meth.__name__ = level
-    structlog_meth.__doc__ = meth.__doc__
-    return structlog_meth
+    meth.__name__ = level
+    return meth
 
 
 def via_structlog(self: Any, level: str, event: Any, args: tuple[Any, ...], kw: dict[str, Any]) -> None:

@@ -189,9 +189,10 @@ def _install_methods(st: _emit.State) -> None:
     floor = LEVEL_NUMBERS[st.level]
     fast = st.fmt == "json"
     for name, number in LEVEL_NUMBERS.items():
-        meth = _emit.make_method(name, fast) if number >= floor else _emit.nop
-        setattr(BoundLogger, name, meth)
-        setattr(StructlogBoundLogger, name, _emit.chain_aware(name, meth))
+        enabled = number >= floor
+        setattr(BoundLogger, name, _emit.make_method(name, fast) if enabled else _emit.nop)
+        setattr(StructlogBoundLogger, name, _emit.make_method(name, fast, chain_aware=True)
+                if enabled else _emit.disabled_unless_chain(name))
     for cls in (BoundLogger, StructlogBoundLogger):
         cls.warn = cls.warning
         cls.fatal = cls.critical

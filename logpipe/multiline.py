@@ -25,7 +25,16 @@ written as a small state machine over bytes, plus what it misses:
   Filebeat 5 s, which delays every plain line that long — research asks for ≤ 1 s).
 
 A traceback that follows a plain line is *not* joined to it (Fluent Bit's rule): an unrelated
-earlier line ("starting worker") would otherwise swallow a later crash. Physical lines are
+earlier line ("starting worker") would otherwise swallow a later crash — unless that line is an
+error line (:data:`ERROR_LINE`: stdlib's ``ERROR:shop.payments:payment failed``, or ``ERROR`` /
+``CRITICAL`` / ``FATAL`` as a word near its start), which is what ``logging.exception`` prints
+right before its traceback.
+
+A Node.js crash report (``file.js:LINE``, the source line, a caret line, then the ``Error:``
+with its ``at`` lines and, last, ``Node.js vX``) is one group: it starts when a location line
+(:data:`NODE_LOCATION`) is followed by any line and then a caret-only line, and ends with the
+``Node.js v`` line (or a JSON line, the caps, or the idle deadline). When the caret line does
+not come, the held lines go out one by one, as plain lines would. Physical lines are
 joined with ``\\n``; a trailing ``\\r`` (CRLF writers) is dropped from each joined line.
 Every byte of every line comes out exactly once, in order: joins only replace the newline
 between lines.
@@ -33,6 +42,7 @@ between lines.
 
 from __future__ import annotations
 
+import re
 import time
 
 #: Fluent Bit's python parser start state: ``^Traceback \(most recent call last\):$``
@@ -46,6 +56,17 @@ CHAIN_LINES = (
     b"The above exception was the direct cause of the following exception:",
 )
 
+#: A plain line after which a traceback belongs to it (``logging.exception``'s message line).
+ERROR_LINE = re.compile(
+    rb"^(?:ERROR|CRITICAL|FATAL|EXCEPTION)[:\s]|^.{0,80}?[\s\[|](?:ERROR|CRITICAL|FATAL)[\]\s:|]").match
+#: The first line of a Node.js crash report: where it was thrown (``/app/x.js:12``,
+#: ``node:internal/…:288``, ``file:///…:3``, ``[eval]:1``, ``C:\app\x.js:12``).
+NODE_LOCATION = re.compile(rb"^(?:/|file://|node:|\[eval\]|[A-Za-z]:\\)\S*:\d+\r?$").match
+#: The caret line under the source line.
+NODE_CARET = re.compile(rb"^[ \t]*\^+[ \t]*\r?$").match
+#: The last line of the report.
+NODE_FOOTER = b"Node.js v"
+
 MAX_LINES = 500
 MAX_BYTES = 2 << 20
 IDLE_SECONDS = 0.5
@@ -57,8 +78,20 @@ _TB = 2  # inside a traceback body: indented lines continue, first unindented li
 _AFTER = 3  # traceback complete; held in case a chain (or an indented note) follows
 _CHAIN = 4  # saw "During handling…": blank lines and the next Traceback line continue
 _EGROUP = 5  # exception group: every indented line continues
+_NODE_LOC = 6  # a Node.js location line held: the source line comes next
+_NODE_SRC = 7  # location + source held: a caret line makes it a crash report
+_NODE = 8  # inside a Node.js crash report: everything up to "Node.js vX" continues
 
 _INDENT = (32, 9)  # ord(" "), ord("\t")
+
+
+def _node_location(line: bytes) -> bool:
+    """A Node.js crash report's first line? (first-byte test first: plain lines pay ~nothing)"""
+    return ((line[:1] in _NODE_FIRST or line[1:2] == b":")
+            and NODE_LOCATION(line) is not None)
+
+
+_NODE_FIRST = (b"/", b"f", b"n", b"[")
 
 
 def _strip_cr(line: bytes) -> bytes:
@@ -74,8 +107,8 @@ class Joiner:
     shutdown), or by ``poll()`` once ``idle_deadline`` has passed.
     """
 
-    __slots__ = ("_bytes", "_end", "_held", "_state", "_tentative", "idle_deadline", "max_bytes",
-                 "max_lines", "timeout")
+    __slots__ = ("_bytes", "_end", "_ends", "_held", "_state", "_tentative", "idle_deadline",
+                 "max_bytes", "max_lines", "timeout")
 
     def __init__(self, *, timeout: float = IDLE_SECONDS, max_lines: int = MAX_LINES,
                  max_bytes: int = MAX_BYTES) -> None:
@@ -88,6 +121,8 @@ class Joiner:
         self._end = 0
         # blank lines after a finished traceback: part of the group only if a chain line follows
         self._tentative: list[tuple[bytes, int]] = []
+        #: end offsets of the lines of a possible Node.js report (given back one by one if not)
+        self._ends: list[int] = []
         #: monotonic time after which held lines must be flushed; None when nothing is held
         self.idle_deadline: float | None = None
 
@@ -103,7 +138,7 @@ class Joiner:
         if state == _IDLE and first == b"{":
             return [(line, end_offset)]  # hot path: JSON, nothing pending
         if (state == _PLAIN and first > b" " and first != b"{" and len(self._held) == 1
-                and not line.startswith(b"Traceback")):
+                and not line.startswith(b"Traceback") and not _node_location(line)):
             # plain writers' path: an unindented line ends the held single line and is held
             # in its place (byte > 0x20: neither indented nor blank)
             prev, prev_end = self._held[0], self._end
@@ -136,6 +171,11 @@ class Joiner:
         if state == _PLAIN:
             if indented and not blank and not self._is_group_start(body):
                 self._add(line, end, out)
+                return
+            if body == TRACEBACK_START and ERROR_LINE(self._held[0]):
+                self._add(line, end, out)  # logging.exception: message line, then traceback
+                if self._state == _PLAIN:
+                    self._state = _TB
                 return
             self._emit(out)
             self._start(line, end, out)
@@ -182,12 +222,37 @@ class Joiner:
             self._emit(out)
             self._start(line, end, out)
             return
+        if state >= _NODE_LOC:
+            self._step_node(state, line, body, end, out)
+            return
         # _EGROUP
         if indented and not blank:
             self._add(line, end, out)
             return
         self._emit(out)
         self._start(line, end, out)
+
+    def _step_node(self, state: int, line: bytes, body: bytes, end: int,
+                   out: list[tuple[bytes, int]]) -> None:
+        if state == _NODE_LOC:  # the source line, whatever it is
+            self._held.append(line)
+            self._bytes += len(line) + 1
+            self._ends.append(end)
+            self._end = end
+            self._state = _NODE_SRC
+            return
+        if state == _NODE_SRC:
+            if NODE_CARET(body):
+                self._add(line, end, out)
+                if self._state == _NODE_SRC:
+                    self._state = _NODE
+                return
+            self._emit(out)  # not a crash report: the held lines go out one by one
+            self._start(line, end, out)
+            return
+        self._add(line, end, out)  # _NODE
+        if body.startswith(NODE_FOOTER):
+            self._emit(out)
 
     @staticmethod
     def _is_group_start(body: bytes) -> bool:
@@ -203,6 +268,9 @@ class Joiner:
             state = _TB
         elif body[0] in _INDENT and self._is_group_start(body):
             state = _EGROUP
+        elif _node_location(body):
+            state = _NODE_LOC
+            self._ends = [end]
         else:
             state = _PLAIN
         self._state = state
@@ -233,7 +301,9 @@ class Joiner:
 
     def _emit(self, out: list[tuple[bytes, int]]) -> None:
         held = self._held
-        if held:
+        if self._state in (_NODE_LOC, _NODE_SRC):  # not (yet) a crash report: one by one
+            out.extend(zip(held, self._ends, strict=True))
+        elif held:
             if len(held) == 1:
                 out.append((held[0], self._end))
             else:

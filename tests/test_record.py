@@ -11,14 +11,14 @@ from logpipe import record
 
 def test_pino_line_is_normalised() -> None:
     """pino's msg, numeric level and epoch-ms time become message, a level name and RFC 3339."""
-    rec = record.loads_record(b'{"msg":"hi","level":40,"time":1700000000123}')
+    rec = record.normalise(record.parse_line(b'{"msg":"hi","level":40,"time":1700000000123}'))
     assert rec == {"message": "hi", "level": "warning", "time": "2023-11-14T22:13:20.123000Z"}
 
 
 def test_structlog_default_event_and_iso_timestamp() -> None:
     """structlog's event/timestamp and logging's levelname are renamed."""
-    rec = record.loads_record(
-        b'{"event":"x","timestamp":"2026-01-02T03:04:05+01:00","levelname":"ERROR"}')
+    rec = record.normalise(record.parse_line(
+        b'{"event":"x","timestamp":"2026-01-02T03:04:05+01:00","levelname":"ERROR"}'))
     assert rec == {"message": "x", "time": "2026-01-02T02:04:05.000000Z", "level": "error"}
 
 

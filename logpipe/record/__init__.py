@@ -1,19 +1,56 @@
 """The record: key names, normalisation of whatever a process wrote, NDJSON encode/decode.
 
-A record is a plain ``dict`` that goes straight through orjson. This module is the only place
-that knows the key names and the aliases other loggers use (SPEC §1); nothing here raises on bad
-input — a line that is not a JSON object becomes ``{"message": <line>}``.
+A record is a plain ``dict`` that goes straight through orjson. This package is the only place
+that knows the key names and the aliases other loggers use (SPEC §1): ``_rules`` holds the alias
+table (one place), ``_time`` the one canonical-time check, the one RFC 3339 formatter and the
+time parser. Nothing here raises on bad input — a line that is not a JSON object becomes
+``{"message": <line>}``.
 """
 
 from __future__ import annotations
 
-import math
-import time as _time
+import json
+import re
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from typing import Any
 
 import orjson
+
+from logpipe.record._rules import (
+    EXCEPTION_SOURCES,
+    HOST_ALIASES,
+    LEVEL_ALIASES,
+    LOCAL_TIME_KEYS,
+    LOGGER,
+    LOGURU,
+    MESSAGE_ALIASES,
+    NEEDS_WORK,
+    SERVICE_ALIASES,
+    TIME_ALIASES,
+    TIME_ORIGINAL,
+    parse_plain,
+    rename,
+)
+from logpipe.record._time import (
+    MAX_EPOCH,
+    MIN_EPOCH,
+    TimeFormatter,
+    format_time,
+    is_canonical_time,
+    normalise_time,
+    now,
+    to_epoch,
+)
+
+__all__ = [
+    "EXCEPTION", "EXCEPTION_SOURCES", "FEATURE", "HOST", "HOST_ALIASES", "INSTANCE_ID", "LEVEL",
+    "LEVELS", "LEVEL_ALIASES", "LOCAL_TIME_KEYS", "LOGGER", "LOGURU", "MAX_EPOCH", "MESSAGE",
+    "MESSAGE_ALIASES", "MIN_EPOCH", "OWN_MARK_KEY", "OWN_MARK_VALUE", "PID", "PM_ID",
+    "SERVICE", "SERVICE_ALIASES", "SOURCE", "TIME", "TIME_ALIASES", "TIME_ORIGINAL",
+    "TRUNCATED", "LineNormaliser", "TimeFormatter", "decode_text", "dumps", "format_time",
+    "is_canonical_time", "is_own", "normalise", "normalise_level", "normalise_time", "now",
+    "parse_line", "to_epoch",
+]
 
 # --- key names (SPEC §1) ---------------------------------------------------------------------
 TIME = "time"
@@ -36,12 +73,6 @@ OWN_MARK_VALUE = "diagnostic"
 
 LEVELS = ("debug", "info", "warning", "error", "critical")
 _LEVEL_SET = frozenset(LEVELS)
-
-# Aliases, in order of preference (the first present wins). pino/bunyan write ``msg``,
-# structlog's default is ``event``; ``timestamp``/``ts``/``@timestamp`` are the usual time keys.
-MESSAGE_ALIASES = ("msg", "event")
-TIME_ALIASES = ("timestamp", "@timestamp", "ts")
-LEVEL_ALIASES = ("levelname", "severity")
 
 _LEVEL_NAMES: dict[str, str] = {
     "trace": "debug",
@@ -69,93 +100,7 @@ _LEVEL_NAMES: dict[str, str] = {
 _PINO_LEVELS = {10: "debug", 20: "debug", 30: "info", 40: "warning", 50: "error", 60: "critical"}
 
 # Keys whose presence means the fast path (keep the line's bytes) is not possible.
-_NEEDS_WORK = frozenset((*MESSAGE_ALIASES, *TIME_ALIASES, *LEVEL_ALIASES))
-
-
-# --- time ---------------------------------------------------------------------------------------
-def format_time(epoch: float) -> str:
-    """Epoch seconds → RFC 3339 UTC with microseconds and ``Z`` (``2026-11-23T14:01:51.123456Z``)."""
-    secs = math.floor(epoch)
-    micros = round((epoch - secs) * 1_000_000)
-    if micros >= 1_000_000:
-        secs += 1
-        micros -= 1_000_000
-    t = _time.gmtime(secs)
-    return (
-        f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}T"
-        f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}.{micros:06d}Z"
-    )
-
-
-def now() -> str:
-    """The current time as :func:`format_time` renders it."""
-    return format_time(_time.time())
-
-
-def _epoch_from_number(value: float) -> float | None:
-    """Seconds, milliseconds, microseconds or nanoseconds since the epoch, told apart by size."""
-    if not math.isfinite(value) or value < 0:
-        return None
-    if value < 1e11:  # seconds until the year 5138
-        return float(value)
-    if value < 1e14:
-        return value / 1e3
-    if value < 1e17:
-        return value / 1e6
-    return value / 1e9
-
-
-def to_epoch(value: Any) -> float | None:
-    """A time value as a line may carry it → epoch seconds, or ``None`` when it is not a time.
-
-    Accepts epoch s/ms/µs/ns (number or digit string) and ISO 8601 / RFC 3339 strings (naive ones
-    are taken as UTC).
-    """
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int | float):
-        return _epoch_from_number(value)
-    if not isinstance(value, str) or not value or len(value) > 64:
-        return None
-    s = value.strip()
-    if s[:1].isdigit() and s.replace(".", "", 1).isdigit():
-        try:
-            return _epoch_from_number(float(s))
-        except ValueError:
-            return None
-    try:
-        dt = datetime.fromisoformat(s)
-    except ValueError:
-        return None
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    try:
-        return dt.timestamp()
-    except (OverflowError, OSError, ValueError):
-        return None
-
-
-def _is_canonical_time(value: Any) -> bool:
-    return (
-        isinstance(value, str)
-        and len(value) == 27
-        and value[10] == "T"
-        and value[19] == "."
-        and value[26] == "Z"
-    )
-
-
-def normalise_time(value: Any) -> str | None:
-    """A time value → canonical RFC 3339 UTC string, or ``None`` when it is not a time."""
-    if _is_canonical_time(value):
-        return str(value)
-    epoch = to_epoch(value)
-    if epoch is None:
-        return None
-    try:
-        return format_time(epoch)
-    except (OverflowError, OSError, ValueError):
-        return None
+_NEEDS_WORK = NEEDS_WORK
 
 
 # --- level --------------------------------------------------------------------------------------
@@ -190,21 +135,35 @@ def parse_line(line: bytes) -> dict[str, Any]:
     """One line (no trailing newline) → a dict: the JSON object it holds, else ``{"message": …}``.
 
     Never raises. Invalid UTF-8 inside a JSON line is replaced and the JSON kept when it still
-    parses. A trailing ``\\r`` is dropped.
+    parses. A trailing ``\\r`` is dropped. Integers beyond 64 bits are kept exact (orjson would
+    round them to floats), and a Python writer's ``NaN``/``Infinity`` do not turn the object
+    into plain text.
     """
     if line.endswith(b"\r"):
         line = line[:-1]
     if line[:1] == b"{":
         try:
             obj = orjson.loads(line)
+            if _LONG_DIGITS(line) is not None:  # rare: maybe an integer orjson cannot hold
+                obj = _loads_exact(line, obj)
         except orjson.JSONDecodeError:
-            try:
-                obj = orjson.loads(decode_text(line))
-            except orjson.JSONDecodeError:
-                obj = None
+            obj = _loads_exact(line, None)
         if isinstance(obj, dict):
             return obj
     return {MESSAGE: decode_text(line)}
+
+
+#: 19 digits in a row: the shortest integer that may fall outside orjson's range (-2**63 to 2**64)
+_LONG_DIGITS = re.compile(rb"\d{19}").search
+
+
+def _loads_exact(line: bytes, fallback: Any) -> Any:
+    """The stdlib parser (exact big integers; ``NaN``/``Infinity`` accepted): the slow path of
+    the slow path, for lines orjson refused or may have rounded."""
+    try:
+        return json.loads(decode_text(line))
+    except (ValueError, RecursionError):
+        return fallback
 
 
 def is_own(rec: Mapping[str, Any]) -> bool:
@@ -213,56 +172,22 @@ def is_own(rec: Mapping[str, Any]) -> bool:
 
 
 def normalise(rec: dict[str, Any], defaults: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Rename aliases in place (``msg``/``event`` → ``message``, time and level keys) and fill in
-    what is missing from ``defaults``. Existing keys are never overwritten. Returns ``rec``.
+    """Apply the alias table in place (``msg``/``event`` → ``message``, time, level, host,
+    service, exception keys, loguru's envelope; see ``_rules``) and fill in what is missing from
+    ``defaults``. Existing keys are never overwritten. Returns ``rec``.
 
-    ``defaults`` may hold ``time`` (the receipt time, used when the line has none), ``level``
-    (the stream's default: ``info``, or ``error`` for stderr) and any other key to fill.
+    ``defaults`` may hold ``time`` (the receipt time, used when the line has none or has one
+    that is not a time between 1970 and 2100 — the original is then kept in
+    ``time_original``), ``level`` (the stream's default: ``info``, or ``error`` for stderr) and
+    any other key to fill.
     """
     if not _NEEDS_WORK.isdisjoint(rec) or LEVEL in rec or TIME in rec:
-        _rename_aliases(rec)
+        rename(rec, defaults.get(TIME) if defaults else None, normalise_level)
     if defaults:
         for key, value in defaults.items():
             if key not in rec:
                 rec[key] = value
     return rec
-
-
-def _rename_aliases(rec: dict[str, Any]) -> None:
-    if MESSAGE not in rec:
-        for alias in MESSAGE_ALIASES:
-            if alias in rec:
-                rec[MESSAGE] = rec.pop(alias)
-                break
-    # time: an existing ``time`` is normalised in place when it parses (pino writes epoch ms)
-    if TIME in rec:
-        t = rec[TIME]
-        if not _is_canonical_time(t):
-            canonical = normalise_time(t)
-            if canonical is not None:
-                rec[TIME] = canonical
-    else:
-        for alias in TIME_ALIASES:
-            if alias in rec:
-                canonical = normalise_time(rec[alias])
-                if canonical is not None:
-                    del rec[alias]
-                    rec[TIME] = canonical
-                    break
-    if LEVEL in rec:
-        lvl = rec[LEVEL]
-        if lvl not in LEVELS:
-            name = normalise_level(lvl)
-            if name is not None:
-                rec[LEVEL] = name
-    else:
-        for alias in LEVEL_ALIASES:
-            if alias in rec:
-                name = normalise_level(rec[alias])
-                if name is not None:
-                    del rec[alias]
-                    rec[LEVEL] = name
-                    break
 
 
 # --- the hot path for sources -------------------------------------------------------------------
@@ -312,6 +237,7 @@ class LineNormaliser:
         decode_error = orjson.JSONDecodeError
         needs_work = _NEEDS_WORK
         levels = _LEVEL_SET
+        canonical = is_canonical_time
         fragments = self._fragments
         time_frag = b'"time":"' + received.encode() + b'"'
         for line in lines:
@@ -324,8 +250,7 @@ class LineNormaliser:
                     t = obj.get(TIME)
                     lv = obj.get(LEVEL)
                     if (
-                        (t is None or (type(t) is str and len(t) == 27 and t[10] == "T"
-                                       and t[26] == "Z"))
+                        (t is None or canonical(t))
                         and (lv is None or (type(lv) is str and lv in levels))
                         and obj.get(OWN_MARK_KEY) != OWN_MARK_VALUE
                     ):
@@ -366,7 +291,11 @@ class LineNormaliser:
         defaults.setdefault(TIME, received)
         # a plain-text line takes the stream's level (error for stderr); a JSON object without
         # a level is info
-        plain = len(rec) == 1 and rec.get(MESSAGE) == decode_text(line)
+        text = rec.get(MESSAGE)
+        plain = len(rec) == 1 and isinstance(text, str) and (
+            line[:1] != b"{" or text == decode_text(line))
+        if plain and isinstance(text, str):
+            parse_plain(rec, text)  # stdlib's LEVEL:logger:message, a joined traceback, Node
         defaults.setdefault(LEVEL, self._plain_level if plain else "info")
         normalise(rec, defaults)
         return rec, dumps(rec)
@@ -375,13 +304,30 @@ class LineNormaliser:
 # --- encoding -----------------------------------------------------------------------------------
 def dumps(rec: Mapping[str, Any]) -> bytes:
     """One record → one NDJSON line without the newline. Never raises: unserialisable values are
-    rendered with ``repr``; non-string keys are stringified."""
+    rendered with ``repr``; non-string keys are stringified; integers beyond 64 bits are written
+    exactly (as JSON numbers)."""
     try:
         return orjson.dumps(rec, default=repr, option=orjson.OPT_NON_STR_KEYS)
     except TypeError:
-        # e.g. integers beyond 64 bits, or a dict nested too deep: each value that orjson
-        # refuses is rendered with repr, the rest kept as they are
+        pass
+    try:  # integers beyond orjson's 64 bits, written as the exact number they are
+        return orjson.dumps(_exact_ints(rec), default=repr, option=orjson.OPT_NON_STR_KEYS)
+    except TypeError:
+        # e.g. a dict nested too deep: each value that orjson refuses is rendered with repr,
+        # the rest kept as they are
         return orjson.dumps({str(k): _safe_value(v) for k, v in rec.items()})
+
+
+def _exact_ints(value: Any, depth: int = 0) -> Any:
+    if value.__class__ is int and not -(2**63) <= value < 2**64:
+        return orjson.Fragment(str(value).encode())
+    if depth > 250:
+        return value
+    if isinstance(value, dict):
+        return {k: _exact_ints(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_exact_ints(v, depth + 1) for v in value]
+    return value
 
 
 def _safe_value(value: Any) -> Any:
@@ -389,8 +335,3 @@ def _safe_value(value: Any) -> Any:
         return orjson.Fragment(orjson.dumps(value, default=repr, option=orjson.OPT_NON_STR_KEYS))
     except TypeError:
         return repr(value)
-
-
-def loads_record(line: bytes) -> dict[str, Any]:
-    """An NDJSON line (or plain text) → a normalised record. Never raises."""
-    return normalise(parse_line(line))

@@ -59,10 +59,12 @@ EXCEPTION_SOURCES: tuple[Path, ...] = (("err", "stack"), ("error", "stack_trace"
 #: loguru ``serialize=True``: ``{"text": …, "record": {…}}``
 LOGURU_KEYS = ("text", "record")
 
-#: Top-level keys whose presence sends a JSON line down the slow path (renames to do).
+#: Top-level keys whose presence sends a JSON line down the slow path (renames to do). Not
+#: ``service`` (every logpipe line has it): ECS's nested ``{"service": {"name": …}}`` comes with
+#: ECS's ``log.level``, which is here.
 NEEDS_WORK = frozenset(
     [p if isinstance(p, str) else p[0] for p in (
-        *MESSAGE_ALIASES, *TIME_ALIASES, *LEVEL_ALIASES, *HOST_ALIASES, *SERVICE_ALIASES,
+        *MESSAGE_ALIASES, *TIME_ALIASES, *LEVEL_ALIASES, *HOST_ALIASES, "service.name",
         *EXCEPTION_SOURCES, *MESSAGE_FALLBACKS, APP_NAME_MARKER, "record")])
 
 

@@ -8,7 +8,7 @@ import math
 import re
 import time as _time
 from datetime import UTC, datetime, timedelta, timezone
-from typing import Any
+from typing import Any, TypeGuard
 
 #: Times Splunk indexes sensibly: from the epoch up to (not including) 2101-01-01T00:00:00Z.
 #: Anything outside is "implausible" (SPEC §4): the record gets the read time instead.
@@ -92,7 +92,7 @@ def _check_second(prefix: str) -> bool:
     return True
 
 
-def is_canonical_time(value: Any) -> bool:
+def is_canonical_time(value: Any) -> TypeGuard[str]:
     """True when ``value`` is exactly SPEC §1's form — ``2026-11-23T14:01:51.123456Z``, a real
     date and time, between 1970 and 2100 — so it can be passed on untouched. The one check:
     every module that asks "is this time canonical" calls this (the collector's hot path too:

@@ -78,8 +78,7 @@ class EnvelopeEncoder:
         exactly (no float rounding); other forms go through :func:`record.to_epoch`; a record
         without a usable time gets the current time.
         """
-        if (value.__class__ is str and len(value) == 27 and value[19] == "." and value[26] == "Z"
-                and value[10] == "T" and value.isascii()):
+        if record.is_canonical_time(value):
             frac = value[20:26]
             if frac.isdigit():
                 prefix = value[:19]
@@ -194,7 +193,7 @@ class EnvelopeEncoder:
             get = rec.get
             t = get("time")
             tb = None
-            if t.__class__ is str and len(t) == 27 and t[19] == "." and t[26] == "Z" and t.isascii():
+            if record.is_canonical_time(t):
                 secs = tcache.get(t[:19])
                 frac = t[20:26]
                 if secs is not None and frac.isdigit():

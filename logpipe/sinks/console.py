@@ -193,7 +193,7 @@ def _text(value: Any) -> str:
 def _short_time(value: str) -> str:
     """``2026-11-23T14:01:51.123456Z`` → ``2026-11-23T14:01:51.123Z`` (milliseconds are enough
     to read; the files and Splunk keep the microseconds)."""
-    if len(value) == 27 and value[19] == "." and value[26] == "Z":
+    if record.is_canonical_time(value):
         return value[:23] + "Z"
     return value
 

@@ -247,12 +247,23 @@ class Joiner:
                 if self._state == _NODE_SRC:
                     self._state = _NODE
                 return
+            if self._continues_plain():  # an indented line after it: the usual plain join
+                self._state = _PLAIN
+                self._step(line, end, out)
+                return
             self._emit(out)  # not a crash report: the held lines go out one by one
             self._start(line, end, out)
             return
         self._add(line, end, out)  # _NODE
         if body.startswith(NODE_FOOTER):
             self._emit(out)
+
+    def _continues_plain(self) -> bool:
+        """A held location line + an indented (non-blank) line: a plain line and its
+        continuation, as if no crash report had been suspected."""
+        held = self._held
+        return (len(held) == 2 and held[1][:1] in (b" ", b"\t")
+                and bool(_strip_cr(held[1]).strip()))
 
     @staticmethod
     def _is_group_start(body: bytes) -> bool:
@@ -301,7 +312,8 @@ class Joiner:
 
     def _emit(self, out: list[tuple[bytes, int]]) -> None:
         held = self._held
-        if self._state in (_NODE_LOC, _NODE_SRC):  # not (yet) a crash report: one by one
+        if self._state in (_NODE_LOC, _NODE_SRC) and not self._continues_plain():
+            # not (yet) a crash report: the held lines go out one by one
             out.extend(zip(held, self._ends, strict=True))
         elif held:
             if len(held) == 1:

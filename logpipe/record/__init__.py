@@ -94,6 +94,7 @@ _LEVEL_NAMES: dict[str, str] = {
     "emerg": "critical",
     "emergency": "critical",
     "panic": "critical",
+    "dpanic": "error",  # zap: panics in development, logs at error in production
 }
 
 # pino numeric levels: 10 trace, 20 debug, 30 info, 40 warn, 50 error, 60 fatal
@@ -137,7 +138,7 @@ def parse_line(line: bytes) -> dict[str, Any]:
     Never raises. Invalid UTF-8 inside a JSON line is replaced and the JSON kept when it still
     parses. A trailing ``\\r`` is dropped. Integers beyond 64 bits are kept exact (orjson would
     round them to floats), and a Python writer's ``NaN``/``Infinity`` do not turn the object
-    into plain text.
+    into plain text (they become the strings ``"NaN"``/``"Infinity"``).
     """
     if line.endswith(b"\r"):
         line = line[:-1]
@@ -161,7 +162,8 @@ def _loads_exact(line: bytes, fallback: Any) -> Any:
     """The stdlib parser (exact big integers; ``NaN``/``Infinity`` accepted): the slow path of
     the slow path, for lines orjson refused or may have rounded."""
     try:
-        return json.loads(decode_text(line))
+        # NaN / Infinity (JSON has no such numbers) are kept as the text the writer wrote
+        return json.loads(decode_text(line), parse_constant=str)
     except (ValueError, RecursionError):
         return fallback
 
@@ -332,6 +334,7 @@ def _exact_ints(value: Any, depth: int = 0) -> Any:
 
 def _safe_value(value: Any) -> Any:
     try:
-        return orjson.Fragment(orjson.dumps(value, default=repr, option=orjson.OPT_NON_STR_KEYS))
+        return orjson.Fragment(orjson.dumps(_exact_ints(value), default=repr,
+                                            option=orjson.OPT_NON_STR_KEYS))
     except TypeError:
         return repr(value)

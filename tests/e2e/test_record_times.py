@@ -59,7 +59,7 @@ def _check_records(recs: list[dict[str, Any]], t0: float, t1: float) -> None:
     for msg, original in BAD_TIMES:
         rec = by[msg]
         assert t0 - 1 <= _instant(rec["time"]) <= t1 + 1, (msg, rec["time"])
-        assert rec["time_original"] == (original if msg != "nan" else "nan"), rec
+        assert rec["time_original"] == (original if msg != "nan" else "NaN"), rec
     assert by["ok"]["time"] == GOOD_TIME and "time_original" not in by["ok"]
     assert (by["big"]["n"], by["big"]["neg"], by["big"]["nested"]) == (BIG, NEG, {"k": [HUGE]})
     assert by["big-fast"]["n"] == BIG

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import time
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -150,6 +152,10 @@ _line = st.one_of(
         b'{"message": "j"}',
         b"plain",
         b"\tindented",
+        b"ERROR:shop.payments:payment failed",
+        b"/app/x.js:3",
+        b"    ^",
+        b"Node.js v20.20.2",
     ]),
     st.binary(max_size=20).filter(lambda b: b"\n" not in b and b"\r" not in b),
 )
@@ -177,3 +183,69 @@ def test_never_loses_or_reorders_bytes(lines: list[bytes], cap: int) -> None:
         i += text.count(b"\n") + 1
         assert end == ends[i - 1]
     assert j.pending == 0
+
+
+def test_logging_exception_traceback_joins_its_error_line() -> None:
+    """What a real ``logging.exception`` prints with the stdlib's default format (its
+    ``ERROR:logger:message`` line, then the traceback) is one logical line; the plain line
+    before it and the one after stay their own."""
+    code = ("import logging\nlogging.basicConfig()\nlog = logging.getLogger('shop.payments')\n"
+            "log.warning('starting worker')\ntry:\n    1/0\nexcept ZeroDivisionError:\n"
+            "    log.exception('payment failed')\nlog.warning('after')\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=30, check=True)
+    lines = proc.stderr.rstrip(b"\n").split(b"\n")
+    out = feed(lines)
+    assert [text.split(b"\n")[0] for text, _ in out] == [
+        b"WARNING:shop.payments:starting worker", b"ERROR:shop.payments:payment failed",
+        b"WARNING:shop.payments:after"]
+    assert out[1][0].split(b"\n")[1] == b"Traceback (most recent call last):"
+    assert out[1][0].endswith(b"ZeroDivisionError: division by zero")
+
+
+@pytest.mark.parametrize("first", [b"starting worker", b"INFO:app:ready", b"2026-12-01 INFO ok"])
+def test_traceback_after_a_line_that_is_not_an_error_stays_apart(first: bytes) -> None:
+    """An unrelated earlier line does not swallow a later crash (Fluent Bit's rule)."""
+    out = feed([first, b"Traceback (most recent call last):", b'  File "a.py", line 1',
+                b"ValueError: x"])
+    assert [t for t, _ in out] == [
+        first, b'Traceback (most recent call last):\n  File "a.py", line 1\nValueError: x']
+
+
+@pytest.mark.parametrize("first", [b"ERROR:a:b", b"2026-12-01 13:40:15,173 ERROR a b",
+                                   b"[CRITICAL] worker died", b"FATAL: x"])
+def test_traceback_after_an_error_line_joins_it(first: bytes) -> None:
+    """Error lines in the common formats take the traceback that follows them."""
+    out = feed([first, b"Traceback (most recent call last):", b'  File "a.py", line 1',
+                b"ValueError: x", b"next"])
+    assert [t for t, _ in out] == [
+        first + b'\nTraceback (most recent call last):\n  File "a.py", line 1\nValueError: x',
+        b"next"]
+
+
+def test_node_crash_report_is_one_group() -> None:
+    """A real Node.js crash (location, source, caret, blank, TypeError, at-lines, blank,
+    ``Node.js vX``) is one logical line; the lines around it stay their own."""
+    if shutil.which("node") is None:
+        pytest.skip("node is not installed")
+    proc = subprocess.run(["node", "-e", "function f() { null.x; }\nf();"], capture_output=True,
+                          timeout=30)
+    assert proc.returncode != 0
+    crash = proc.stderr.rstrip(b"\n").split(b"\n")
+    lines = [b"booting", *crash, b'{"message":"next"}']
+    out = feed(lines)
+    assert [t for t, _ in out] == [b"booting", b"\n".join(crash), b'{"message":"next"}']
+    assert out[1][1] == sum(len(x) + 1 for x in lines[:-1])
+    assert crash[-1].startswith(b"Node.js v") and crash[2].strip() == b"^"
+
+
+def test_node_location_without_caret_gives_lines_back_one_by_one() -> None:
+    """A line that only looks like a Node location (``/path:12``) and a line after it, with no
+    caret line, go out as separate lines with their own offsets; an indented line after it
+    joins it as after any plain line."""
+    lines = [b"/srv/app/config.js:12", b"loaded", b"ready", b"/x.js:1", b"  indented",
+             b"  more", b"/y.js:2", b"  only"]
+    out = feed(lines)
+    ends = [sum(len(x) + 1 for x in lines[:i + 1]) for i in range(len(lines))]
+    assert out == [(b"/srv/app/config.js:12", ends[0]), (b"loaded", ends[1]),
+                   (b"ready", ends[2]), (b"/x.js:1\n  indented\n  more", ends[5]),
+                   (b"/y.js:2\n  only", ends[7])]

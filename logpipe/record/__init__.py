@@ -101,7 +101,7 @@ _LEVEL_NAMES: dict[str, str] = {
 _PINO_LEVELS = {10: "debug", 20: "debug", 30: "info", 40: "warning", 50: "error", 60: "critical"}
 
 # Keys whose presence means the fast path (keep the line's bytes) is not possible.
-_NEEDS_WORK = NEEDS_WORK
+_NEEDS_WORK = NEEDS_WORK | {OWN_MARK_KEY}
 
 
 # --- level --------------------------------------------------------------------------------------
@@ -241,45 +241,63 @@ class LineNormaliser:
         levels = _LEVEL_SET
         canonical = is_canonical_time
         fragments = self._fragments
-        time_frag = b'"time":"' + received.encode() + b'"'
+        n_frag = len(fragments)
+        bits = [(k, v, 1 << i) for i, (k, v, _) in enumerate(fragments)]
+        time_bit = 1 << n_frag
+        level_bit = time_bit << 1
+        # the bytes spliced before the closing brace, per set of missing keys (bit i: default
+        # i; then time, level), built once per batch (the read time is the batch's)
+        tails: dict[int, bytes] = {}
         for line in lines:
             if line and line[0] == 123 and line[-1] == 125:  # b"{" ... b"}"
                 try:
                     obj = loads(line)
                 except decode_error:
                     obj = None
+                # (logpipe's own mark is in needs_work: such lines take the slow path)
                 if type(obj) is dict and needs_work.isdisjoint(obj):
                     t = obj.get(TIME)
                     lv = obj.get(LEVEL)
-                    if (
-                        (t is None or canonical(t))
-                        and (lv is None or (type(lv) is str and lv in levels))
-                        and obj.get(OWN_MARK_KEY) != OWN_MARK_VALUE
-                    ):
-                        parts = []
-                        for k, v, frag in fragments:
+                    if (t is None or canonical(t)) and (
+                            lv is None or (type(lv) is str and lv in levels)):
+                        missing = 0
+                        for k, v, bit in bits:
                             if k not in obj:
                                 obj[k] = v
-                                parts.append(frag)
+                                missing |= bit
                         if t is None:
                             obj[TIME] = received
-                            parts.append(time_frag)
+                            missing |= time_bit
                         if lv is None:
                             obj[LEVEL] = "info"
-                            parts.append(b'"level":"info"')
+                            missing |= level_bit
                         add_rec(obj)
-                        if not parts:
+                        if not missing:
                             add_out(line)
-                        elif len(obj) == len(parts):  # the line was an empty object
-                            add_out(b"{" + b",".join(parts) + b"}")
+                            continue
+                        tail = tails.get(missing)
+                        if tail is None:
+                            tail = tails[missing] = self._tail(missing, received)
+                        if len(obj) == missing.bit_count():  # the line was an empty object
+                            add_out(b"{" + tail[1:])
                         else:
-                            add_out(line[:-1] + b"," + b",".join(parts) + b"}")
+                            add_out(line[:-1] + tail)
                         continue
             res = self._slow(line, received)
             if res is not None:
                 add_rec(res[0])
                 add_out(res[1])
         return recs, outs
+
+    def _tail(self, missing: int, received: str) -> bytes:
+        """``,"key":value,…}`` for the keys whose bits are set in ``missing``."""
+        parts = [frag for i, (_, _, frag) in enumerate(self._fragments) if missing >> i & 1]
+        n = len(self._fragments)
+        if missing >> n & 1:
+            parts.append(b'"time":"' + received.encode() + b'"')
+        if missing >> (n + 1) & 1:
+            parts.append(b'"level":"info"')
+        return b"," + b",".join(parts) + b"}"
 
     def _slow(self, line: bytes, received: str) -> tuple[dict[str, Any], bytes] | None:
         if line.endswith(b"\r"):
@@ -296,7 +314,7 @@ class LineNormaliser:
         text = rec.get(MESSAGE)
         plain = len(rec) == 1 and isinstance(text, str) and (
             line[:1] != b"{" or text == decode_text(line))
-        if plain and isinstance(text, str):
+        if plain and isinstance(text, str) and (text[:1] in "DIWEC" or "\n" in text):
             parse_plain(rec, text)  # stdlib's LEVEL:logger:message, a joined traceback, Node
         defaults.setdefault(LEVEL, self._plain_level if plain else "info")
         normalise(rec, defaults)

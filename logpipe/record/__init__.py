@@ -83,6 +83,7 @@ _LEVEL_NAMES: dict[str, str] = {
     "information": "info",
     "informational": "info",
     "notice": "info",
+    "success": "info",  # loguru
     "warn": "warning",
     "warning": "warning",
     "err": "error",

@@ -56,8 +56,6 @@ APP_NAME_MARKER = "hostname"
 EXCEPTION_SOURCES: tuple[Path, ...] = (("err", "stack"), ("error", "stack_trace"),
                                        "error.stack_trace", "stack", "stack_trace", "exc_info",
                                        "stacktrace")
-#: loguru ``serialize=True``: ``{"text": …, "record": {…}}``
-LOGURU_KEYS = ("text", "record")
 
 #: Top-level keys whose presence sends a JSON line down the slow path (renames to do). Not
 #: ``service`` (every logpipe line has it): ECS's nested ``{"service": {"name": …}}`` comes with
@@ -99,12 +97,14 @@ def _take(rec: dict[str, Any], key: str, aliases: tuple[Path, ...]) -> None:
     for path in aliases:
         v = _get(rec, path)
         if isinstance(v, str) and v:
-            if isinstance(rec.get(key), dict):  # ECS nested ``service``: keep the rest, dotted
-                for sub, subv in rec.pop(key).items():
-                    if sub != path[-1]:
-                        rec.setdefault(f"{key}.{sub}", subv)
+            nested = rec.pop(key) if isinstance(rec.get(key), dict) else None
+            if isinstance(path, tuple) and nested is not None:
+                nested.pop(path[-1], None)  # the path ran through the nested object itself
             else:
                 _pop(rec, path)
+            if nested:  # ECS nested ``service``: the rest kept, as dotted keys
+                for sub, subv in nested.items():
+                    rec.setdefault(f"{key}.{sub}", subv)
             rec[key] = v
             return
 
@@ -112,7 +112,7 @@ def _take(rec: dict[str, Any], key: str, aliases: tuple[Path, ...]) -> None:
 def rename(rec: dict[str, Any], received: str | None, normalise_level: Any) -> None:
     """Apply the whole table to ``rec`` in place. ``received`` is the read time (for a time that
     cannot be read); ``normalise_level`` maps a level value to a name of LEVELS or ``None``."""
-    if "record" in rec and "text" in rec:
+    if "record" in rec and "text" in rec:  # loguru serialize=True: {"text": …, "record": {…}}
         _unwrap_loguru(rec)
     if MESSAGE not in rec:
         for path in MESSAGE_ALIASES:

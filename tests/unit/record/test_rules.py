@@ -170,3 +170,13 @@ def test_big_integers_and_nan_in_reencoded_lines() -> None:
     assert json.loads(out[1])["n"] == 2**64 and json.loads(out[1])["neg"] == -(2**63) - 1
     rec = norm('{"msg":"m","ratio":NaN,"top":-Infinity}')
     assert (rec["message"], rec["ratio"], rec["top"]) == ("m", "NaN", "-Infinity")
+
+
+@pytest.mark.parametrize(("value", "name"), [
+    ("SUCCESS", "info"),  # loguru
+    ("dpanic", "error"),  # zap
+    ("WARN", "warning"), (50, "error"), ("60", "critical"), ("notice", "info"),
+])
+def test_other_loggers_level_names(value: object, name: str) -> None:
+    """Level names and numbers of the loggers in the table map to SPEC's five levels."""
+    assert record.normalise_level(value) == name

@@ -217,7 +217,9 @@ _TRACEBACK = "Traceback (most recent call last):"
 
 def _unwrap_loguru(rec: dict[str, Any]) -> None:
     """loguru ``serialize=True`` → message, level, time, pid, logger, exception, ``extra`` as the
-    record's own fields; the rest of loguru's ``record`` kept whole under ``loguru``."""
+    record's own fields. What is not moved out of loguru's ``record`` (its ``level`` and
+    ``time`` objects, file, function, line, thread, …, and any ``extra`` key the record already
+    has) stays under ``loguru``: nothing is dropped."""
     inner = rec.get("record")
     text = rec.get("text")
     if not (isinstance(inner, dict) and isinstance(text, str) and "message" in inner
@@ -225,14 +227,14 @@ def _unwrap_loguru(rec: dict[str, Any]) -> None:
         return
     rest = dict(inner)
     del rec["record"]
-    rec.setdefault(MESSAGE, rest.pop("message"))
-    level = rest.pop("level")
-    if isinstance(level.get("name"), str):
-        rec.setdefault(LEVEL, level["name"])
+    if MESSAGE not in rec:
+        rec[MESSAGE] = rest.pop("message")
+    name = rest["level"].get("name")
+    if isinstance(name, str):
+        rec.setdefault(LEVEL, name)
     t = rest.get("time")
-    if isinstance(t, dict) and isinstance(t.get("timestamp"), int | float) and TIME not in rec:
-        rec[TIME] = t["timestamp"]
-        del rest["time"]
+    if isinstance(t, dict) and isinstance(t.get("timestamp"), int | float):
+        rec.setdefault(TIME, t["timestamp"])
     proc = rest.get("process")
     if isinstance(proc, dict) and isinstance(proc.get("id"), int):
         rec.setdefault(PID, proc["id"])
@@ -243,8 +245,13 @@ def _unwrap_loguru(rec: dict[str, Any]) -> None:
         rec[EXCEPTION] = (text[at:] if at >= 0 else text).rstrip("\n")
     extra = rest.pop("extra", None)
     if isinstance(extra, dict):
+        taken = {k: v for k, v in extra.items() if k in rec}
         for k, v in extra.items():
             rec.setdefault(k, v)
+        if taken:
+            rest["extra"] = taken  # keys the record already had stay with loguru
+    elif extra is not None:
+        rest["extra"] = extra
     rec[LOGURU] = rest
 
 

@@ -210,6 +210,10 @@ class HecDouble:
         self.indexes = None if indexes is None else frozenset(indexes)
         self.disabled_tokens = set(disabled_tokens)
         self.strict_time = strict_time
+        #: fault injection: envelopes for which this returns true are refused with code 6, as
+        #: Splunk refuses an event it cannot index (logpipe itself never sends a time Splunk
+        #: would refuse, so tests pick their bad event this way)
+        self.reject_event: Callable[[dict[str, Any]], bool] | None = None
         self.port = port
         self.requests: list[Req] = []
         #: one dict per answered request: method, path, query, status, code, headers, sizes, events
@@ -746,6 +750,8 @@ class HecDouble:
                 raise _BadEvent(15)
         if self.indexes is not None and obj.get("index") is not None and obj["index"] not in self.indexes:
             raise _BadEvent(7)
+        if self.reject_event is not None and self.reject_event(obj):
+            raise _BadEvent(6)
 
 
 def _reject_constant(name: str) -> Any:

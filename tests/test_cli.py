@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -516,7 +517,8 @@ def test_pm2_logs_dir_given_as_pm2_home_names_the_fix(work: Path) -> None:
 def test_console_never_writes_terminal_control_characters(work: Path) -> None:
     """Binary garbage or a hostile record (ESC sequences that clear the screen or retitle the
     terminal, BEL, a carriage return hiding text) reaches the terminal escaped as ``\\x1b``…,
-    in the message, service, level, time and exception alike; tab and newline stay."""
+    in the message, service, level, time (kept as ``time_original``: it is no time) and exception
+    alike; tab and newline stay."""
     hostile = [
         b"plain \x1b[2J clear\x07 bell\rhidden\ttab",
         json.dumps({"message": "m\x1b]0;title\x07", "service": "api\x1b[8m", "instance_id": "0\r",
@@ -533,7 +535,9 @@ def test_console_never_writes_terminal_control_characters(work: Path) -> None:
     lines = out.splitlines()
     assert "plain \\x1b[2J clear\\x07 bell\\x0dhidden\ttab" in lines[0]
     assert "api\\x1b[8m[0\\x0d] m\\x1b]0;title\\x07" in lines[1]
-    assert lines[1].startswith("t\\x1b[1m X\\x1b[5M")
+    # a hostile time is no time (#9 part 7): the read time is shown, the original kept, escaped
+    assert re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z X\\x1b\[5M ", lines[1]), lines[1]
+    assert 'time_original="t\\u001b[1m"' in lines[1]
     assert lines[2:4] == ["    Oops\\x1b[2J", "    ValueError: x\\x9b31m"]
 
 

@@ -193,6 +193,10 @@ def normalise(rec: dict[str, Any], defaults: Mapping[str, Any] | None = None) ->
     return rec
 
 
+#: plain lines that :func:`_rules.parse_plain` may read more from (besides multi-line ones)
+_PLAIN_SHAPES = ("DEBUG:", "INFO:", "WARNING:", "ERROR:", "CRITICAL:")
+
+
 # --- the hot path for sources -------------------------------------------------------------------
 class LineNormaliser:
     """Turns raw lines from one origin into (record, NDJSON bytes) pairs, fast.
@@ -313,11 +317,12 @@ class LineNormaliser:
         # a plain-text line takes the stream's level (error for stderr); a JSON object without
         # a level is info
         text = rec.get(MESSAGE)
-        plain = len(rec) == 1 and isinstance(text, str) and (
-            line[:1] != b"{" or text == decode_text(line))
-        if plain and isinstance(text, str) and (text[:1] in "DIWEC" or "\n" in text):
-            parse_plain(rec, text)  # stdlib's LEVEL:logger:message, a joined traceback, Node
-        defaults.setdefault(LEVEL, self._plain_level if plain else "info")
+        if len(rec) == 1 and text.__class__ is str and (line[0] != 123 or text == decode_text(line)):
+            if text.startswith(_PLAIN_SHAPES) or "\n" in text:
+                parse_plain(rec, text)  # stdlib's LEVEL:logger:message, a joined traceback, Node
+            defaults.setdefault(LEVEL, self._plain_level)
+        else:
+            defaults.setdefault(LEVEL, "info")
         normalise(rec, defaults)
         return rec, dumps(rec)
 

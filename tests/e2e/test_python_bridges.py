@@ -123,6 +123,86 @@ def test_structlog_capture_logs_still_captures_through_the_bridge() -> None:
     assert after["message"] == "after" and isinstance(after["pid"], int)
 
 
+def test_get_logger_on_every_call_goes_through_logpipe() -> None:
+    """``structlog.get_logger()`` called on every log call (plain, with a name, with initial
+    values) writes logpipe records: process-wide bindings and contextvars added after the first
+    call appear on the next ones, redaction applies, a ``configure(level=)`` after the first
+    call filters the next ones (both ways), and ``capture_logs`` captures these calls. The plain
+    form hands out one shared proxy (what makes it cheap); with initial values it does not."""
+    proc = run_py(
+        """
+        import sys, logpipe, structlog
+        from structlog.contextvars import bind_contextvars
+        from structlog.testing import capture_logs
+        def work(n):
+            structlog.get_logger().info("plain", n=n, password="pw")
+            structlog.get_logger("mod.a").debug("named", n=n)
+            structlog.get_logger(component="c").warning("valued", n=n)
+        logpipe.bind(service="api")
+        work(1)
+        logpipe.bind(feature="store")
+        bind_contextvars(request_id="r-9")
+        logpipe.configure(level="debug")
+        work(2)
+        logpipe.configure(level="warning")
+        work(3)
+        with capture_logs() as cap:
+            work(4)
+        logpipe.configure(level="info")
+        work(5)
+        print([(e["event"], e["n"]) for e in cap], file=sys.stderr)
+        assert structlog.get_logger() is structlog.get_logger()
+        assert structlog.get_logger("mod.a") is structlog.get_logger("mod.a")
+        assert structlog.get_logger(component="c") is not structlog.get_logger(component="c")
+        """
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.decode().strip() == "[('plain', 4), ('named', 4), ('valued', 4)]"
+    recs = lines(proc.stdout)
+    assert [(r["message"], r["n"], r["level"]) for r in recs] == [
+        ("plain", 1, "info"), ("valued", 1, "warning"),
+        ("plain", 2, "info"), ("named", 2, "debug"), ("valued", 2, "warning"),
+        ("valued", 3, "warning"),
+        ("plain", 5, "info"), ("valued", 5, "warning")]
+    assert all(r["service"] == "api" and isinstance(r["pid"], int) for r in recs)
+    assert all("feature" not in r and "request_id" not in r for r in recs[:2])
+    assert all(_bound(r) and r["request_id"] == "r-9" for r in recs[2:])
+    assert all(r["password"] == "[REDACTED]" for r in recs if r["message"] == "plain")
+    assert all(r["component"] == "c" for r in recs if r["message"] == "valued")
+    assert all("event" not in r for r in recs)
+
+
+@pytest.mark.parametrize("how", ["configure", "reset_defaults"])
+def test_application_configuring_structlog_later_ends_the_per_call_shortcut(how: str) -> None:
+    """Loggers handed out by ``structlog.get_logger()`` while the bridge owned structlog — one
+    kept at module level and already used, and the per-call form — follow the application's
+    own ``structlog.configure`` (or structlog's defaults after ``reset_defaults``) from their
+    next call, and ``structlog.get_logger`` is structlog's own function again."""
+    change = {
+        "configure": "structlog.configure(processors=[structlog.processors.add_log_level,"
+                     " structlog.processors.JSONRenderer()])",
+        "reset_defaults": "structlog.reset_defaults()\n"
+                          "structlog.configure(processors=[structlog.processors.JSONRenderer()])",
+    }[how]
+    proc = run_py(f"""
+import logpipe, structlog
+import structlog._config
+log = structlog.get_logger()
+log.info("bridged", n=1)
+structlog.get_logger().info("bridged", n=2)
+{change}
+log.info("mine", n=3)
+structlog.get_logger().info("mine", n=4)
+assert structlog.get_logger is structlog._config.get_logger, structlog.get_logger
+""")
+    assert proc.returncode == 0, proc.stderr
+    recs = lines(proc.stdout)
+    assert [r.get("message") for r in recs[:2]] == ["bridged", "bridged"]
+    assert all(isinstance(r["pid"], int) for r in recs[:2])
+    mine = {"event": "mine", "level": "info"} if how == "configure" else {"event": "mine"}
+    assert recs[2:] == [{**mine, "n": 3}, {**mine, "n": 4}]
+
+
 def test_import_logpipe_alone_then_structlog_is_bridged() -> None:
     """Only ``import logpipe`` (no logpipe call at all), then the application imports structlog:
     its default logger writes logpipe records with the environment's bindings."""

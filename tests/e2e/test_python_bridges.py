@@ -127,11 +127,12 @@ def test_get_logger_on_every_call_goes_through_logpipe() -> None:
     """``structlog.get_logger()`` called on every log call (plain, with a name, with initial
     values) writes logpipe records: process-wide bindings and contextvars added after the first
     call appear on the next ones, redaction applies, a ``configure(level=)`` after the first
-    call filters the next ones (both ways), and ``capture_logs`` captures these calls. The plain
-    form hands out one shared proxy (what makes it cheap); with initial values it does not."""
+    call filters the next ones (both ways), ``capture_logs`` captures these calls, and a pickled
+    logger still logs. The plain form hands out one shared proxy (what makes it cheap); with
+    initial values it does not."""
     proc = run_py(
         """
-        import sys, logpipe, structlog
+        import pickle, sys, logpipe, structlog
         from structlog.contextvars import bind_contextvars
         from structlog.testing import capture_logs
         def work(n):
@@ -150,6 +151,7 @@ def test_get_logger_on_every_call_goes_through_logpipe() -> None:
             work(4)
         logpipe.configure(level="info")
         work(5)
+        pickle.loads(pickle.dumps(structlog.get_logger("mod.a"))).info("unpickled", n=6)
         print([(e["event"], e["n"]) for e in cap], file=sys.stderr)
         assert structlog.get_logger() is structlog.get_logger()
         assert structlog.get_logger("mod.a") is structlog.get_logger("mod.a")
@@ -163,7 +165,7 @@ def test_get_logger_on_every_call_goes_through_logpipe() -> None:
         ("plain", 1, "info"), ("valued", 1, "warning"),
         ("plain", 2, "info"), ("named", 2, "debug"), ("valued", 2, "warning"),
         ("valued", 3, "warning"),
-        ("plain", 5, "info"), ("valued", 5, "warning")]
+        ("plain", 5, "info"), ("valued", 5, "warning"), ("unpickled", 6, "info")]
     assert all(r["service"] == "api" and isinstance(r["pid"], int) for r in recs)
     assert all("feature" not in r and "request_id" not in r for r in recs[:2])
     assert all(_bound(r) and r["request_id"] == "r-9" for r in recs[2:])

@@ -21,9 +21,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from logpipe import diagnostics, spool
+from logpipe import diagnostics
 from logpipe.errors import DiskFullError, UsageError
-from logpipe.spool import HDR_SIZE, Spool
+from logpipe.spool import HDR_SIZE, Spool, _segments
 from tests.helpers import wait_for
 
 T = TypeVar("T")
@@ -481,7 +481,7 @@ def test_disk_full_raises_one_line_and_keeps_the_spool_consistent(tmp_path: Path
     """ENOSPC while appending → DiskFullError (one line); no partial frame is left behind and the spool
     keeps working once space is back. (ENOSPC is injected at the write call: no unprivileged way to
     fill a real filesystem here.)"""
-    real = spool._write_all
+    real = _segments.write_all
     d = str(tmp_path / "sp")
 
     def full(fd: int, data: bytes) -> None:
@@ -491,12 +491,12 @@ def test_disk_full_raises_one_line_and_keeps_the_spool_consistent(tmp_path: Path
     async def scenario() -> list[bytes]:
         async with Spool(d) as s:
             await s.append([b"before"])
-            monkeypatch.setattr(spool, "_write_all", full)
+            monkeypatch.setattr(_segments, "write_all", full)
             with pytest.raises(DiskFullError) as err:
                 await s.append([b"lost-" * 20, b"also"])
             assert "disk full" in str(err.value) and "\n" not in str(err.value)
             assert s.pending_items == 1
-            monkeypatch.setattr(spool, "_write_all", real)
+            monkeypatch.setattr(_segments, "write_all", real)
             await s.append([b"after"])
         async with Spool(d) as s:
             return await drain(s)
@@ -530,15 +530,16 @@ def test_spool_matches_a_model(program: list[tuple[Any, ...]]) -> None:
 async def _crash(s: Spool) -> None:
     """Abandon ``s`` as a kill -9 would: no cursor write, descriptors (and the flock) just dropped.
 
-    Holding the persist lock first makes sure no cursor write is half-way in a worker thread.
+    Holding the cursor-save lock first makes sure no cursor write is half-way in a worker thread.
     """
-    await s._persist_lock.acquire()
-    if s._persist_task is not None:
-        s._persist_task.cancel()
-    for fd in (s._wfd, s._rfd[1] if s._rfd else None, s._lock_fd):
-        if fd is not None:
-            os.close(fd)
-    s._wfd = s._rfd = s._lock_fd = None
+    await s._save_lock.acquire()
+    if s._save_task is not None:
+        s._save_task.cancel()
+    if s._write_fd is not None:
+        os.close(s._write_fd)
+    s._write_fd = None
+    s._reader.close()
+    s._files.unlock()
     s._closed = True
 
 

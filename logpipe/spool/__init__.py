@@ -1,0 +1,434 @@
+"""Bounded, ordered, crash-safe disk queue (the Splunk sink's spool): CRC-framed segments + a cursor.
+
+On disk, in the spool directory (the files are :mod:`logpipe.spool._segments`)::
+
+    lock                      flock()ed while a Spool is open: one process per spool directory
+    0000000000000001.seg      segments: 8-byte magic, then records  <u32 len><u32 crc32><item>
+    0000000000000002.seg      (the last one is appended to; a new one starts past segment_bytes)
+    cursor                    {"version":1,"segment":S,"offset":O} — first record not yet done
+
+Durability rules (the same ones Vector's disk buffer and Fluent Bit's filesystem storage follow):
+
+- ``append`` returns only after the records are written and ``fdatasync``ed, so an item whose
+  append returned survives a crash or ``kill -9``.
+- A crash can tear the last record of the last segment. ``open`` walks every record from the
+  cursor on, checking length and CRC, and truncates the segment at the first bad record: a
+  torn tail is dropped (it was never acknowledged to the caller), never misread as data.
+- The cursor is written atomically (temp + fsync + rename + fsync dir, ``_fsutil``) at most
+  every ``CURSOR_INTERVAL`` seconds and at close. After a crash, items marked done since the
+  last cursor write are delivered again: duplicates are bounded by that interval's worth of
+  done chunks, loss is impossible (at-least-once, like Filebeat's registry).
+- Fully consumed segments are deleted after the cursor that passes them is durable.
+
+Three positions move forward through the records: the *write end* (where ``append`` writes),
+the *read position* (the next record to hand out) and the *done position* (the first record
+not yet done; the cursor file saves it, lagging by at most ``CURSOR_INTERVAL``).
+
+The bound (``max_bytes``) counts record bytes not yet done; ``append`` blocks while the spool
+is over it (back-pressure, Vector's ``when_full = "block"``) and says so once. Disk usage can
+exceed the bound by up to one segment plus what was done within the last cursor interval.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import os
+import time
+from dataclasses import dataclass, field
+
+from logpipe import diagnostics
+from logpipe.errors import SinkError, SpoolFullError, UsageError
+from logpipe.spool import _segments
+from logpipe.spool._segments import HDR_SIZE, MAGIC, Position, SegmentFiles, SegmentReader
+
+__all__ = ["CURSOR_INTERVAL", "HDR_SIZE", "MAGIC", "Chunk", "Spool"]
+
+#: The cursor is persisted at most this often while chunks are being marked done.
+CURSOR_INTERVAL = 0.2
+
+
+class _Handed(enum.Enum):
+    """Where a handed-out run of records stands."""
+
+    OUT = "out"            # with a consumer
+    DONE = "done"          # delivered; waits for the runs before it to be done too
+    RELEASED = "released"  # given back: handed out again before newer records
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    """Items handed out together, in spool order; give ``id`` back to ``done`` or ``release``."""
+
+    id: int
+    items: list[bytes]
+
+    @property
+    def nbytes(self) -> int:
+        """Sum of the items' lengths."""
+        return sum(len(i) for i in self.items)
+
+
+@dataclass(slots=True)
+class _Run:
+    """A contiguous run of records [start, end) handed out at least once."""
+
+    start: Position
+    end: Position
+    items: list[bytes]
+    ends: list[Position]  # position just after each item
+    state: _Handed = _Handed.OUT
+    chunk_id: int = -1
+    disk_bytes: int = field(default=0)
+
+
+class Spool:
+    """A bounded, ordered, crash-safe queue of opaque byte items in ``directory``."""
+
+    def __init__(self, directory: str, max_bytes: int = 1 << 30, segment_bytes: int = 16 << 20) -> None:
+        if max_bytes <= 0 or segment_bytes <= 0:
+            raise UsageError("spool: max_bytes and segment_bytes must be positive")
+        self.directory = os.path.abspath(directory)
+        self.max_bytes = max_bytes
+        self.segment_bytes = segment_bytes
+        self._files = SegmentFiles(self.directory)
+        self._reader = SegmentReader(self._files)
+        self._segments: list[int] = []
+        self._sizes: dict[int, int] = {}
+        self._write_segment = 0
+        self._write_fd: int | None = None
+        self._write_offset = 0
+        self._read_pos: Position = (0, 0)
+        self._done_pos: Position = (0, 0)
+        self._saved_pos: Position | None = None  # what the cursor file says
+        self._runs: list[_Run] = []
+        self._out: dict[int, _Run] = {}
+        self._released_runs = 0
+        self._next_id = 0
+        self._appended_items = 0
+        self._appended_bytes = 0
+        self._done_items = 0
+        self._done_bytes = 0
+        self._opened = False
+        self._closed = False
+        self._paused = False
+        self._last_save = 0.0
+        self._save_task: asyncio.Task[None] | None = None
+        # created in open(), inside the loop that will use them
+        self._data: asyncio.Event
+        self._space: asyncio.Event
+        self._append_lock: asyncio.Lock
+        self._read_lock: asyncio.Lock
+        self._save_lock: asyncio.Lock
+        self._wake: asyncio.Event
+
+    # ------------------------------------------------------------------ properties
+
+    @property
+    def pending_bytes(self) -> int:
+        """On-disk bytes (frames included) of items not yet done."""
+        return self._appended_bytes - self._done_bytes
+
+    @property
+    def pending_items(self) -> int:
+        """Items appended and not yet done (handed out or not)."""
+        return self._appended_items - self._done_items
+
+    @property
+    def is_empty(self) -> bool:
+        """True when every appended item is done."""
+        return self.pending_items == 0
+
+    @property
+    def unread_items(self) -> bool:
+        """True when some item is waiting to be handed out (new, or released)."""
+        return self._released_runs > 0 or self._read_pos < self._write_end
+
+    @property
+    def _write_end(self) -> Position:
+        return (self._write_segment, self._write_offset)
+
+    # ------------------------------------------------------------------ open / recovery
+
+    async def open(self) -> None:
+        """Lock the directory, recover segments (dropping a torn tail) and restore the cursor."""
+        if self._opened:
+            raise UsageError("spool: already open")
+        self._data = asyncio.Event()
+        self._space = asyncio.Event()
+        self._append_lock = asyncio.Lock()
+        self._read_lock = asyncio.Lock()
+        self._save_lock = asyncio.Lock()
+        self._wake = asyncio.Event()
+        await asyncio.to_thread(self._open_sync)
+        self._opened = True
+
+    def _open_sync(self) -> None:
+        self._files.lock()
+        try:
+            self._recover()
+        except BaseException:
+            self._files.unlock()
+            raise
+
+    def _recover(self) -> None:
+        found = self._files.recover()
+        self._segments, self._sizes = found.segments, found.sizes
+        self._write_segment = found.segments[-1]
+        self._write_offset = found.sizes[self._write_segment]
+        self._write_fd = os.open(self._files.path(self._write_segment), os.O_WRONLY)
+        self._done_pos = self._read_pos = found.start
+        self._saved_pos = found.cursor
+        self._appended_items, self._appended_bytes = found.items, found.nbytes
+
+    # ------------------------------------------------------------------ append
+
+    async def append(self, items: list[bytes]) -> None:
+        """Write ``items`` durably (returns after fsync); blocks while the spool is over its bound."""
+        self._check_open()
+        if not items:
+            return
+        data = b"".join(_segments.frame(i) for i in items)
+        async with self._append_lock:
+            await self._wait_for_room(len(data), len(items))
+            if self._write_offset >= self.segment_bytes:
+                await self._start_next_segment()
+            await asyncio.to_thread(self._write, data)
+            self._write_offset += len(data)
+            self._sizes[self._write_segment] = self._write_offset
+            self._appended_items += len(items)
+            self._appended_bytes += len(data)
+            self._data.set()
+
+    async def _wait_for_room(self, nbytes: int, nitems: int) -> None:
+        while self.pending_bytes > 0 and self.pending_bytes + nbytes > self.max_bytes:
+            if self._closed:
+                raise SpoolFullError(f"spool {self.directory} is full and closing; "
+                                     f"{nitems} items not spooled")
+            if not self._paused:
+                self._paused = True
+                diagnostics.warning(
+                    f"spool {self.directory} is full ({self.pending_bytes} of {self.max_bytes} bytes): "
+                    "pausing input until Splunk catches up (back-pressure; nothing is dropped)",
+                    key=f"spool-full:{self.directory}")
+            self._space.clear()
+            await self._space.wait()
+        if self._paused:
+            self._paused = False
+            diagnostics.info(f"spool {self.directory} has room again; input resumed",
+                             key=f"spool-room:{self.directory}")
+
+    async def _start_next_segment(self) -> None:
+        number = self._write_segment + 1
+        new_fd = await asyncio.to_thread(self._files.create_for_writing, number)
+        if self._write_fd is not None:
+            os.close(self._write_fd)
+        self._write_fd = new_fd
+        self._write_segment = number
+        self._write_offset = HDR_SIZE
+        self._segments.append(number)
+        self._sizes[number] = HDR_SIZE
+
+    def _write(self, data: bytes) -> None:
+        assert self._write_fd is not None
+        os.lseek(self._write_fd, self._write_offset, os.SEEK_SET)
+        try:
+            _segments.write_all(self._write_fd, data)
+        except OSError as e:
+            # leave no partial frame behind: the next append starts at a record boundary
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._write_fd, self._write_offset)
+            _segments.raise_write_error(self.directory, e)
+
+    # ------------------------------------------------------------------ hand out
+
+    async def next_chunk(
+        self, max_items: int, max_bytes: int,
+        timeout: float | None = None,  # noqa: ASYNC109 - None on timeout is the API the sink polls with
+    ) -> Chunk | None:
+        """The next undelivered items in order (released ones first), or None on timeout/close.
+
+        A chunk holds at least one item, at most ``max_items``, and at most ``max_bytes`` of item
+        bytes unless its single item is larger.
+        """
+        self._check_open()
+        max_items = max(1, max_items)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            self._data.clear()
+            async with self._read_lock:
+                chunk = await self._take(max_items, max_bytes)
+            if chunk is not None:
+                return chunk
+            if self._closed:
+                return None
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                return None
+            try:
+                await asyncio.wait_for(self._data.wait(), remaining)
+            except TimeoutError:
+                return None
+
+    async def _take(self, max_items: int, max_bytes: int) -> Chunk | None:
+        if self._released_runs:
+            for i, run in enumerate(self._runs):
+                if run.state is _Handed.RELEASED:
+                    return self._take_released(i, run, max_items, max_bytes)
+        limit = self._write_end
+        if self._read_pos >= limit:
+            return None
+        items, ends, end = await asyncio.to_thread(
+            self._reader.read, self._read_pos, max_items, max_bytes, limit,
+            list(self._segments), dict(self._sizes))
+        if not items:
+            self._read_pos = end
+            return None
+        run = _Run(self._read_pos, end, items, ends)
+        self._read_pos = end
+        self._runs.append(run)
+        return self._hand_out(run)
+
+    def _take_released(self, i: int, run: _Run, max_items: int, max_bytes: int) -> Chunk:
+        k, total = 0, 0
+        while k < len(run.items) and k < max_items:
+            n = len(run.items[k])
+            if k and total + n > max_bytes:
+                break
+            total += n
+            k += 1
+        self._released_runs -= 1
+        if k < len(run.items):
+            rest = _Run(run.ends[k - 1], run.end, run.items[k:], run.ends[k:], _Handed.RELEASED)
+            run.items, run.ends, run.end = run.items[:k], run.ends[:k], run.ends[k - 1]
+            self._runs.insert(i + 1, rest)
+            self._released_runs += 1
+        return self._hand_out(run)
+
+    def _hand_out(self, run: _Run) -> Chunk:
+        run.state = _Handed.OUT
+        run.chunk_id = self._next_id
+        self._next_id += 1
+        self._out[run.chunk_id] = run
+        return Chunk(run.chunk_id, list(run.items))
+
+    # ------------------------------------------------------------------ done / release
+
+    def done(self, chunk_id: int) -> None:
+        """Chunk delivered (or quarantined): advance the done position over contiguous done runs."""
+        run = self._pop_out(chunk_id)
+        run.state = _Handed.DONE
+        runs = self._runs
+        n = 0
+        while n < len(runs) and runs[n].state is _Handed.DONE:
+            finished = runs[n]
+            self._done_items += len(finished.items)
+            self._done_bytes += sum(len(i) for i in finished.items) + HDR_SIZE * len(finished.items)
+            n += 1
+        if n:
+            del runs[:n]
+            self._done_pos = runs[0].start if runs else self._read_pos
+            self._space.set()
+            self._schedule_save()
+
+    def release(self, chunk_id: int) -> None:
+        """Chunk not delivered: its items are handed out again, in order, before later ones."""
+        run = self._pop_out(chunk_id)
+        run.state = _Handed.RELEASED
+        self._released_runs += 1
+        self._data.set()
+
+    def _pop_out(self, chunk_id: int) -> _Run:
+        try:
+            return self._out.pop(chunk_id)
+        except KeyError:
+            raise ValueError(f"spool: chunk {chunk_id} is not out (already done or released?)") from None
+
+    # ------------------------------------------------------------------ cursor
+
+    def _schedule_save(self) -> None:
+        if self._closed:  # close() wrote the last cursor and dropped the lock; a late done() stays in memory
+            return
+        if self._save_task is None or self._save_task.done():
+            self._save_task = asyncio.get_running_loop().create_task(self._save_soon())
+
+    async def _save_soon(self) -> None:
+        # loop: done() calls that land while a write is in flight do not schedule another task.
+        # Never cancelled (close() wakes it instead): a cancelled task would leave its worker
+        # thread writing an older cursor that could land after close()'s newer one.
+        while self._normalised(self._done_pos) != self._saved_pos:
+            wait = self._last_save + CURSOR_INTERVAL - time.monotonic()
+            if wait > 0 and not self._closed:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), wait)
+            try:
+                await self._save_cursor()
+            except OSError as e:
+                diagnostics.error(f"spool {self.directory}: cannot save the cursor ({e.strerror}); "
+                                  "will retry", key=f"spool-cursor:{self.directory}")
+                self._last_save = time.monotonic()
+                if self._closed:
+                    return
+
+    async def _save_cursor(self) -> None:
+        async with self._save_lock:
+            pos = self._normalised(self._done_pos)
+            self._last_save = time.monotonic()
+            if pos == self._saved_pos:
+                return
+            consumed = [s for s in self._segments if s < pos[0] and s != self._write_segment]
+            await asyncio.to_thread(self._files.save_cursor, pos, consumed)
+            self._saved_pos = pos
+            for number in consumed:
+                self._segments.remove(number)
+                self._sizes.pop(number, None)
+
+    def _normalised(self, pos: Position) -> Position:
+        """Move a position at the very end of a finished segment to the start of the next one."""
+        number, off = pos
+        while number != self._write_segment and off >= self._sizes.get(number, 0) \
+                and number in self._segments:
+            number, off = self._segments[self._segments.index(number) + 1], HDR_SIZE
+        return (number, off)
+
+    # ------------------------------------------------------------------ close
+
+    async def close(self) -> None:
+        """Persist the cursor, close files and unlock; waiting next_chunk/append calls return/raise."""
+        if not self._opened or self._closed:
+            return
+        self._closed = True
+        self._data.set()
+        self._space.set()
+        self._wake.set()
+        task = self._save_task
+        if task is not None and not task.done():
+            await task
+        try:
+            try:
+                await self._save_cursor()
+            except OSError as e:
+                raise SinkError(f"spool {self.directory}: cannot save the cursor at close ({e.strerror}); "
+                                "delivered items may be sent again") from None
+        finally:
+            async with self._read_lock:
+                self._reader.close()
+            async with self._append_lock:
+                if self._write_fd is not None:
+                    os.close(self._write_fd)
+                    self._write_fd = None
+            self._files.unlock()
+
+    def _check_open(self) -> None:
+        if not self._opened:
+            raise UsageError("spool: call open() first")
+        if self._closed:
+            raise SinkError(f"spool {self.directory} is closed")
+
+    async def __aenter__(self) -> Spool:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()

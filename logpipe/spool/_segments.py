@@ -1,0 +1,342 @@
+"""The spool's files on disk: segment files of CRC-framed records, the cursor file, the lock.
+
+Words used here and in :mod:`logpipe.spool`:
+
+- *record*: one item as stored, framed ``<u32 length><u32 crc32><item bytes>``; the CRC covers
+  the length field and the item, so a torn or changed record is never misread as data.
+- *segment*: a file ``<16-digit number>.seg`` = 8-byte ``MAGIC`` + records. Numbers only grow.
+- *position*: ``(segment number, byte offset of a record start)``.
+- *cursor*: the file ``cursor`` = ``{"version":1,"segment":S,"offset":O}``, the position of the
+  first record not yet done, written atomically.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+import re
+import struct
+import zlib
+from dataclasses import dataclass
+
+import orjson
+
+from logpipe import diagnostics
+from logpipe._fsutil import atomic_write, fsync_dir
+from logpipe.errors import DiskFullError, SinkError, UsageError
+
+MAGIC = b"LPSPOOL1"
+RECORD_HEADER = struct.Struct("<II")
+#: bytes of a record's header (length + crc) — also the size of ``MAGIC``
+HDR_SIZE = RECORD_HEADER.size
+assert len(MAGIC) == HDR_SIZE
+SEGMENT_NAME = re.compile(r"^(\d{16})\.seg$")
+DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+
+Position = tuple[int, int]  # (segment number, byte offset of a record start)
+
+
+def frame(item: bytes) -> bytes:
+    """One item → its record bytes (header + item)."""
+    head = struct.pack("<I", len(item))
+    return head + struct.pack("<I", zlib.crc32(item, zlib.crc32(head))) + item
+
+
+def crc_ok(length: int, crc: int, item: bytes) -> bool:
+    """Whether a record header's CRC matches its item."""
+    return zlib.crc32(item, zlib.crc32(struct.pack("<I", length))) == crc
+
+
+def write_all(fd: int, data: bytes) -> None:
+    """Write everything and fdatasync (a hook tests can replace to simulate ENOSPC)."""
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]
+    os.fdatasync(fd)
+
+
+def raise_write_error(directory: str, e: OSError) -> None:
+    """An OSError from writing the spool → DiskFullError (transient) or SinkError."""
+    if e.errno in DISK_FULL_ERRNOS:
+        raise DiskFullError(f"spool {directory}: disk full ({e.strerror}); "
+                            "the records were not spooled and are kept in memory") from None
+    raise SinkError(f"spool {directory}: cannot write: {e.strerror}") from None
+
+
+@dataclass(slots=True)
+class Recovered:
+    """What ``SegmentFiles.recover`` found: segments and sizes, where to start, the cursor read."""
+
+    segments: list[int]
+    sizes: dict[int, int]
+    start: Position
+    cursor: Position | None
+    items: int = 0  # records at or after ``start``
+    nbytes: int = 0
+
+
+class SegmentFiles:
+    """The files of one spool directory: lock, segments, cursor (all blocking calls)."""
+
+    def __init__(self, directory: str) -> None:
+        self.directory = directory
+        self._lock_fd: int | None = None
+
+    def path(self, number: int) -> str:
+        """The file name of segment ``number``."""
+        return os.path.join(self.directory, f"{number:016d}.seg")
+
+    # ---------------------------------------------------------------- lock
+    def lock(self) -> None:
+        """Create the directory and flock its lock file (one process per spool directory)."""
+        try:
+            os.makedirs(self.directory, mode=0o700, exist_ok=True)
+            fd = os.open(os.path.join(self.directory, "lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as e:
+            raise UsageError(f"spool: cannot use directory {self.directory}: {e.strerror}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise UsageError(f"spool directory {self.directory} is in use by another logpipe process "
+                             f"(pid {holder}); give each sink its own --spool-dir") from None
+        os.ftruncate(fd, 0)
+        with contextlib.suppress(OSError):  # a full disk must not stop a restart from recovering
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._lock_fd = fd
+
+    def unlock(self) -> None:
+        """Drop the flock (closing the descriptor drops it)."""
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    # ---------------------------------------------------------------- listing and cleaning
+    def list_segments(self) -> list[int]:
+        """Segment numbers present, ascending; removes temp files a crash left behind."""
+        names = sorted(os.listdir(self.directory))
+        for name in names:
+            if name.startswith(".tmp-"):  # an atomic_write interrupted by a crash
+                with contextlib.suppress(OSError):
+                    os.unlink(os.path.join(self.directory, name))
+        return sorted(int(m.group(1)) for m in map(SEGMENT_NAME.match, names) if m)
+
+    def remove(self, numbers: list[int]) -> None:
+        """Delete segments (already done) and make the deletion durable."""
+        for number in numbers:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path(number))
+        if numbers:
+            fsync_dir(self.directory)
+
+    def create(self, number: int) -> None:
+        """A new empty segment (just ``MAGIC``), durable."""
+        fd = os.open(self.path(number), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            write_all(fd, MAGIC)
+        finally:
+            os.close(fd)
+        fsync_dir(self.directory)
+
+    def create_for_writing(self, number: int) -> int:
+        """Create segment ``number`` and return a write descriptor; DiskFullError/SinkError."""
+        try:
+            self.create(number)
+            return os.open(self.path(number), os.O_WRONLY)
+        except OSError as e:
+            with contextlib.suppress(OSError):
+                os.unlink(self.path(number))
+            raise_write_error(self.directory, e)
+            raise  # unreachable: raise_write_error always raises
+
+    # ---------------------------------------------------------------- cursor
+    def read_cursor(self) -> Position | None:
+        """The saved cursor, or None (none yet, or unreadable: everything is sent again)."""
+        try:
+            with open(os.path.join(self.directory, "cursor"), "rb") as f:
+                raw = f.read()
+        except FileNotFoundError:
+            return None
+        try:
+            doc = orjson.loads(raw)
+            if doc.get("version") != 1:
+                raise ValueError("unknown version")
+            number, offset = int(doc["segment"]), int(doc["offset"])
+        except (ValueError, KeyError, TypeError, AttributeError):
+            diagnostics.warning(f"spool {self.directory}: unreadable cursor file; re-sending everything "
+                                "still spooled (duplicates possible, nothing lost)")
+            return None
+        return (number, offset)
+
+    def save_cursor(self, pos: Position, consumed: list[int]) -> None:
+        """Write the cursor ``pos`` atomically, then delete the ``consumed`` segments (a crash
+        before the deletion is cleaned up at the next open)."""
+        doc = orjson.dumps({"version": 1, "segment": pos[0], "offset": pos[1]})
+        atomic_write(os.path.join(self.directory, "cursor"), doc, mode=0o600)
+        self.remove(consumed)
+
+    # ---------------------------------------------------------------- recovery
+    def recover(self) -> Recovered:
+        """Find the segments, drop those the cursor passed and torn tails; where to start."""
+        segments = self.list_segments()
+        cursor = self.read_cursor()
+        if cursor is not None:
+            # segments wholly before the cursor were consumed; a crash came before their unlink
+            before = [s for s in segments if s < cursor[0]]
+            for number in before:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self.path(number))
+                segments.remove(number)
+            if not segments or segments[0] != cursor[0]:
+                cursor = None
+        if not segments:
+            number = (cursor[0] if cursor else 0) + 1
+            self.create(number)
+            segments = [number]
+        start = cursor if cursor is not None else (segments[0], HDR_SIZE)
+        found = Recovered(segments, {}, start, cursor)
+        for i, number in enumerate(segments):
+            last = i == len(segments) - 1
+            from_off = start[1] if number == start[0] else HDR_SIZE
+            n, b, size, on_boundary = self.scan(number, from_off, last=last)
+            if number == start[0] and not on_boundary:
+                # the cursor is not on a record boundary: start the segment over (duplicates, not loss)
+                diagnostics.warning(f"spool {self.directory}: cursor does not match segment {number}; "
+                                    "re-sending that segment from its start")
+                start = (number, HDR_SIZE)
+                n, b, size, _ = self.scan(number, HDR_SIZE, last=last)
+            if number == start[0] and start[1] > size:
+                start = (number, size)
+            found.items += n
+            found.nbytes += b
+            found.sizes[number] = size
+        found.start = start
+        return found
+
+    # ---------------------------------------------------------------- recovery scan
+    def scan(self, number: int, from_off: int, last: bool) -> tuple[int, int, int, bool]:
+        """Walk segment ``number``; truncate it at the first bad record.
+
+        Returns (records at or after ``from_off``, their bytes, valid size, whether ``from_off``
+        fell on a record boundary).
+        """
+        path = self.path(number)
+        with open(path, "r+b") as f:
+            data = f.read()
+            if len(data) < HDR_SIZE or data[:HDR_SIZE] != MAGIC:
+                if len(data) < HDR_SIZE and MAGIC.startswith(data) and last:
+                    # crash while the segment was being created: start it again
+                    f.seek(0)
+                    f.truncate()
+                    f.write(MAGIC)
+                    f.flush()
+                    os.fdatasync(f.fileno())
+                    return 0, 0, HDR_SIZE, from_off == HDR_SIZE
+                raise UsageError(f"spool: {path} is not a logpipe spool segment; move it out of "
+                                 f"{self.directory}")
+            off, records, nbytes, boundary = _walk(data, from_off)
+            if off < len(data):
+                what = "a torn write at the end (crash)" if last else "a corrupt record"
+                diagnostics.warning(f"spool {self.directory}: segment {number} has {what}; dropped its "
+                                    f"last {len(data) - off} bytes (items never acknowledged by append "
+                                    "are lost only in the crash case)")
+                f.truncate(off)
+                f.flush()
+                os.fdatasync(f.fileno())
+        if from_off > off:
+            boundary = True  # the cursor is past what survived: all of it was done already
+        return records, nbytes, off, boundary
+
+
+def _walk(data: bytes, from_off: int) -> tuple[int, int, int, bool]:
+    """(end of the last good record, records and bytes at/after ``from_off``, boundary hit)."""
+    off, end = HDR_SIZE, len(data)
+    records = nbytes = 0
+    boundary = from_off == HDR_SIZE
+    while off + HDR_SIZE <= end:
+        length, crc = RECORD_HEADER.unpack_from(data, off)
+        stop = off + HDR_SIZE + length
+        if stop > end or not crc_ok(length, crc, data[off + HDR_SIZE:stop]):
+            break
+        if off >= from_off:
+            records += 1
+            nbytes += stop - off
+        off = stop
+        if off == from_off:
+            boundary = True
+    return off, records, nbytes, boundary
+
+
+class SegmentReader:
+    """Reads records in order from the segments, keeping one descriptor open (worker thread)."""
+
+    def __init__(self, files: SegmentFiles) -> None:
+        self.files = files
+        self._open: tuple[int, int] | None = None  # (segment number, fd)
+
+    def read(self, pos: Position, max_items: int, max_bytes: int, limit: Position,
+             segments: list[int], sizes: dict[int, int]) -> tuple[list[bytes], list[Position], Position]:
+        """Items from ``pos`` up to ``limit``: at most ``max_items`` and ``max_bytes`` of item bytes
+        (at least one item). Returns (items, the position after each, the position reached)."""
+        items: list[bytes] = []
+        ends: list[Position] = []
+        total = 0
+        number, off = pos
+        while len(items) < max_items:
+            size = limit[1] if number == limit[0] else sizes[number]
+            if off >= size:
+                if number >= limit[0]:
+                    break
+                number, off = segments[segments.index(number) + 1], HDR_SIZE
+                continue
+            fd = self._fd(number)
+            want = min(size - off, max(1 << 16, max_bytes - total + HDR_SIZE * (max_items - len(items))))
+            buf = os.pread(fd, want, off)
+            p = 0
+            full = False
+            while p + HDR_SIZE <= len(buf) and len(items) < max_items:
+                length, crc = RECORD_HEADER.unpack_from(buf, p)
+                if items and total + length > max_bytes:
+                    full = True
+                    break
+                if p + HDR_SIZE + length > len(buf):
+                    if p or len(buf) >= HDR_SIZE + length or off + HDR_SIZE + length > size:
+                        break  # the rest of this block is read next time round
+                    buf = os.pread(fd, HDR_SIZE + length, off)  # one record larger than our read
+                    continue
+                item = buf[p + HDR_SIZE:p + HDR_SIZE + length]
+                if not crc_ok(length, crc, item):
+                    self._corrupt(number, off + p)
+                items.append(item)
+                total += length
+                p += HDR_SIZE + length
+                ends.append((number, off + p))
+            if p == 0 and not full:
+                self._corrupt(number, off)
+            off += p
+            if full:
+                break
+        return items, ends, (number, off)
+
+    def _corrupt(self, number: int, at: int) -> None:
+        raise SinkError(f"spool {self.files.directory}: segment {number} is corrupt at byte {at} "
+                        "(changed on disk while logpipe was running)")
+
+    def _fd(self, number: int) -> int:
+        if self._open is not None:
+            if self._open[0] == number:
+                return self._open[1]
+            self.close()
+        fd = os.open(self.files.path(number), os.O_RDONLY)
+        self._open = (number, fd)
+        return fd
+
+    def close(self) -> None:
+        """Close the open descriptor (if any)."""
+        if self._open is not None:
+            os.close(self._open[1])
+            self._open = None

@@ -1,4 +1,4 @@
-"""Unit tests of the pure HEC protocol (logpipe/sinks/_hec.py): envelopes, classify, backoff, acks."""
+"""Unit tests of the pure HEC protocol (logpipe/sinks/splunk/_hec.py): envelopes, classify, backoff, acks."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from logpipe import record
-from logpipe.sinks import _hec
-from logpipe.sinks._hec import Action, Backoff, EnvelopeEncoder, classify
+from logpipe.sinks.splunk import _hec
+from logpipe.sinks.splunk._hec import Action, Backoff, EnvelopeEncoder, classify
 
 
 def _decode(b: bytes) -> dict:

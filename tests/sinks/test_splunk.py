@@ -785,8 +785,9 @@ def test_pending_acks_are_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     every event arrives once, in order. (The bound is checked before taking a chunk, so it can
     be passed by the requests of one chunk.)"""
     from logpipe.sinks import splunk
+    from logpipe.sinks.splunk import acks
 
-    monkeypatch.setattr(splunk, "MAX_PENDING_ACKS", 2)
+    monkeypatch.setattr(acks, "MAX_PENDING_ACKS", 2)
     n = 300
     with HecDouble(token=TOKEN, ack=True) as hec:
         hec.set_ack_delay(0.3)

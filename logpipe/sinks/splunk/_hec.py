@@ -1,7 +1,7 @@
 """The Splunk HEC protocol without I/O: event envelopes, reply classification, backoff, acks.
 
 Everything here is pure (no sockets, no files, no clock except where passed in), so the sink in
-``splunk.py`` stays about delivery and these rules are unit-tested in isolation. Citations:
+the rest of the package stays about delivery and these rules are unit-tested in isolation. Citations:
 ``research/hec.md`` and Splunk's pages named there —
 
 - Format events for HEC: https://help.splunk.com/splunk-enterprise/get-data-in/collect-http-event-data/format-events-for-http-event-collector

@@ -1,0 +1,342 @@
+"""SplunkSink: the Sink the pipeline sees — spool on write, start/stop the senders, drain, summary."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sys
+import time
+from typing import Any
+
+import httpx
+
+from logpipe import diagnostics, identity
+from logpipe.errors import DiskFullError, SinkConfigError, SinkError, UsageError
+from logpipe.pipeline import Batch, Outcome, Sink
+from logpipe.sinks import SinkOptions
+from logpipe.sinks.splunk import _hec
+from logpipe.sinks.splunk._hec import Action
+from logpipe.sinks.splunk.config import RETRY_BASE, Secret, SplunkConfig, read_token
+from logpipe.sinks.splunk.endpoints import Endpoint, Endpoints, client_for, error_verdict
+from logpipe.sinks.splunk.items import to_item
+from logpipe.sinks.splunk.quarantine import Quarantine
+from logpipe.sinks.splunk.sender import Sender
+from logpipe.sinks.splunk.state import Shared
+from logpipe.spool import Spool
+
+#: the start-up health check waits this long per endpoint; a HEC that does not answer in time
+#: is "unreachable for now", not fatal (records are spooled)
+HEALTH_TIMEOUT = 5.0
+
+
+class SplunkSink(Sink):
+    """Splunk HTTP Event Collector sink (see the package docstring)."""
+
+    name = "splunk"
+
+    def __init__(self, urls: list[str], token: Secret, *, encoder: _hec.EnvelopeEncoder | None = None,
+                 **settings: Any) -> None:
+        """``SplunkSink(urls, token, spool_dir=…, quarantine_path=…, **SplunkConfig fields)``."""
+        if not urls:
+            raise UsageError("splunk: no HEC URL: pass --url or set LOGPIPE_SPLUNK_URL")
+        config = SplunkConfig(urls=list(urls), **settings)
+        self.config = config
+        self._shared = shared = Shared(config, token)
+        shared.on_fatal = self._on_fatal
+        self.endpoints = Endpoints(config.urls, _hec.Backoff(base=RETRY_BASE, cap=config.retry_max),
+                                   token.scrub)
+        self._encoder = encoder or _hec.EnvelopeEncoder(
+            host=config.host, source=config.source, sourcetype=config.sourcetype,
+            default_host=identity.hostname())
+        self._quarantine = Quarantine(config.quarantine_path)
+        self._spool: Spool | None = None
+        self._sender: Sender | None = None
+        self._client: httpx.AsyncClient | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._left_items = 0
+        self._final = False  # close() has counted what is left
+        self._progress_shown = False
+        self._started = False
+        self._closed = False
+
+    @property
+    def channel(self) -> str:
+        """This process's HEC data channel (a GUID)."""
+        return self._shared.channel
+
+    # counts, in events (read by tests and the summary)
+    @property
+    def spooled(self) -> int:
+        return self._shared.counts.spooled
+
+    @property
+    def delivered(self) -> int:
+        return self._shared.counts.delivered
+
+    @property
+    def resent(self) -> int:
+        return self._shared.counts.resent
+
+    @property
+    def quarantined(self) -> int:
+        return self._quarantine.count
+
+    @property
+    def backlog(self) -> int:
+        return self._shared.counts.backlog
+
+    @property
+    def left_in_spool(self) -> int:
+        return self._shared.counts.left_in_spool
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_options(cls, options: SinkOptions) -> SplunkSink:
+        """Build from CLI options / ``LOGPIPE_*`` environment (token only from env or file)."""
+        config = SplunkConfig.from_options(options)
+        token = read_token(options.splunk_token_file)
+        # Read once, then out of the environment: children of ``collect --run`` (and pm2) copy
+        # os.environ, and an app that dumps its environment on a crash would otherwise log the
+        # token into the very stream we ship. (Sinks are built before sources.)
+        os.environ.pop("LOGPIPE_SPLUNK_TOKEN", None)
+        return cls.from_config(config, token)
+
+    @classmethod
+    def from_config(cls, config: SplunkConfig, token: Secret) -> SplunkSink:
+        """A sink for ``config``."""
+        fields = {k: v for k, v in vars(config).items() if k != "urls"}
+        return cls(config.urls, token, **fields)
+
+    # ------------------------------------------------------------------ lifecycle
+    async def start(self) -> None:
+        """Open the spool, check every endpoint (health + token), start the senders.
+
+        Unreachable is not fatal (records are spooled and sent when HEC answers); a refused
+        token or an untrusted certificate is (SinkConfigError, one line, spool kept).
+        """
+        config = self.config
+        self._client = client = client_for(self.endpoints, config.ca_file, config.insecure,
+                                           config.request_timeout,
+                                           config.concurrency + len(self.endpoints) + 1)
+        try:
+            await self._health_check()
+            spool = Spool(config.spool_dir, max_bytes=config.spool_max)
+            try:
+                await spool.open()
+            except OSError as exc:
+                raise SinkError(f"splunk: cannot open the spool {config.spool_dir}: {exc.strerror}") from None
+        except BaseException:
+            await client.aclose()
+            raise
+        self._spool = spool
+        self._sender = sender = Sender(self._shared, spool, self.endpoints, client, self._quarantine)
+        self._shared.counts.backlog = sender.backlog_unread = spool.pending_items
+        if spool.pending_items:
+            diagnostics.info(f"splunk: {spool.pending_items} batches ({spool.pending_bytes:,} bytes) of "
+                             "events from an earlier run are in the spool; sending them first",
+                             key="splunk-backlog")
+            sender.unread_bytes = spool.pending_bytes
+            sender.first_unread = time.monotonic() - config.batch_timeout
+        self._started = True
+        self._tasks = sender.tasks()
+        show = config.progress if config.progress is not None else _stderr_is_tty()
+        if show:
+            self._progress_shown = True
+            self._tasks.append(asyncio.create_task(self._progress(), name="splunk-progress"))
+
+    async def _health_check(self) -> None:
+        results = await asyncio.gather(*(self._check_one(ep) for ep in self.endpoints))
+        fatal = [msg for ok, msg in results if ok is None]
+        if fatal:
+            raise SinkConfigError(fatal[0])
+        for ok, msg in results:
+            if ok:
+                diagnostics.info(msg, key=f"splunk-health:{msg}")
+            else:
+                diagnostics.warning(msg, key=f"splunk-health:{msg}")
+
+    async def _check_one(self, ep: Endpoint) -> tuple[bool | None, str]:
+        """(True, msg) healthy; (False, msg) unreachable/busy — carry on; (None, msg) fatal.
+
+        ``GET /services/collector/health`` says whether HEC takes data (it does not check the
+        token: research/hec.md §1); an authenticated empty POST to /event answers 400 code 5
+        "No data" when the token is good and 401/403 when it is not.
+        """
+        assert self._client is not None
+        scrub = self._shared.token.scrub
+        try:
+            r = await self._client.get(ep.health_url, timeout=HEALTH_TIMEOUT)
+            health = _hec.classify(r.status_code, r.content, scrub=scrub)
+            busy = r.status_code >= 500
+            r = await self._client.post(ep.event_url, content=b"", headers=self._shared.headers(False),
+                                        timeout=HEALTH_TIMEOUT)
+        except httpx.HTTPError as exc:
+            v = error_verdict(exc, ep, scrub)
+            if v.action is Action.CONFIG:
+                return None, v.text
+            return False, (f"splunk: {ep.display} unreachable ({v.text}); records are spooled and "
+                           "sent when it answers")
+        v = _hec.classify(r.status_code, r.content, scrub=scrub)
+        if v.action is Action.CONFIG:
+            return None, f"splunk: {ep.display}: {scrub(_hec.config_message(v))}"
+        if v.code == 5 or v.action is Action.SUCCESS:
+            state = f"busy ({health.describe()}), token accepted" if busy else "healthy, token accepted"
+            return (not busy), f"splunk: {ep.display} {state}"
+        return False, f"splunk: {ep.display} answered {v.describe()}; will retry"
+
+    def _error_verdict(self, exc: BaseException, ep: Endpoint) -> _hec.Verdict:
+        """A transport error → its Verdict (kept for callers of the old method)."""
+        return error_verdict(exc, ep, self._shared.token.scrub)
+
+    async def write(self, batch: Batch) -> Outcome:
+        """Encode envelopes and append them to the spool (durable); SPOOLED."""
+        self._raise_if_fatal()
+        spool, sender = self._spool, self._sender
+        if spool is None or sender is None:
+            raise SinkError("splunk: write before start")
+        groups = self._encoder.encode_grouped(batch.records, batch.encoded())
+        items = [to_item(g, envelopes) for g, envelopes in groups.items()]
+        while True:
+            try:
+                await self._append(spool, items)
+                break
+            except DiskFullError as exc:
+                # transient by the Sink contract: hold the batch (input pauses) and retry
+                diagnostics.warning(f"splunk: {exc}; retrying every second, input paused",
+                                    key="splunk-disk-full")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._shared.fatal_event.wait(), 1.0)
+                self._raise_if_fatal()
+        self._shared.counts.spooled += len(batch.records)
+        sender.appended([len(envelopes) for envelopes in groups.values()], sum(map(len, items)))
+        return Outcome.SPOOLED
+
+    async def _append(self, spool: Spool, items: list[bytes]) -> None:
+        """``spool.append``, abandoned only if sending stops for good while the spool is full."""
+        append = asyncio.ensure_future(spool.append(items))
+        if not append.done():
+            fatal = asyncio.ensure_future(self._shared.fatal_event.wait())
+            try:
+                await asyncio.wait({append, fatal}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                fatal.cancel()
+            if not append.done():
+                append.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await append
+                self._raise_if_fatal()
+        append.result()
+
+    async def close(self) -> None:
+        """Drain (bounded by the drain timeout), stop, close the spool; raise a fatal error."""
+        if self._closed:
+            self._raise_if_fatal()
+            return
+        self._closed = True
+        if not self._started:
+            return
+        sender, spool = self._sender, self._spool
+        assert sender is not None and spool is not None
+        await self._drain(sender)
+        self._shared.stop.set()
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._shared.counts.left_in_spool = sender.events_in_spool()
+        self._left_items = sender.backlog_unread
+        self._final = True
+        try:
+            await spool.close()
+        finally:
+            if self._client is not None:
+                await self._client.aclose()
+            if self._progress_shown:
+                with contextlib.suppress(OSError, ValueError):
+                    sys.stderr.write("\r\x1b[K")
+                    sys.stderr.flush()
+        if (self.left_in_spool or self._left_items) and self._shared.fatal is None:
+            diagnostics.warning(
+                f"splunk: HEC did not take everything within {self.config.drain_timeout:g}s; "
+                f"{self._left_text()} left in spool {self.config.spool_dir} (sent on the next run)",
+                key="splunk-left")
+        self._raise_if_fatal()
+
+    async def _drain(self, sender: Sender) -> None:
+        """Let the senders deliver what is spooled, for at most the drain timeout."""
+        shared = self._shared
+        sender.draining = True
+        shared.wake.set()
+        if shared.fatal is not None or sender.is_drained():
+            return
+        deadline = time.monotonic() + self.config.drain_timeout
+        while not sender.is_drained() and shared.fatal is None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            shared.settled.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(shared.settled.wait(), min(left, 0.5))
+
+    def summary(self) -> str | None:
+        """``splunk: 120 delivered, 3 retried, 1 quarantined, 121 spooled, 0 left in spool`` (events;
+        "spooled" counts this run's input, "left in spool" what the next run will send)."""
+        return (f"splunk: {self.delivered} delivered, {self.resent} retried, "
+                f"{self.quarantined} quarantined, {self.spooled} spooled, "
+                f"{self._left_text('')} left in spool")
+
+    # ------------------------------------------------------------------ state helpers
+    def _in_spool(self) -> int:
+        return self._sender.events_in_spool() if self._sender is not None else 0
+
+    def _left_text(self, unit: str = " events") -> str:
+        n = self.left_in_spool if self._final else self._in_spool()
+        sender = self._sender
+        items = self._left_items if self._final else (sender.backlog_unread if sender else 0)
+        if n == 1 and unit == " events":
+            unit = " event"
+        if items:
+            return f"{n}{unit} and {items} earlier batches"
+        return f"{n}{unit}"
+
+    def _raise_if_fatal(self) -> None:
+        if self._shared.fatal is not None:
+            raise self._shared.fatal
+
+    def _on_fatal(self, message: str) -> None:
+        shared = self._shared
+        message = shared.token.scrub(message)
+        shared.fatal = SinkConfigError(
+            f"{message}; sending stopped, {self._left_text()} kept in spool {self.config.spool_dir}")
+        diagnostics.error(str(shared.fatal), key="splunk-fatal")
+        # found by a background sender, maybe while input is idle: stop the pipeline now
+        # rather than at the next write/close (issue 5: "exit non-zero in sink mode")
+        self.fail(shared.fatal)
+        shared.fatal_event.set()
+        shared.settled.set()
+        shared.stop.set()
+        shared.wake.set()
+
+    # ------------------------------------------------------------------ progress
+    async def _progress(self) -> None:
+        """On a TTY: events/s, spooled, delivered — one line rewritten every second."""
+        last_t, last_n = time.monotonic(), 0
+        stop = self._shared.stop
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 1.0)
+            now = time.monotonic()
+            rate = (self.delivered - last_n) / max(now - last_t, 1e-6)
+            last_t, last_n = now, self.delivered
+            line = (f"splunk: {rate:,.0f} events/s · spooled {self.spooled:,} · delivered "
+                    f"{self.delivered:,} · in spool {self._in_spool():,}")
+            with contextlib.suppress(OSError, ValueError):
+                sys.stderr.write("\r\x1b[K" + line)
+                sys.stderr.flush()
+
+
+def _stderr_is_tty() -> bool:
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        return False

@@ -133,6 +133,17 @@ def sink_options(f: F) -> F:
         click.option("--batch-timeout", "splunk_batch_timeout", type=click.FloatRange(min=0.001),
                      envvar="LOGPIPE_SPLUNK_BATCH_TIMEOUT",
                      help="splunk sink: seconds before a partial batch is sent (default 1)."),
+        click.option("--drain-timeout", "splunk_drain_timeout", type=click.FloatRange(min=0),
+                     envvar="LOGPIPE_SPLUNK_DRAIN_TIMEOUT", metavar="SECONDS",
+                     help="splunk sink: on SIGTERM/SIGINT, reading stops and everything read is "
+                          "already fsynced in the spool; then deliver for at most SECONDS (at once "
+                          "done if every HEC is unreachable) and exit 0, what is left staying "
+                          "spooled for the next run (default 5: a few round trips and retries of a "
+                          "busy HEC, well under systemd's 90 s stop timeout). At the end of the "
+                          "input: deliver while HEC makes progress, give up after SECONDS without. "
+                          "PM2 kills after kill_timeout (1.6 s by default): set kill_timeout to "
+                          "drain-timeout + 2 s (e.g. 7000 ms), or --drain-timeout 0 to leave "
+                          "delivery to the next start."),
         click.option("--concurrency", "splunk_concurrency", type=click.IntRange(min=1),
                      envvar="LOGPIPE_SPLUNK_CONCURRENCY",
                      help="splunk sink: requests in flight (default 4); one source's events go one "

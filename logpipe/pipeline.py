@@ -159,6 +159,15 @@ class Sink(abc.ABC):
         """One line for the end of a run (counts), or None."""
         return None
 
+    def counts(self) -> dict[str, int]:
+        """The sink's own counts for the summary's JSON, where they say more than the pipeline's
+        outcomes (the Splunk sink: spooled vs delivered to HEC); keys as in its summary()."""
+        return {}
+
+    def stopping(self) -> None:  # noqa: B027 - optional hook
+        """A stop was asked (SIGTERM/SIGINT); called by the runner before the drain begins, so a
+        sink can bound how long it keeps delivering from that moment (``--drain-timeout``)."""
+
 
 class Source(abc.ABC):
     """Base class of every source; see the module docstring for the contract."""
@@ -248,9 +257,11 @@ class Pipeline:
         self._failed = asyncio.Event()
         self._started = False
         self._closed = False
-        #: records per outcome, per sink name (sinks sharing a name share a row)
+        #: each sink's name in outcomes and the summary (see sink_labels)
+        self.labels = sink_labels(self.sinks)
+        #: records per outcome, per sink (keyed by its label)
         self.outcomes: dict[str, dict[Outcome, int]] = {
-            s.name: dict.fromkeys(Outcome, 0) for s in self.sinks
+            label: dict.fromkeys(Outcome, 0) for label in self.labels
         }
         #: batches acked so far (what the sources may have committed)
         self.acked_batches = 0
@@ -399,7 +410,7 @@ class Pipeline:
     def _settle(self, lane: _Lane, outcome: Outcome) -> None:
         """The batch at the head of ``lane`` reached ``outcome``: count it, ack what is ready."""
         batch, _ = lane.items[0]
-        self.outcomes[lane.sink.name][outcome] += len(batch.records)
+        self.outcomes[self.labels[self._lanes.index(lane)]][outcome] += len(batch.records)
         lane.pop()
         batch._pending -= 1
         self._ack_ready()
@@ -498,6 +509,20 @@ def _drop_receipts(lane: _Lane) -> None:
         r = lane.receipts.popleft()
         if inspect.iscoroutine(r):
             r.close()
+
+
+def sink_labels(sinks: Sequence[Sink]) -> list[str]:
+    """Each sink's name for outcomes and the summary: its ``name``, or, for sinks sharing a name,
+    ``name:DIR`` (a sink with a ``directory``) or ``name#k`` — one key per instance."""
+    names = [s.name for s in sinks]
+    labels = []
+    for k, sink in enumerate(sinks):
+        label = sink.name
+        if names.count(label) > 1:
+            where = getattr(sink, "directory", None)
+            label = f"{label}:{where}" if isinstance(where, str) else f"{label}#{k + 1}"
+        labels.append(label)
+    return labels
 
 
 def batch_bytes(batch: Batch) -> int:

@@ -50,6 +50,7 @@ async def _main(
 ) -> int:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
+    built_sinks: list[Sink] = []  # filled once built: the signal handler tells them
 
     def _signalled(signum: int) -> None:
         if stop.is_set():
@@ -66,6 +67,8 @@ async def _main(
         diagnostics.info(f"{signal.Signals(signum).name}: stopping; delivering everything read",
                          key="stopping")
         stop.set()
+        for sink in built_sinks:
+            sink.stopping()
         if on_stop is not None:
             on_stop()
 
@@ -75,6 +78,7 @@ async def _main(
         # sinks first: the Splunk sink takes its token out of os.environ, which sources that
         # start children (``--run``) copy when they are built
         sinks = make_sinks()
+        built_sinks.extend(sinks)
         sources = make_sources()
         pipeline = Pipeline(sinks)
         failed = True
@@ -98,28 +102,38 @@ async def _main(
 
 def summary_line(pipeline: Pipeline) -> str:
     """``console: 120 delivered; file: 120 delivered`` — each sink's own ``summary()`` where it
-    has one, else the records it reported per outcome."""
+    has one, else the records it reported per outcome; each sink named by its label (sinks
+    sharing a name are told apart: ``file:/a: …; file:/b: …``), as in :func:`summary_counts`."""
     parts: list[str] = []
-    seen: set[str] = set()
-    for sink in pipeline.sinks:
+    for sink, label in zip(pipeline.sinks, pipeline.labels, strict=True):
         own = sink.summary()
         if own:
-            parts.append(own)
+            prefix = f"{sink.name}: "
+            parts.append(f"{label}: {own[len(prefix):]}" if own.startswith(prefix) else own)
             continue
-        if sink.name in seen:  # sinks sharing a name share one row of counts
-            continue
-        seen.add(sink.name)
-        counts = pipeline.outcomes[sink.name]
+        counts = pipeline.outcomes[label]
         shown = [f"{counts[o]} {o.value}" for o in Outcome if counts[o] or o is Outcome.DELIVERED]
-        parts.append(f"{sink.name}: {', '.join(shown)}")
+        parts.append(f"{label}: {', '.join(shown)}")
     return "; ".join(parts)
+
+
+def summary_counts(pipeline: Pipeline) -> dict[str, dict[str, int]]:
+    """The summary's JSON ``sinks``: per sink label, the records per outcome, overridden by the
+    sink's own ``counts()`` (so the Splunk sink's "delivered" means delivered to HEC, as its
+    text says, not "accepted into the spool")."""
+    out: dict[str, dict[str, int]] = {}
+    for sink, label in zip(pipeline.sinks, pipeline.labels, strict=True):
+        counts = {o.value: n for o, n in pipeline.outcomes[label].items()}
+        counts.update(sink.counts())
+        out[label] = counts
+    return out
 
 
 def report_summary(pipeline: Pipeline, failed: bool = False) -> None:
     """One diagnostic line on stderr with every sink's counts (error level after a failure)."""
-    counts = {name: {o.value: n for o, n in c.items()} for name, c in pipeline.outcomes.items()}
     level = "error" if failed or pipeline.error is not None else "info"
-    diagnostics.emit(level, f"summary: {summary_line(pipeline)}", key="summary", sinks=counts)
+    diagnostics.emit(level, f"summary: {summary_line(pipeline)}", key="summary",
+                     sinks=summary_counts(pipeline))
 
 
 def sink_main(names: list[str], options: SinkOptions, service: str | None = None) -> int:

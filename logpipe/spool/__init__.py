@@ -39,7 +39,7 @@ import time
 from dataclasses import dataclass, field
 
 from logpipe import diagnostics
-from logpipe.errors import SinkError, SpoolFullError, UsageError
+from logpipe.errors import DiskFullError, SinkError, SpoolFullError, UsageError
 from logpipe.spool import _segments
 from logpipe.spool._segments import HDR_SIZE, MAGIC, Position, SegmentFiles, SegmentReader
 
@@ -113,6 +113,8 @@ class Spool:
         self._opened = False
         self._closed = False
         self._paused = False
+        #: the last write failed with ENOSPC/EDQUOT: reclaim drained space before the next one
+        self._disk_full = False
         self._last_save = 0.0
         self._save_task: asyncio.Task[None] | None = None
         # created in open(), inside the loop that will use them
@@ -144,6 +146,17 @@ class Spool:
     def unread_items(self) -> bool:
         """True when some item is waiting to be handed out (new, or released)."""
         return self._released_runs > 0 or self._read_pos < self._write_end
+
+    def stats(self) -> dict[str, object]:
+        """Depth and health for ``logpipe status``: items and bytes not yet done, whether the
+        disk was full at the last append, and the oldest segment's mtime (epoch seconds; an
+        upper bound on the age of the oldest item)."""
+        oldest: float | None = None
+        if self._segments:
+            with contextlib.suppress(OSError):
+                oldest = os.stat(self._files.path(self._segments[0])).st_mtime
+        return {"items": self.pending_items, "bytes": self.pending_bytes, "max_bytes": self.max_bytes,
+                "disk_full": self._disk_full, "oldest_segment_mtime": oldest}
 
     @property
     def _write_end(self) -> Position:
@@ -192,9 +205,16 @@ class Spool:
         data = b"".join(_segments.frame(i) for i in items)
         async with self._append_lock:
             await self._wait_for_room(len(data), len(items))
-            if self._write_offset >= self.segment_bytes:
-                await self._start_next_segment()
-            await asyncio.to_thread(self._write, data)
+            if self._disk_full:
+                await self._reclaim_drained()
+            try:
+                if self._write_offset >= self.segment_bytes:
+                    await self._start_next_segment()
+                await asyncio.to_thread(self._write, data)
+            except DiskFullError:
+                self._disk_full = True
+                raise
+            self._disk_full = False
             self._write_offset += len(data)
             self._sizes[self._write_segment] = self._write_offset
             self._appended_items += len(items)
@@ -218,6 +238,37 @@ class Spool:
             self._paused = False
             diagnostics.info(f"spool {self.directory} has room again; input resumed",
                              key=f"spool-room:{self.directory}")
+
+    @property
+    def disk_full(self) -> bool:
+        """The last append failed for lack of disk space (it is retried by the caller)."""
+        return self._disk_full
+
+    async def _reclaim_drained(self) -> None:
+        """After a disk-full append: once every record is done, give the segments' space back.
+
+        Segments otherwise roll over only at ``segment_bytes``, so on a disk smaller than that
+        a drained segment would never be freed and the spool would stay full for good.
+        """
+        if self.pending_items or self._runs or self._read_pos < self._write_end:
+            return
+        if self._write_offset <= HDR_SIZE and len(self._segments) == 1:
+            return
+        number, fd = self._write_segment, self._write_fd
+        assert fd is not None
+        older = [s for s in self._segments if s != number]
+        async with self._read_lock, self._save_lock:
+            self._reader.close()
+            try:
+                await asyncio.to_thread(self._files.empty_last, number, fd, older)
+            except OSError as e:
+                _segments.raise_write_error(self.directory, e)
+            self._segments = [number]
+            self._sizes = {number: HDR_SIZE}
+            self._write_offset = HDR_SIZE
+            self._read_pos = self._done_pos = self._saved_pos = (number, HDR_SIZE)
+        diagnostics.info(f"spool {self.directory}: everything spooled was delivered; its disk space "
+                         "is free again", key=f"spool-reclaimed:{self.directory}")
 
     async def _start_next_segment(self) -> None:
         number = self._write_segment + 1

@@ -173,11 +173,28 @@ class SegmentFiles:
         return (number, offset)
 
     def save_cursor(self, pos: Position, consumed: list[int]) -> None:
-        """Write the cursor ``pos`` atomically, then delete the ``consumed`` segments (a crash
-        before the deletion is cleaned up at the next open)."""
+        """Delete the ``consumed`` segments, then write the cursor ``pos`` atomically.
+
+        Deleting first is safe — a restart that finds the cursor's segment gone starts at the
+        first segment left, which holds only records at or after the cursor (duplicates at
+        worst) — and it frees the space the cursor's temp file needs when the disk is full.
+        """
+        self.remove(consumed)
         doc = orjson.dumps({"version": 1, "segment": pos[0], "offset": pos[1]})
         atomic_write(os.path.join(self.directory, "cursor"), doc, mode=0o600)
-        self.remove(consumed)
+
+    def empty_last(self, number: int, fd: int, older: list[int]) -> None:
+        """Everything is done: delete the ``older`` segments, cut segment ``number`` (open for
+        writing on ``fd``) back to its magic and save the cursor at its start — the disk space
+        of delivered records comes back without a new file (which a full disk may refuse).
+
+        A crash after the cut and before the cursor is saved finds the cursor past the end of
+        the segment and starts at its end (everything there was done); nothing may be appended
+        until this returns, so no new record can hide behind that old cursor."""
+        self.remove(older)
+        os.ftruncate(fd, HDR_SIZE)
+        os.fdatasync(fd)
+        self.save_cursor((number, HDR_SIZE), [])
 
     # ---------------------------------------------------------------- recovery
     def recover(self) -> Recovered:
@@ -194,7 +211,10 @@ class SegmentFiles:
             if not segments or segments[0] != cursor[0]:
                 cursor = None
         if not segments:
-            number = (cursor[0] if cursor else 0) + 1
+            # numbered past the cursor read, even when it was dropped above: a segment numbered
+            # below a cursor would be taken as consumed at the next open
+            saved = self.read_cursor()
+            number = max(cursor[0] if cursor else 0, saved[0] if saved else 0) + 1
             self.create(number)
             segments = [number]
         start = cursor if cursor is not None else (segments[0], HDR_SIZE)

@@ -50,7 +50,7 @@ Modules: ``config`` (settings, token), ``sink`` (the Sink: write → spool, drai
 
 Tuning through the environment (tests use short values):
 ``LOGPIPE_SPLUNK_TOKEN`` (the token), ``LOGPIPE_SPLUNK_ACK_TIMEOUT`` (300 s),
-``LOGPIPE_SPLUNK_ACK_INTERVAL`` (1 s), ``LOGPIPE_SPLUNK_DRAIN_TIMEOUT`` (30 s),
+``LOGPIPE_SPLUNK_ACK_INTERVAL`` (1 s), ``LOGPIPE_SPLUNK_DRAIN_TIMEOUT`` (= ``--drain-timeout``, 5 s),
 ``LOGPIPE_SPLUNK_RETRY_MAX`` (backoff cap, 30 s), ``LOGPIPE_SPLUNK_TIMEOUT`` (request, 30 s).
 """
 

@@ -33,7 +33,11 @@ DEFAULT_ACK_TIMEOUT = 300.0
 #: Splunk suggests polling about every 10 s; one small POST per second per endpoint costs
 #: nothing and lets an ``--ack`` run finish within a second of its last ack instead of ten.
 DEFAULT_ACK_INTERVAL = 1.0
-DEFAULT_DRAIN_TIMEOUT = 30.0
+#: after SIGTERM/SIGINT, deliver for at most this long (everything read is already durable in
+#: the spool; what is left is sent by the next run). A few round trips and retries of a busy
+#: HEC; under PM2's 1.6 s kill_timeout no useful delivery fits, so PM2 users raise kill_timeout
+#: (README "Stopping").
+DEFAULT_DRAIN_TIMEOUT = 5.0
 #: backoff cap (Vector: 30 s) and start
 DEFAULT_RETRY_MAX = 30.0
 RETRY_BASE = 0.2
@@ -169,7 +173,8 @@ class SplunkConfig:
             concurrency=options.splunk_concurrency or DEFAULT_CONCURRENCY,
             ack_timeout=env_float(ENV_ACK_TIMEOUT, DEFAULT_ACK_TIMEOUT),
             ack_interval=env_float(ENV_ACK_INTERVAL, DEFAULT_ACK_INTERVAL),
-            drain_timeout=env_float(ENV_DRAIN_TIMEOUT, DEFAULT_DRAIN_TIMEOUT, minimum=0.0),
+            drain_timeout=(options.splunk_drain_timeout if options.splunk_drain_timeout is not None
+                           else env_float(ENV_DRAIN_TIMEOUT, DEFAULT_DRAIN_TIMEOUT, minimum=0.0)),
             retry_max=env_float(ENV_RETRY_MAX, DEFAULT_RETRY_MAX),
             request_timeout=env_float(ENV_TIMEOUT, DEFAULT_REQUEST_TIMEOUT),
         )

@@ -33,6 +33,10 @@ if TYPE_CHECKING:
     from logpipe.sinks.splunk.acks import AwaitingAck
 
 
+#: seconds for each step of the wrong-scheme probe at start
+PROBE_TIMEOUT = 2.0
+
+
 class Stopped(Exception):
     """Internal: sending stops (fatal config error or shutdown); the chunk stays spooled."""
 
@@ -45,6 +49,11 @@ class Endpoint:
     display: str
     down_until: float = 0.0
     failures: int = 0
+    #: the last attempt got no HTTP answer at all (refused, reset, timed out)
+    unreachable: bool = False
+    #: the last error (``HTTP 503, HEC code 9: …`` or ``Connection refused``), for stats()
+    last_error: str = ""
+    last_success: float | None = None  # time.time()
     pending: dict[int, AwaitingAck] = field(default_factory=dict)
 
     @property
@@ -137,6 +146,8 @@ class Endpoints:
     def mark_down(self, ep: Endpoint, v: Verdict) -> None:
         """A transient failure: back off from ``ep`` (Retry-After honoured), say so once."""
         ep.failures += 1
+        ep.unreachable = v.status is None
+        ep.last_error = self._scrub(v.describe())
         delay = self._backoff.delay(ep.failures - 1, v.retry_after)
         ep.down_until = time.monotonic() + delay
         diagnostics.warning(f"splunk: {ep.display}: {self._scrub(v.describe())}; retrying "
@@ -148,6 +159,12 @@ class Endpoints:
             diagnostics.info(f"splunk: {ep.display} is answering again", key=f"splunk-up:{ep.display}")
         ep.failures = 0
         ep.down_until = 0.0
+        ep.unreachable = False
+        ep.last_success = time.time()
+
+    def all_unreachable(self) -> bool:
+        """Every endpoint's last attempt got no HTTP answer: nothing will be delivered soon."""
+        return all(ep.unreachable for ep in self.all)
 
 
 def error_verdict(exc: BaseException, ep: Endpoint, scrub: Callable[[str], str]) -> Verdict:
@@ -171,6 +188,40 @@ def error_verdict(exc: BaseException, ep: Endpoint, scrub: Callable[[str], str])
     if isinstance(exc, httpx.TimeoutException):
         text = f"timed out ({type(exc).__name__})"
     return Verdict(Action.RETRY, text=text)
+
+
+async def scheme_mismatch(ep: Endpoint) -> str | None:
+    """Whether ``ep`` failed because its scheme is wrong: an ``https://`` URL whose server answers
+    plain HTTP (OpenSSL says only ``WRONG_VERSION_NUMBER``), or an ``http://`` URL whose server
+    completes a TLS handshake (it just drops the plain request). A one-line hint, or None."""
+    timeout = PROBE_TIMEOUT
+    parts = urlsplit(ep.base)
+    host = parts.hostname or ""
+    tls = parts.scheme == "https"
+    port = parts.port or (443 if tls else 80)
+    netloc = parts.netloc
+    try:
+        if tls:
+            reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+            try:
+                writer.write(b"GET " + _hec.HEALTH_PATH.encode() + b" HTTP/1.0\r\nHost: "
+                             + host.encode() + b"\r\n\r\n")
+                head = await asyncio.wait_for(reader.read(5), timeout)
+            finally:
+                writer.close()
+            if head == b"HTTP/":
+                return (f"splunk: {ep.display}: the server speaks plain HTTP; use "
+                        f"http://{netloc}{parts.path}")
+            return None
+        probe = ssl.create_default_context()
+        probe.check_hostname = False
+        probe.verify_mode = ssl.CERT_NONE  # only asks "does it speak TLS?"; nothing is sent
+        _, writer = await asyncio.wait_for(
+            asyncio.open_connection(host, port, ssl=probe, server_hostname=host or None), timeout)
+        writer.close()
+        return f"splunk: {ep.display}: the server speaks TLS (HTTPS); use https://{netloc}{parts.path}"
+    except (OSError, TimeoutError, ssl.SSLError, ValueError):
+        return None
 
 
 def _cert_error(exc: BaseException) -> ssl.SSLCertVerificationError | None:

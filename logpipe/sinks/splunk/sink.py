@@ -18,7 +18,13 @@ from logpipe.sinks import SinkOptions
 from logpipe.sinks.splunk import _hec
 from logpipe.sinks.splunk._hec import Action
 from logpipe.sinks.splunk.config import RETRY_BASE, Secret, SplunkConfig, read_token
-from logpipe.sinks.splunk.endpoints import Endpoint, Endpoints, client_for, error_verdict
+from logpipe.sinks.splunk.endpoints import (
+    Endpoint,
+    Endpoints,
+    client_for,
+    error_verdict,
+    scheme_mismatch,
+)
 from logpipe.sinks.splunk.items import to_item
 from logpipe.sinks.splunk.quarantine import Quarantine
 from logpipe.sinks.splunk.sender import Sender
@@ -59,6 +65,10 @@ class SplunkSink(Sink):
         self._progress_shown = False
         self._started = False
         self._closed = False
+        #: set by stopping(): the drain (and a disk-full wait) ends by then
+        self._stop_deadline: float | None = None
+        self._stopping = asyncio.Event()
+        self._disk_paused = False
 
     @property
     def channel(self) -> str:
@@ -175,6 +185,10 @@ class SplunkSink(Sink):
             v = error_verdict(exc, ep, scrub)
             if v.action is Action.CONFIG:
                 return None, v.text
+            if not isinstance(exc, httpx.TimeoutException):
+                wrong_scheme = await scheme_mismatch(ep)
+                if wrong_scheme is not None:
+                    return None, wrong_scheme
             return False, (f"splunk: {ep.display} unreachable ({v.text}); records are spooled and "
                            "sent when it answers")
         v = _hec.classify(r.status_code, r.content, scrub=scrub)
@@ -197,20 +211,47 @@ class SplunkSink(Sink):
             raise SinkError("splunk: write before start")
         groups = self._encoder.encode_grouped(batch.records, batch.encoded())
         items = [to_item(g, envelopes) for g, envelopes in groups.items()]
+        await self._append_until_room(spool, items, len(batch.records))
+        self._shared.counts.spooled += len(batch.records)
+        sender.appended([len(envelopes) for envelopes in groups.values()], sum(map(len, items)))
+        return Outcome.SPOOLED
+
+    async def _append_until_room(self, spool: Spool, items: list[bytes], records: int) -> None:
+        """Append; on a full disk hold the batch (input pauses: the pipeline stops reading),
+        say so once, and retry until HEC has drained the spool and its space is reused. After a
+        stop, give up at the drain deadline: the batch was not spooled, so it is not acknowledged
+        (a logpipe collector reads it again)."""
         while True:
             try:
                 await self._append(spool, items)
                 break
             except DiskFullError as exc:
-                # transient by the Sink contract: hold the batch (input pauses) and retry
-                diagnostics.warning(f"splunk: {exc}; retrying every second, input paused",
-                                    key="splunk-disk-full")
+                if not self._disk_paused:
+                    self._disk_paused = True
+                    diagnostics.warning(f"splunk: {exc}; input paused until Splunk has taken what is "
+                                        "spooled and its space is reused (nothing is dropped)",
+                                        key="splunk-disk-full")
+                deadline = self._stop_deadline
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise DiskFullError(
+                        f"splunk: the spool's disk is still full at the end of the drain; {records} "
+                        "records read were not spooled and are not acknowledged (a logpipe collector "
+                        "reads them again; a plain pipe into `logpipe sink` loses them)") from None
+                wait = 0.25 if deadline is None else max(0.0, min(0.25, deadline - time.monotonic()))
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._shared.fatal_event.wait(), 1.0)
+                    await asyncio.wait_for(self._shared.fatal_event.wait(), wait)
                 self._raise_if_fatal()
-        self._shared.counts.spooled += len(batch.records)
-        sender.appended([len(envelopes) for envelopes in groups.values()], sum(map(len, items)))
-        return Outcome.SPOOLED
+        if self._disk_paused:
+            self._disk_paused = False
+            diagnostics.info("splunk: the spool has disk space again; input resumed",
+                             key="splunk-disk-room")
+
+    def stopping(self) -> None:
+        """A stop was asked (SIGTERM/SIGINT): deliver for at most the drain timeout from now."""
+        if self._stop_deadline is None:
+            self._stop_deadline = time.monotonic() + self.config.drain_timeout
+            self._stopping.set()
+            self._shared.wake.set()
 
     async def _append(self, spool: Spool, items: list[bytes]) -> None:
         """``spool.append``, abandoned only if sending stops for good while the spool is full."""
@@ -257,26 +298,35 @@ class SplunkSink(Sink):
                     sys.stderr.flush()
         if (self.left_in_spool or self._left_items) and self._shared.fatal is None:
             diagnostics.warning(
-                f"splunk: HEC did not take everything within {self.config.drain_timeout:g}s; "
+                f"splunk: {self._why_left()}; "
                 f"{self._left_text()} left in spool {self.config.spool_dir} (sent on the next run)",
                 key="splunk-left")
         self._raise_if_fatal()
 
     async def _drain(self, sender: Sender) -> None:
-        """Let the senders deliver what is spooled, for at most the drain timeout."""
+        """Let the senders deliver what is spooled (everything read is durable by now).
+
+        After a stop signal: for at most the drain timeout since the signal. At the end of the
+        input: while HEC keeps taking events, and for at most the drain timeout without progress.
+        After a signal it also ends at once when every endpoint is unreachable (no HTTP answer):
+        the stop must be prompt, and the spool keeps everything for the next run.
+        """
         shared = self._shared
         sender.draining = True
         shared.wake.set()
-        if shared.fatal is not None or sender.is_drained():
-            return
-        deadline = time.monotonic() + self.config.drain_timeout
+        timeout = self.config.drain_timeout
+        progress_at, delivered = time.monotonic(), self.delivered
         while not sender.is_drained() and shared.fatal is None:
-            left = deadline - time.monotonic()
-            if left <= 0:
+            now = time.monotonic()
+            if self.delivered != delivered:
+                progress_at, delivered = now, self.delivered
+            deadline = self._stop_deadline if self._stop_deadline is not None else progress_at + timeout
+            left = deadline - now
+            if left <= 0 or (self._stop_deadline is not None and self.endpoints.all_unreachable()):
                 break
             shared.settled.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(shared.settled.wait(), min(left, 0.5))
+                await asyncio.wait_for(shared.settled.wait(), min(left, 0.1))
 
     def summary(self) -> str | None:
         """``splunk: 120 delivered, 3 retried, 1 quarantined, 121 spooled, 0 left in spool`` (events;
@@ -284,6 +334,32 @@ class SplunkSink(Sink):
         return (f"splunk: {self.delivered} delivered, {self.resent} retried, "
                 f"{self.quarantined} quarantined, {self.spooled} spooled, "
                 f"{self._left_text('')} left in spool")
+
+    def counts(self) -> dict[str, int]:
+        """The numbers of :meth:`summary`, for the summary's JSON (events)."""
+        counts = {"delivered": self.delivered, "retried": self.resent, "quarantined": self.quarantined,
+                  "spooled": self.spooled,
+                  "left_in_spool": self.left_in_spool if self._final else self._in_spool()}
+        earlier = self._left_items if self._final else (self._sender.backlog_unread if self._sender else 0)
+        if earlier:
+            counts["earlier_batches_left_in_spool"] = earlier
+        return counts
+
+    def _why_left(self) -> str:
+        if self.endpoints.all_unreachable():
+            return "HEC is unreachable"
+        return f"HEC did not take everything within the drain timeout ({self.config.drain_timeout:g}s)"
+
+    def stats(self) -> dict[str, Any]:
+        """Counters and health for ``logpipe status`` and tests (events unless said otherwise)."""
+        spool = self._spool
+        return {
+            "spooled": self.spooled, "delivered": self.delivered, "retried": self.resent,
+            "quarantined": self.quarantined, "left_in_spool": self._in_spool(),
+            "spool": spool.stats() if spool is not None else None,
+            "endpoints": [{"url": ep.display, "up": ep.failures == 0, "last_error": ep.last_error or None,
+                           "last_success": ep.last_success} for ep in self.endpoints],
+        }
 
     # ------------------------------------------------------------------ state helpers
     def _in_spool(self) -> int:

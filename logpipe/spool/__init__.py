@@ -416,8 +416,10 @@ class Spool:
             try:
                 await self._save_cursor()
             except OSError as e:
-                diagnostics.error(f"spool {self.directory}: cannot save the cursor ({e.strerror}); "
-                                  "will retry", key=f"spool-cursor:{self.directory}")
+                if not (self._disk_full and e.errno in _segments.DISK_FULL_ERRNOS):
+                    # (a full disk was already reported by the append that met it)
+                    diagnostics.error(f"spool {self.directory}: cannot save the cursor ({e.strerror}); "
+                                      "will retry", key=f"spool-cursor:{self.directory}")
                 self._last_save = time.monotonic()
                 if self._closed:
                     return

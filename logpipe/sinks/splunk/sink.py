@@ -34,6 +34,8 @@ from logpipe.spool import Spool
 #: the start-up health check waits this long per endpoint; a HEC that does not answer in time
 #: is "unreachable for now", not fatal (records are spooled)
 HEALTH_TIMEOUT = 5.0
+#: envelope bytes per spool item (a source group's share of a batch is cut at this)
+ITEM_MAX_BYTES = 256 << 10
 
 
 class SplunkSink(Sink):
@@ -189,6 +191,7 @@ class SplunkSink(Sink):
                 wrong_scheme = await scheme_mismatch(ep)
                 if wrong_scheme is not None:
                     return None, wrong_scheme
+            ep.unreachable, ep.last_error = True, v.text
             return False, (f"splunk: {ep.display} unreachable ({v.text}); records are spooled and "
                            "sent when it answers")
         v = _hec.classify(r.status_code, r.content, scrub=scrub)
@@ -210,41 +213,60 @@ class SplunkSink(Sink):
         if spool is None or sender is None:
             raise SinkError("splunk: write before start")
         groups = self._encoder.encode_grouped(batch.records, batch.encoded())
-        items = [to_item(g, envelopes) for g, envelopes in groups.items()]
+        items: list[tuple[bytes, int]] = []  # (spool item, its events)
+        for g, envelopes in groups.items():
+            for part in _cut(envelopes):
+                items.append((to_item(g, part), len(part)))
         await self._append_until_room(spool, items, len(batch.records))
         self._shared.counts.spooled += len(batch.records)
-        sender.appended([len(envelopes) for envelopes in groups.values()], sum(map(len, items)))
         return Outcome.SPOOLED
 
-    async def _append_until_room(self, spool: Spool, items: list[bytes], records: int) -> None:
-        """Append; on a full disk hold the batch (input pauses: the pipeline stops reading),
-        say so once, and retry until HEC has drained the spool and its space is reused. After a
-        stop, give up at the drain deadline: the batch was not spooled, so it is not acknowledged
-        (a logpipe collector reads it again)."""
-        while True:
+    async def _append_until_room(self, spool: Spool, items: list[tuple[bytes, int]], records: int) -> None:
+        """Append; on a full disk append item by item what fits, hold the rest (input pauses:
+        the pipeline stops reading), say so once, and retry until HEC has drained the spool and
+        its space is reused. After a stop, give up at the drain deadline (at once when HEC is
+        unreachable): the batch was not wholly spooled, so it is not acknowledged (a logpipe
+        collector reads it again; what did go in is delivered, so that part comes twice)."""
+        sender = self._sender
+        assert sender is not None
+        left = items
+        while left:
             try:
-                await self._append(spool, items)
+                await self._append(spool, [item for item, _ in left])
+                sender.appended([n for _, n in left], sum(len(item) for item, _ in left))
                 break
             except DiskFullError as exc:
-                if not self._disk_paused:
-                    self._disk_paused = True
-                    diagnostics.warning(f"splunk: {exc}; input paused until Splunk has taken what is "
-                                        "spooled and its space is reused (nothing is dropped)",
-                                        key="splunk-disk-full")
-                deadline = self._stop_deadline
-                if deadline is not None and time.monotonic() >= deadline:
-                    raise DiskFullError(
-                        f"splunk: the spool's disk is still full at the end of the drain; {records} "
-                        "records read were not spooled and are not acknowledged (a logpipe collector "
-                        "reads them again; a plain pipe into `logpipe sink` loses them)") from None
-                wait = 0.25 if deadline is None else max(0.0, min(0.25, deadline - time.monotonic()))
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._shared.fatal_event.wait(), wait)
-                self._raise_if_fatal()
+                if len(left) > 1:  # what fits goes in now, in order
+                    with contextlib.suppress(DiskFullError):
+                        while left:
+                            await self._append(spool, [left[0][0]])
+                            sender.appended([left[0][1]], len(left[0][0]))
+                            left = left[1:]
+                    if not left:
+                        break
+                await self._wait_for_disk(exc, records)
         if self._disk_paused:
             self._disk_paused = False
             diagnostics.info("splunk: the spool has disk space again; input resumed",
                              key="splunk-disk-room")
+
+    async def _wait_for_disk(self, exc: DiskFullError, records: int) -> None:
+        """One pause step on a full disk (says so the first time); raises at the stop deadline."""
+        if not self._disk_paused:
+            self._disk_paused = True
+            diagnostics.warning(f"splunk: {exc}; input paused until Splunk has taken what is "
+                                "spooled and its space is reused (nothing is dropped)",
+                                key="splunk-disk-full")
+        deadline = self._stop_deadline
+        if deadline is not None and (time.monotonic() >= deadline or self.endpoints.all_unreachable()):
+            raise DiskFullError(
+                f"splunk: the spool's disk is still full at the end of the drain; a batch of {records} "
+                "records read was not wholly spooled and is not acknowledged (a logpipe collector "
+                "reads it again; a plain pipe into `logpipe sink` loses it)") from None
+        wait = 0.25 if deadline is None else max(0.0, min(0.25, deadline - time.monotonic()))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._shared.fatal_event.wait(), wait)
+        self._raise_if_fatal()
 
     def stopping(self) -> None:
         """A stop was asked (SIGTERM/SIGINT): deliver for at most the drain timeout from now."""
@@ -409,6 +431,25 @@ class SplunkSink(Sink):
             with contextlib.suppress(OSError, ValueError):
                 sys.stderr.write("\r\x1b[K" + line)
                 sys.stderr.flush()
+
+
+def _cut(envelopes: list[bytes]) -> list[list[bytes]]:
+    """A source group's envelopes in runs of about ITEM_MAX_BYTES (one spool item each), so a
+    nearly full disk still takes part of a batch and no item is larger than a request."""
+    total = sum(map(len, envelopes))
+    if total <= ITEM_MAX_BYTES:
+        return [envelopes]
+    out: list[list[bytes]] = []
+    cur: list[bytes] = []
+    size = 0
+    for env in envelopes:
+        if cur and size + len(env) > ITEM_MAX_BYTES:
+            out.append(cur)
+            cur, size = [], 0
+        cur.append(env)
+        size += len(env) + 1
+    out.append(cur)
+    return out
 
 
 def _stderr_is_tty() -> bool:

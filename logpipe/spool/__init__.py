@@ -33,54 +33,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
 import os
 import time
-from dataclasses import dataclass, field
 
 from logpipe import diagnostics
 from logpipe.errors import DiskFullError, SinkError, SpoolFullError, UsageError
 from logpipe.spool import _segments
+from logpipe.spool._handout import Chunk, HandedOut
 from logpipe.spool._segments import HDR_SIZE, MAGIC, Position, SegmentFiles, SegmentReader
 
 __all__ = ["CURSOR_INTERVAL", "HDR_SIZE", "MAGIC", "Chunk", "Spool"]
 
 #: The cursor is persisted at most this often while chunks are being marked done.
 CURSOR_INTERVAL = 0.2
-
-
-class _Handed(enum.Enum):
-    """Where a handed-out run of records stands."""
-
-    OUT = "out"            # with a consumer
-    DONE = "done"          # delivered; waits for the runs before it to be done too
-    RELEASED = "released"  # given back: handed out again before newer records
-
-
-@dataclass(frozen=True, slots=True)
-class Chunk:
-    """Items handed out together, in spool order; give ``id`` back to ``done`` or ``release``."""
-
-    id: int
-    items: list[bytes]
-
-    @property
-    def nbytes(self) -> int:
-        """Sum of the items' lengths."""
-        return sum(len(i) for i in self.items)
-
-
-@dataclass(slots=True)
-class _Run:
-    """A contiguous run of records [start, end) handed out at least once."""
-
-    start: Position
-    end: Position
-    items: list[bytes]
-    ends: list[Position]  # position just after each item
-    state: _Handed = _Handed.OUT
-    chunk_id: int = -1
-    disk_bytes: int = field(default=0)
 
 
 class Spool:
@@ -102,10 +67,7 @@ class Spool:
         self._read_pos: Position = (0, 0)
         self._done_pos: Position = (0, 0)
         self._saved_pos: Position | None = None  # what the cursor file says
-        self._runs: list[_Run] = []
-        self._out: dict[int, _Run] = {}
-        self._released_runs = 0
-        self._next_id = 0
+        self._handed = HandedOut()
         self._appended_items = 0
         self._appended_bytes = 0
         self._done_items = 0
@@ -145,7 +107,7 @@ class Spool:
     @property
     def unread_items(self) -> bool:
         """True when some item is waiting to be handed out (new, or released)."""
-        return self._released_runs > 0 or self._read_pos < self._write_end
+        return self._handed.released > 0 or self._read_pos < self._write_end
 
     def stats(self) -> dict[str, object]:
         """Depth and health for ``logpipe status``: items and bytes not yet done, whether the
@@ -250,7 +212,7 @@ class Spool:
         Segments otherwise roll over only at ``segment_bytes``, so on a disk smaller than that
         a drained segment would never be freed and the spool would stay full for good.
         """
-        if self.pending_items or self._runs or self._read_pos < self._write_end:
+        if self.pending_items or self._handed or self._read_pos < self._write_end:
             return
         if self._write_offset <= HDR_SIZE and len(self._segments) == 1:
             return
@@ -323,78 +285,37 @@ class Spool:
                 return None
 
     async def _take(self, max_items: int, max_bytes: int) -> Chunk | None:
-        if self._released_runs:
-            for i, run in enumerate(self._runs):
-                if run.state is _Handed.RELEASED:
-                    return self._take_released(i, run, max_items, max_bytes)
+        again = self._handed.again(max_items, max_bytes)
+        if again is not None:
+            return again
         limit = self._write_end
         if self._read_pos >= limit:
             return None
         items, ends, end = await asyncio.to_thread(
             self._reader.read, self._read_pos, max_items, max_bytes, limit,
             list(self._segments), dict(self._sizes))
+        start, self._read_pos = self._read_pos, end
         if not items:
-            self._read_pos = end
             return None
-        run = _Run(self._read_pos, end, items, ends)
-        self._read_pos = end
-        self._runs.append(run)
-        return self._hand_out(run)
-
-    def _take_released(self, i: int, run: _Run, max_items: int, max_bytes: int) -> Chunk:
-        k, total = 0, 0
-        while k < len(run.items) and k < max_items:
-            n = len(run.items[k])
-            if k and total + n > max_bytes:
-                break
-            total += n
-            k += 1
-        self._released_runs -= 1
-        if k < len(run.items):
-            rest = _Run(run.ends[k - 1], run.end, run.items[k:], run.ends[k:], _Handed.RELEASED)
-            run.items, run.ends, run.end = run.items[:k], run.ends[:k], run.ends[k - 1]
-            self._runs.insert(i + 1, rest)
-            self._released_runs += 1
-        return self._hand_out(run)
-
-    def _hand_out(self, run: _Run) -> Chunk:
-        run.state = _Handed.OUT
-        run.chunk_id = self._next_id
-        self._next_id += 1
-        self._out[run.chunk_id] = run
-        return Chunk(run.chunk_id, list(run.items))
+        return self._handed.new(start, end, items, ends)
 
     # ------------------------------------------------------------------ done / release
 
     def done(self, chunk_id: int) -> None:
         """Chunk delivered (or quarantined): advance the done position over contiguous done runs."""
-        run = self._pop_out(chunk_id)
-        run.state = _Handed.DONE
-        runs = self._runs
-        n = 0
-        while n < len(runs) and runs[n].state is _Handed.DONE:
-            finished = runs[n]
-            self._done_items += len(finished.items)
-            self._done_bytes += sum(len(i) for i in finished.items) + HDR_SIZE * len(finished.items)
-            n += 1
-        if n:
-            del runs[:n]
-            self._done_pos = runs[0].start if runs else self._read_pos
+        finished = self._handed.done(chunk_id)
+        if finished is not None:
+            items, nbytes, first_out = finished
+            self._done_items += items
+            self._done_bytes += nbytes
+            self._done_pos = first_out if first_out is not None else self._read_pos
             self._space.set()
             self._schedule_save()
 
     def release(self, chunk_id: int) -> None:
         """Chunk not delivered: its items are handed out again, in order, before later ones."""
-        run = self._pop_out(chunk_id)
-        run.state = _Handed.RELEASED
-        self._released_runs += 1
+        self._handed.release(chunk_id)
         self._data.set()
-
-    def _pop_out(self, chunk_id: int) -> _Run:
-        try:
-            return self._out.pop(chunk_id)
-        except KeyError:
-            raise ValueError(f"spool: chunk {chunk_id} is not out (already done or released?)") from None
 
     # ------------------------------------------------------------------ cursor
 

@@ -45,8 +45,9 @@ host/source/sourcetype; ``--index`` is added when a request is built, so fixing 
 
 Modules: ``config`` (settings, token), ``sink`` (the Sink: write → spool, drain, summary),
 ``sender`` (chunks → requests → POST, retry, split), ``acks`` (indexer acknowledgement),
-``endpoints`` (URLs, TLS, health, transport errors), ``quarantine`` (dead letters), ``items``
-(spool item format), ``state`` (what they share), ``_hec`` (the protocol, no I/O).
+``endpoints`` (URLs, TLS, backoff, transport errors), ``health`` (the start-up check),
+``quarantine`` (dead letters), ``items`` (spool item format), ``state`` (what they share),
+``_hec`` (the protocol, no I/O).
 
 Tuning through the environment (tests use short values):
 ``LOGPIPE_SPLUNK_TOKEN`` (the token), ``LOGPIPE_SPLUNK_ACK_TIMEOUT`` (300 s),

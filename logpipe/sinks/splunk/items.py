@@ -6,6 +6,8 @@ import orjson
 
 from logpipe.errors import SinkError
 
+#: envelope bytes per spool item (a source group's share of a batch is cut at this)
+ITEM_MAX_BYTES = 256 << 10
 #: first byte of a spool item: format 1 = 4-byte source group + bundle
 ITEM_V1 = b"\x01"
 
@@ -36,3 +38,22 @@ def from_item(item: bytes) -> tuple[int, bytes]:
         return int.from_bytes(item[1:5], "big"), item[5:]
     raise SinkError(f"splunk: unknown item format {item[:1]!r} in the spool (written by a newer "
                     "logpipe?); move the spool directory aside")
+
+
+def cut_group(envelopes: list[bytes]) -> list[list[bytes]]:
+    """A source group's envelopes in runs of about ITEM_MAX_BYTES (one spool item each), so a
+    nearly full disk still takes part of a batch and no item is larger than a request."""
+    total = sum(map(len, envelopes))
+    if total <= ITEM_MAX_BYTES:
+        return [envelopes]
+    out: list[list[bytes]] = []
+    cur: list[bytes] = []
+    size = 0
+    for env in envelopes:
+        if cur and size + len(env) > ITEM_MAX_BYTES:
+            out.append(cur)
+            cur, size = [], 0
+        cur.append(env)
+        size += len(env) + 1
+    out.append(cur)
+    return out

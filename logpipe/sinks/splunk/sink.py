@@ -16,26 +16,19 @@ from logpipe.errors import DiskFullError, SinkConfigError, SinkError, UsageError
 from logpipe.pipeline import Batch, Outcome, Sink
 from logpipe.sinks import SinkOptions
 from logpipe.sinks.splunk import _hec
-from logpipe.sinks.splunk._hec import Action
 from logpipe.sinks.splunk.config import RETRY_BASE, Secret, SplunkConfig, read_token
 from logpipe.sinks.splunk.endpoints import (
     Endpoint,
     Endpoints,
     client_for,
     error_verdict,
-    scheme_mismatch,
 )
-from logpipe.sinks.splunk.items import to_item
+from logpipe.sinks.splunk.health import check_endpoints
+from logpipe.sinks.splunk.items import cut_group, to_item
 from logpipe.sinks.splunk.quarantine import Quarantine
 from logpipe.sinks.splunk.sender import Sender
 from logpipe.sinks.splunk.state import Shared
 from logpipe.spool import Spool
-
-#: the start-up health check waits this long per endpoint; a HEC that does not answer in time
-#: is "unreachable for now", not fatal (records are spooled)
-HEALTH_TIMEOUT = 5.0
-#: envelope bytes per spool item (a source group's share of a batch is cut at this)
-ITEM_MAX_BYTES = 256 << 10
 
 
 class SplunkSink(Sink):
@@ -132,7 +125,7 @@ class SplunkSink(Sink):
                                            config.request_timeout,
                                            config.concurrency + len(self.endpoints) + 1)
         try:
-            await self._health_check()
+            await check_endpoints(self.endpoints, client, self._shared)
             spool = Spool(config.spool_dir, max_bytes=config.spool_max)
             try:
                 await spool.open()
@@ -157,51 +150,6 @@ class SplunkSink(Sink):
             self._progress_shown = True
             self._tasks.append(asyncio.create_task(self._progress(), name="splunk-progress"))
 
-    async def _health_check(self) -> None:
-        results = await asyncio.gather(*(self._check_one(ep) for ep in self.endpoints))
-        fatal = [msg for ok, msg in results if ok is None]
-        if fatal:
-            raise SinkConfigError(fatal[0])
-        for ok, msg in results:
-            if ok:
-                diagnostics.info(msg, key=f"splunk-health:{msg}")
-            else:
-                diagnostics.warning(msg, key=f"splunk-health:{msg}")
-
-    async def _check_one(self, ep: Endpoint) -> tuple[bool | None, str]:
-        """(True, msg) healthy; (False, msg) unreachable/busy — carry on; (None, msg) fatal.
-
-        ``GET /services/collector/health`` says whether HEC takes data (it does not check the
-        token: research/hec.md §1); an authenticated empty POST to /event answers 400 code 5
-        "No data" when the token is good and 401/403 when it is not.
-        """
-        assert self._client is not None
-        scrub = self._shared.token.scrub
-        try:
-            r = await self._client.get(ep.health_url, timeout=HEALTH_TIMEOUT)
-            health = _hec.classify(r.status_code, r.content, scrub=scrub)
-            busy = r.status_code >= 500
-            r = await self._client.post(ep.event_url, content=b"", headers=self._shared.headers(False),
-                                        timeout=HEALTH_TIMEOUT)
-        except httpx.HTTPError as exc:
-            v = error_verdict(exc, ep, scrub)
-            if v.action is Action.CONFIG:
-                return None, v.text
-            if not isinstance(exc, httpx.TimeoutException):
-                wrong_scheme = await scheme_mismatch(ep)
-                if wrong_scheme is not None:
-                    return None, wrong_scheme
-            ep.unreachable, ep.last_error = True, v.text
-            return False, (f"splunk: {ep.display} unreachable ({v.text}); records are spooled and "
-                           "sent when it answers")
-        v = _hec.classify(r.status_code, r.content, scrub=scrub)
-        if v.action is Action.CONFIG:
-            return None, f"splunk: {ep.display}: {scrub(_hec.config_message(v))}"
-        if v.code == 5 or v.action is Action.SUCCESS:
-            state = f"busy ({health.describe()}), token accepted" if busy else "healthy, token accepted"
-            return (not busy), f"splunk: {ep.display} {state}"
-        return False, f"splunk: {ep.display} answered {v.describe()}; will retry"
-
     def _error_verdict(self, exc: BaseException, ep: Endpoint) -> _hec.Verdict:
         """A transport error → its Verdict (kept for callers of the old method)."""
         return error_verdict(exc, ep, self._shared.token.scrub)
@@ -215,7 +163,7 @@ class SplunkSink(Sink):
         groups = self._encoder.encode_grouped(batch.records, batch.encoded())
         items: list[tuple[bytes, int]] = []  # (spool item, its events)
         for g, envelopes in groups.items():
-            for part in _cut(envelopes):
+            for part in cut_group(envelopes):
                 items.append((to_item(g, part), len(part)))
         await self._append_until_room(spool, items, len(batch.records))
         self._shared.counts.spooled += len(batch.records)
@@ -431,25 +379,6 @@ class SplunkSink(Sink):
             with contextlib.suppress(OSError, ValueError):
                 sys.stderr.write("\r\x1b[K" + line)
                 sys.stderr.flush()
-
-
-def _cut(envelopes: list[bytes]) -> list[list[bytes]]:
-    """A source group's envelopes in runs of about ITEM_MAX_BYTES (one spool item each), so a
-    nearly full disk still takes part of a batch and no item is larger than a request."""
-    total = sum(map(len, envelopes))
-    if total <= ITEM_MAX_BYTES:
-        return [envelopes]
-    out: list[list[bytes]] = []
-    cur: list[bytes] = []
-    size = 0
-    for env in envelopes:
-        if cur and size + len(env) > ITEM_MAX_BYTES:
-            out.append(cur)
-            cur, size = [], 0
-        cur.append(env)
-        size += len(env) + 1
-    out.append(cur)
-    return out
 
 
 def _stderr_is_tty() -> bool:

@@ -504,6 +504,38 @@ def test_disk_full_raises_one_line_and_keeps_the_spool_consistent(tmp_path: Path
     assert run(scenario()) == [b"before", b"after"]
 
 
+def test_after_disk_full_a_drained_spool_gives_its_space_back(tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """After an ENOSPC append, once every record is done the next append first cuts the segment
+    back to its magic (segments otherwise roll only at segment_bytes, so a drained one on a small
+    disk was never freed), saves the cursor at its start, then appends; a reopen finds exactly
+    the new record. (ENOSPC injected here; tests/e2e/test_splunk_full_disk.py fills a tmpfs.)"""
+    real = _segments.write_all
+    d = tmp_path / "sp"
+
+    def full(fd: int, data: bytes) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    async def scenario() -> list[bytes]:
+        async with Spool(str(d)) as s:
+            await s.append([b"x" * 5000, b"y" * 5000])
+            monkeypatch.setattr(_segments, "write_all", full)
+            with pytest.raises(DiskFullError):
+                await s.append([b"held"])
+            assert s.disk_full and s.stats()["disk_full"] is True
+            monkeypatch.setattr(_segments, "write_all", real)
+            assert await drain(s) == [b"x" * 5000, b"y" * 5000]
+            await s.append([b"held"])
+            assert not s.disk_full
+            (seg,) = d.glob("*.seg")
+            assert seg.stat().st_size == HDR_SIZE * 2 + len(b"held")
+            assert orjson.loads((d / "cursor").read_bytes())["offset"] == HDR_SIZE
+        async with Spool(str(d)) as s:
+            return await drain(s)
+
+    assert run(scenario()) == [b"held"]
+
+
 # ----------------------------------------------------------------------------- model-based
 
 

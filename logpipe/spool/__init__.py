@@ -337,8 +337,11 @@ class Spool:
             try:
                 await self._save_cursor()
             except OSError as e:
-                if not (self._disk_full and e.errno in _segments.DISK_FULL_ERRNOS):
-                    # (a full disk was already reported by the append that met it)
+                if e.errno in _segments.DISK_FULL_ERRNOS:
+                    # the disk is full: the next append meets it too, says so once and reclaims
+                    # the space of what is done (this cursor is saved then)
+                    self._disk_full = True
+                else:
                     diagnostics.error(f"spool {self.directory}: cannot save the cursor ({e.strerror}); "
                                       "will retry", key=f"spool-cursor:{self.directory}")
                 self._last_save = time.monotonic()

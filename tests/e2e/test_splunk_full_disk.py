@@ -60,7 +60,11 @@ def test_full_spool_disk_pauses_resumes_stops_and_restarts_losing_nothing(tmp_pa
     proc = _collect(log, env, err1)
     try:
         wait_for(lambda: _disk_full_warnings(err1), timeout=60, message="the disk-full warning")
+        # The property is a quiet pause: the sink retries every 0.25 s, so after 1.5 s of it there
+        # must still be exactly one warning (a deliberate wait: nothing else marks "a while").
+        time.sleep(1.5)
         assert proc.poll() is None, err1.read_text()
+        assert len(_disk_full_warnings(err1)) == 1, _messages(err1)
         # 2. SIGTERM while paused
         t0 = time.monotonic()
         proc.send_signal(signal.SIGTERM)
@@ -98,7 +102,8 @@ def test_full_spool_disk_pauses_resumes_stops_and_restarts_losing_nothing(tmp_pa
     print(f"full disk: {N} lines, {lost} lost, {dups} duplicates, restart exit {rc}")
     assert rc == 0, err2.read_text()
     assert sorted(counts) == list(range(N))  # 0 lost
-    assert len(_disk_full_warnings(err2)) == 1, messages
-    assert any("disk space again; input resumed" in m for m in messages), messages
+    # one warning per pause (the disk may fill again after resuming if HEC is slower than input)
+    resumed = [m for m in messages if "disk space again; input resumed" in m]
+    assert len(_disk_full_warnings(err2)) >= 1 and len(resumed) >= 1, messages
     assert any("its disk space is free again" in m for m in messages), messages
     assert not any("cannot save the cursor" in m for m in messages), messages

@@ -244,7 +244,7 @@ def source_group(source_text: bytes) -> int:
 
 
 def join_body(items: Iterable[bytes]) -> bytes:
-    """Envelopes (or newline-joined runs of them) → one request body: the JSON objects one
+    """Envelopes (or bundles: newline-joined runs of them) → one request body: the JSON objects one
     after another, no array, newlines between them (Splunk "Format events for HEC": a batch is
     objects concatenated; whitespace between them is allowed)."""
     return b"\n".join(items)

@@ -203,14 +203,15 @@ class Sender:
             cur: list[bytes] = []
             size = count = 0
             for bundle, n in bundles:
-                pieces = [(bundle, n)] if len(bundle) <= limit else [
-                    (env, 1) for env in bundle.split(b"\n")]  # a bundle over --batch-size
-                for piece, m in pieces:
-                    if cur and size + len(piece) > limit:
+                # a bundle over --batch-size goes as single envelopes
+                runs = [(bundle, n)] if len(bundle) <= limit else [
+                    (env, 1) for env in bundle.split(b"\n")]
+                for run, m in runs:
+                    if cur and size + len(run) > limit:
                         jobs.append((k, Request(cur, count)))
                         cur, size, count = [], 0, 0
-                    cur.append(piece)
-                    size += len(piece) + 1
+                    cur.append(run)
+                    size += len(run) + 1
                     count += m
             jobs.append((k, Request(cur, count)))
         work.requests_left = len(jobs)

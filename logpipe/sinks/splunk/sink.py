@@ -163,8 +163,8 @@ class SplunkSink(Sink):
         groups = self._encoder.encode_grouped(batch.records, batch.encoded())
         items: list[tuple[bytes, int]] = []  # (spool item, its events)
         for g, envelopes in groups.items():
-            for part in cut_group(envelopes):
-                items.append((to_item(g, part), len(part)))
+            for bundle in cut_group(envelopes):
+                items.append((to_item(g, bundle), len(bundle)))
         await self._append_until_room(spool, items, len(batch.records))
         self._shared.counts.spooled += len(batch.records)
         return Outcome.SPOOLED

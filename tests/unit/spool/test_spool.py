@@ -27,7 +27,7 @@ from logpipe.spool import HDR_SIZE, Spool, _segments
 from tests.helpers import wait_for
 
 T = TypeVar("T")
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[3]  # the repository (tests/unit/spool/ → ../../..)
 
 
 def run(coro: Coroutine[Any, Any, T]) -> T:

@@ -200,7 +200,7 @@ class SegmentFiles:
     def recover(self) -> Recovered:
         """Find the segments, drop those the cursor passed and torn tails; where to start."""
         segments = self.list_segments()
-        cursor = self.read_cursor()
+        cursor = saved = self.read_cursor()
         if cursor is not None:
             # segments wholly before the cursor were consumed; a crash came before their unlink
             before = [s for s in segments if s < cursor[0]]
@@ -213,7 +213,6 @@ class SegmentFiles:
         if not segments:
             # numbered past the cursor read, even when it was dropped above: a segment numbered
             # below a cursor would be taken as consumed at the next open
-            saved = self.read_cursor()
             number = max(cursor[0] if cursor else 0, saved[0] if saved else 0) + 1
             self.create(number)
             segments = [number]

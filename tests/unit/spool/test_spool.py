@@ -536,6 +536,26 @@ def test_after_disk_full_a_drained_spool_gives_its_space_back(tmp_path: Path,
     assert run(scenario()) == [b"held"]
 
 
+def test_no_segment_left_new_one_is_numbered_past_the_cursor(tmp_path: Path) -> None:
+    """A crash can leave a cursor naming a segment that is gone and no segment at all (all were
+    done and deleted). The segment made at open must be numbered past that cursor: numbered
+    below it, it would be taken as consumed — and its records deleted — at the next open."""
+    d = tmp_path / "sp"
+    d.mkdir()
+    (d / "cursor").write_bytes(orjson.dumps({"version": 1, "segment": 5, "offset": 99}))
+
+    async def scenario() -> list[bytes]:
+        s = Spool(str(d))
+        await s.open()
+        await s.append([b"kept"])
+        await _crash(s)  # kill -9: the stale cursor stays
+        assert [p.name for p in d.glob("*.seg")] == [f"{6:016d}.seg"]
+        async with Spool(str(d)) as s:
+            return await drain(s)
+
+    assert run(scenario()) == [b"kept"]
+
+
 # ----------------------------------------------------------------------------- model-based
 
 

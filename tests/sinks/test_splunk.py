@@ -28,7 +28,7 @@ from logpipe.pipeline import Batch
 from logpipe.sinks import SinkOptions
 from logpipe.sinks.splunk import Secret, SplunkSink, parse_endpoint, read_token
 from tests.hec_double import HecDouble
-from tests.helpers import LOGPIPE, wait_for
+from tests.helpers import LOGPIPE, until, wait_for
 from tests.sinks._splunk_helpers import (
     TOKEN,
     all_files_text,
@@ -823,3 +823,30 @@ def test_help_states_the_batching_defaults_the_sink_uses() -> None:
     assert f"(default {splunk.DEFAULT_BATCH_TIMEOUT:g})" in text
     assert f"(default {splunk.DEFAULT_CONCURRENCY})" in text
     assert "--token " not in text and "--token-file" in text
+
+
+def test_stats_report_counts_spool_depth_and_endpoint_health(tmp_path: Path) -> None:
+    """SplunkSink.stats() (for `logpipe status`): while HEC refuses connections the events are
+    counted as spooled and in the spool, the endpoint is down with its error; once delivered, the
+    counts say so, the spool is empty and the endpoint is up with a last success."""
+    port = free_port()
+    sink = make_sink(tmp_path, [f"http://127.0.0.1:{port}"], batch_timeout=0.05)
+
+    async def go() -> tuple[dict[str, Any], dict[str, Any]]:
+        await sink.start()
+        await feed(sink, records(30))
+        await until(lambda: not sink.stats()["endpoints"][0]["up"], 20, "the endpoint marked down")
+        down = sink.stats()
+        with HecDouble(token=TOKEN, port=port):
+            await until(lambda: sink.delivered >= 30, 20, "delivery once HEC is up")
+            up = sink.stats()
+            await sink.close()
+        return down, up
+
+    down, up = asyncio.run(go())
+    assert (down["spooled"], down["delivered"], down["left_in_spool"]) == (30, 0, 30)
+    assert down["spool"]["items"] >= 1 and down["spool"]["bytes"] > 0
+    assert down["endpoints"][0]["up"] is False and "refused" in down["endpoints"][0]["last_error"]
+    assert (up["delivered"], up["left_in_spool"], up["quarantined"]) == (30, 0, 0)
+    assert up["spool"]["items"] == 0
+    assert up["endpoints"][0]["up"] is True and up["endpoints"][0]["last_success"] is not None

@@ -327,8 +327,9 @@ class SplunkSink(Sink):
             "spooled": self.spooled, "delivered": self.delivered, "retried": self.resent,
             "quarantined": self.quarantined, "left_in_spool": self._in_spool(),
             "spool": spool.stats() if spool is not None else None,
-            "endpoints": [{"url": ep.display, "up": ep.failures == 0, "last_error": ep.last_error or None,
-                           "last_success": ep.last_success} for ep in self.endpoints],
+            "endpoints": [{"url": ep.display, "up": ep.failures == 0 and not ep.unreachable,
+                           "last_error": ep.last_error or None, "last_success": ep.last_success}
+                          for ep in self.endpoints],
         }
 
     # ------------------------------------------------------------------ state helpers

@@ -12,7 +12,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from logpipe import diagnostics
 from logpipe.errors import DiskFullError, UsageError
 from logpipe.spool import HDR_SIZE, Spool, _segments
-from tests.helpers import wait_for
+from tests.helpers import until, wait_for
 
 T = TypeVar("T")
 ROOT = Path(__file__).resolve().parents[3]  # the repository (tests/unit/spool/ → ../../..)
@@ -33,15 +33,6 @@ ROOT = Path(__file__).resolve().parents[3]  # the repository (tests/unit/spool/ 
 def run(coro: Coroutine[Any, Any, T]) -> T:
     return asyncio.run(coro)
 
-
-async def until(predicate: Callable[[], Any], timeout: float = 10.0,  # noqa: ASYNC109 - a poller
-                message: str = "condition") -> None:
-    """Async deadline poller (the loop keeps running while we wait)."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {message}")
-        await asyncio.sleep(0.01)
 
 
 async def drain(s: Spool, max_items: int = 1000, max_bytes: int = 1 << 20) -> list[bytes]:

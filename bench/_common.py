@@ -23,7 +23,7 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 #: ``python -c`` prefix that runs the logpipe CLI with gzip off (no option or env turns the HEC
 #: sink's gzip off: the bench lifts its size threshold in the process, for the reference row).
 NO_GZIP = [sys.executable, "-c",
-           "import sys, logpipe.sinks._hec as h; h.GZIP_MIN_BYTES = 1 << 62; "
+           "import sys, logpipe.sinks.splunk._hec as h; h.GZIP_MIN_BYTES = 1 << 62; "
            "from logpipe.cli import main; main(prog_name='logpipe')"]
 
 _MESSAGES = [

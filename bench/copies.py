@@ -41,7 +41,7 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=3)
     a = ap.parse_args()
     from logpipe.record import LineNormaliser
-    from logpipe.sinks._hec import EnvelopeEncoder
+    from logpipe.sinks.splunk._hec import EnvelopeEncoder
 
     work = Path(tempfile.mkdtemp(prefix="lp-bench-copies-"))
     try:

@@ -12,7 +12,7 @@ for logpipe, every process has exited):
 - ``to``: ``logpipe collect --once FILES --to splunk`` (the same sink in the collector process).
 - ``pipe-nogz`` / ``to-nogz`` (reference, ``--no-nogzip`` drops them): the same with gzip off.
   No option or env turns the sink's gzip off, so these run the CLI through a ``python -c``
-  shim that raises ``logpipe.sinks._hec.GZIP_MIN_BYTES`` (bench only, no logpipe change).
+  shim that raises ``logpipe.sinks.splunk._hec.GZIP_MIN_BYTES`` (bench only, no logpipe change).
 - ``syslog-ng``: 3.38 (Debian ``syslog-ng-core`` + ``syslog-ng-mod-http``, installed by this
   script with apt if missing; the system service is never started) in the foreground with its
   own config/persist/pid/control files in a temp dir: ``wildcard-file()`` → ``json-parser()``

@@ -21,8 +21,8 @@ from typing import Any
 
 import orjson
 
-from logpipe import record
-from logpipe.record import EXCEPTION, INSTANCE_ID, LEVEL, MESSAGE, SERVICE, TIME, TimeFormatter
+from logpipe._console import ConsoleFormatter
+from logpipe.record import EXCEPTION, LEVEL, MESSAGE, TIME, TimeFormatter
 
 EventDict = MutableMapping[str, Any]
 
@@ -299,81 +299,25 @@ class JSONRenderer:
 
 
 # --- console ----------------------------------------------------------------------------------
-_RESET = "\x1b[0m"
-_DIM = "\x1b[2m"
-_BOLD = "\x1b[1m"
-_LEVEL_STYLE = {
-    "debug": "\x1b[34m",  # blue
-    "info": "\x1b[32m",  # green
-    "warning": "\x1b[33m",  # yellow
-    "error": "\x1b[31m",  # red
-    "critical": "\x1b[41m\x1b[97m",  # white on red
-}
-_CONSOLE_SKIP = frozenset((TIME, LEVEL, MESSAGE, SERVICE, INSTANCE_ID, EXCEPTION, record.HOST, record.PID))
-
-
 class ConsoleRenderer:
-    """Processor (last in the chain): a line for people —
-    ``14:01:51.123 INFO  api[0] order placed order_id=7 amount=9.99`` — coloured when ``colors``.
-
-    The traceback, if any, follows on its own lines. ``host``/``pid`` are left out (they are in
-    the JSON format, which is what machines read).
+    """Processor (last in the chain): a line for people, coloured when ``colors`` — the same
+    text the console sink and ``logpipe logs`` print for the same record
+    (:class:`logpipe._console.ConsoleFormatter`, the one formatter), control characters
+    escaped. The traceback, if any, follows on indented lines.
     """
 
-    __slots__ = ("colors",)
+    __slots__ = ("_formatter", "colors")
 
     def __init__(self, colors: bool = False) -> None:
         self.colors = colors
+        self._formatter = ConsoleFormatter(colors)
 
     def __call__(self, logger: Any, method_name: str, event_dict: EventDict) -> bytes:
         """Render; never raises."""
         try:
-            return self._render(event_dict).encode("utf-8", "replace")
+            return self._formatter.format(event_dict).encode("utf-8", "replace")
         except Exception:  # noqa: BLE001
             return dumps(event_dict) + b"\n"
-
-    def _render(self, ev: EventDict) -> str:
-        c = self.colors
-        t = str(ev.get(TIME, ""))
-        t = t[11:23] if len(t) >= 23 else t  # HH:MM:SS.mmm: the date is noise on a terminal
-        level = str(ev.get(LEVEL, "info"))
-        lvl = level.upper().ljust(8)
-        who = str(ev.get(SERVICE, ""))
-        if INSTANCE_ID in ev:
-            who += f"[{ev[INSTANCE_ID]}]"
-        msg = ev.get(MESSAGE, "")
-        msg = msg if isinstance(msg, str) else _text(msg)
-        pairs = " ".join(f"{k}={_text(v)}" for k, v in ev.items() if k not in _CONSOLE_SKIP)
-        if c:
-            line = (
-                f"{_DIM}{t}{_RESET} {_LEVEL_STYLE.get(level, '')}{lvl}{_RESET} "
-                f"{_DIM}{who}{_RESET} {_BOLD}{msg}{_RESET}"
-            )
-            if pairs:
-                line += f" {_DIM}{pairs}{_RESET}"
-        else:
-            line = f"{t} {lvl} {who} {msg}"
-            if pairs:
-                line += f" {pairs}"
-        line = fix_str(line) if _has_surrogates(line) else line
-        exc = ev.get(EXCEPTION)
-        if exc:
-            line += "\n" + (f"\x1b[31m{exc}{_RESET}" if c else str(exc))
-        return line + "\n"
-
-
-def _text(v: Any) -> str:
-    if isinstance(v, str):
-        return v if v and " " not in v and '"' not in v and "=" not in v else dumps(v).decode()
-    return dumps(v).decode("utf-8", "replace")
-
-
-def _has_surrogates(s: str) -> bool:
-    try:
-        s.encode("utf-8")
-    except UnicodeEncodeError:
-        return True
-    return False
 
 
 #: The type of a chain: structlog processors, the last returning the line's bytes.

@@ -169,16 +169,22 @@ def test_dumps_specific_fallbacks() -> None:
 # --- console --------------------------------------------------------------------------------------
 
 
-def test_console_renderer_plain_and_coloured() -> None:
-    """Plain: ``HH:MM:SS.mmm LEVEL service[instance] message k=v`` (host/pid left out, values with
-    spaces quoted as JSON); coloured: the same words wrapped in ANSI codes."""
-    ev = {"time": "2026-11-23T14:01:51.123456Z", "level": "info", "message": "order placed",
+def test_console_renderer_is_the_console_sinks_formatter() -> None:
+    """One formatter: the logger's console line for a record is exactly the console sink's line
+    for the same record (plain and coloured), and a clear-screen escape in the message is
+    escaped, not passed to the terminal."""
+    from logpipe._console import ConsoleFormatter
+
+    ev = {"time": "2026-11-23T14:01:51.123456Z", "level": "info", "message": "order \x1b[2J placed",
           "service": "api", "instance_id": "0", "host": "h", "pid": 1, "order_id": 7,
           "note": "two words", "tags": ["a"]}
     plain = p.ConsoleRenderer(False)(None, "info", dict(ev)).decode()
-    assert plain == '14:01:51.123 INFO     api[0] order placed order_id=7 note="two words" tags=["a"]\n'
+    assert plain == ConsoleFormatter(False).format(ev)
+    assert plain == ('2026-11-23T14:01:51.123Z INFO  api[0] order \\x1b[2J placed order_id=7 '
+                     'note="two words" tags=["a"] host=h pid=1\n')
     colour = p.ConsoleRenderer(True)(None, "info", dict(ev)).decode()
-    assert "\x1b[32mINFO" in colour and "order placed" in colour
+    assert colour == ConsoleFormatter(True).format(ev)
+    assert "\x1b[32mINFO" in colour and "\x1b[2J" not in colour
     assert re.sub(r"\x1b\[[0-9;]*m", "", colour) == plain
 
 

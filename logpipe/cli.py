@@ -398,3 +398,66 @@ def rotate(paths: tuple[str, ...], retain: int, max_size: int | None, daily: boo
     )
     _run(lambda: rotate_main(opts))
 
+
+
+# --- logs ---------------------------------------------------------------------------------------
+@main.command(short_help="Read collected logs back: merged in time order, filtered, followed.")
+@click.argument("args", nargs=-1, metavar="[SERVICE|FILE|KEY=VALUE]...")
+@click.option("--dir", "directory", type=click.Path(file_okay=False), envvar="LOGPIPE_FILE_DIR",
+              help="the file sink's directory. [env LOGPIPE_FILE_DIR]")
+@click.option("--pm2", "pm2_home", is_flag=False, flag_value="", default=None, metavar="[PM2_HOME]",
+              help="read PM2's logs ($PM2_HOME/logs; PM2_HOME defaults to $PM2_HOME or ~/.pm2).")
+@click.option("-n", "--lines", type=click.IntRange(min=0), metavar="N",
+              help="print only the last N matching records (default: all; 15 with -f).")
+@click.option("-f", "--follow", is_flag=True,
+              help="keep printing new records, across rotations, until Ctrl-C.")
+@click.option("--level", "-p", metavar="LEVEL",
+              help="this level and above: debug, info, warning, error, critical.")
+@click.option("--since", "-S", metavar="WHEN",
+              help="records at or after WHEN: 1h, 30m, 2d, today, yesterday, 2026-12-01, "
+                   "2026-12-01T10:00:00Z (UTC unless an offset is given).")
+@click.option("--until", "-U", metavar="WHEN", help="records at or before WHEN (as --since).")
+@click.option("--grep", "-g", metavar="REGEX",
+              help="message matches REGEX (case-insensitive unless it has a capital letter).")
+@click.option("--instance", metavar="ID", help="only this instance_id.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
+              show_default=True, help="human lines (coloured on a terminal), or NDJSON.")
+def logs(args: tuple[str, ...], directory: str | None, pm2_home: str | None, lines: int | None,
+         follow: bool, level: str | None, since: str | None, until: str | None,
+         grep: str | None, instance: str | None, fmt: str) -> None:
+    """Print collected logs: the file sink's directory (live files and their rotated .zst
+    history), PM2's logs, or the FILEs named — merged in time order across files and services.
+
+    Arguments: a SERVICE name (api), a FILE (anything with a '/' or that exists), or KEY=VALUE
+    to match any field (status=500, user.id=7).
+
+    \b
+    Examples:
+      logpipe logs api -n 100                 # last 100 records of api
+      logpipe logs --level error --since yesterday
+      logpipe logs api worker -f              # follow two services, merged by time
+      logpipe logs --pm2 api --grep timeout   # PM2's files
+      logpipe logs --format json status=500 | jq .path
+
+    --since skips rotated files older than asked without decompressing them (a rotated file's
+    name is its rotation time). Ctrl-C and a closed pipe (| head) end it quietly.
+    """
+    from logpipe.collector import pm2_home as resolve_pm2_home
+    from logpipe.logs import LogsOptions
+    from logpipe.logs import main as logs_main
+
+    services, files, fields = [], [], []
+    for arg in args:
+        if "=" in arg and not os.path.exists(arg):
+            fields.append(arg)
+        elif os.sep in arg or os.path.exists(arg):
+            files.append(os.path.expanduser(arg))
+        else:
+            services.append(arg)
+    opts = LogsOptions(
+        services=services, files=files, directory=_expand_home(directory),
+        pm2_home=resolve_pm2_home(pm2_home) if pm2_home is not None else None,
+        lines=lines, follow=follow, level=level, since=since, until=until, grep=grep,
+        fields=fields, instance=instance, fmt=fmt,
+    )
+    _run(lambda: logs_main(opts))

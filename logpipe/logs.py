@@ -1,0 +1,283 @@
+"""``logpipe logs``: read collected logs back — history and live files merged in time order,
+filtered, printed for people (the console formatter) or as NDJSON, and followed with ``-f``.
+
+Each log (a live file and its rotated history, :mod:`logpipe._logfiles`) is read oldest first
+as one stream already in time order; the streams of several logs are merged by time (a heap
+merge). A record without a time keeps its place in its own file (it sorts with the record
+before it). ``-n N`` keeps the last N matching records (all by default; 15 with ``-f``, as
+``pm2 logs``). Stopping: Ctrl-C and a closed pipe (``| head``) end the command quietly with
+status 0.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import heapq
+import os
+import sys
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+import orjson
+
+from logpipe import _logfilter, record
+from logpipe._console import ConsoleFormatter, use_colour
+from logpipe._logfiles import (
+    SKEW_GRACE,
+    LiveFile,
+    Log,
+    chunks,
+    first_line,
+    logs_in_dir,
+    logs_of_files,
+    open_rotated,
+    read_errors,
+    say_unreadable,
+)
+from logpipe.errors import UsageError
+
+#: ``-n`` when following and not given (``pm2 logs --lines`` default)
+FOLLOW_LINES = 15
+#: seconds between reads of the live files when following
+POLL_INTERVAL = 0.25
+#: seconds between looks for new logs in the directory when following
+RESCAN_INTERVAL = 1.0
+
+Item = tuple[str, dict[str, Any]]
+
+
+@dataclass
+class LogsOptions:
+    """What ``logpipe logs`` was asked (filled by cli.py)."""
+
+    services: list[str] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)
+    directory: str | None = None
+    pm2_home: str | None = None
+    lines: int | None = None
+    follow: bool = False
+    level: str | None = None
+    since: str | None = None
+    until: str | None = None
+    grep: str | None = None
+    fields: list[str] = field(default_factory=list)
+    instance: str | None = None
+    fmt: str = "text"
+
+
+def select_logs(opts: LogsOptions) -> list[Log]:
+    """The logs to read: named files, else PM2's directory, else the file sink's."""
+    if opts.files:
+        logs = logs_of_files(opts.files)
+    elif opts.pm2_home is not None:
+        logs = logs_in_dir(os.path.join(opts.pm2_home, "logs"))
+    elif opts.directory:
+        logs = logs_in_dir(opts.directory)
+    else:
+        raise UsageError("no logs to read: give --dir DIR (or set LOGPIPE_FILE_DIR), --pm2, or "
+                         "files")
+    if opts.services:
+        known = {log.service for log in logs}
+        missing = [s for s in opts.services if s not in known]
+        if missing and not known & set(opts.services):
+            raise UsageError(f"no log for {', '.join(missing)} (there are: "
+                             f"{', '.join(sorted(known)) or 'none'})")
+        logs = [log for log in logs if log.service in opts.services]
+    return logs
+
+
+class _Reader:
+    """Turns blocks of one log's text into (time key, record) pairs that pass the filter."""
+
+    __slots__ = ("_defaults", "_filter", "_last", "_plain_level")
+
+    def __init__(self, log: Log, flt: _logfilter.Filter) -> None:
+        self._filter = flt
+        self._defaults = log.defaults
+        self._plain_level = log.plain_level
+        self._last = ""
+
+    def items(self, block: bytes) -> list[Item]:
+        """The matching records of ``block`` (whole lines)."""
+        flt = self._filter
+        lines = _candidates(block, flt.needle, flt.needle_ci) if flt.needle else block.split(b"\n")
+        out: list[Item] = []
+        loads = orjson.loads
+        for line in lines:
+            if not line or line.isspace():
+                continue
+            rec: Any = None
+            if line[0] == 123:  # b"{"
+                try:
+                    rec = loads(line)
+                except orjson.JSONDecodeError:
+                    rec = None
+            if type(rec) is dict:
+                record.normalise(rec, self._defaults)
+            else:
+                rec = record.parse_line(line)
+                record.normalise(rec, {**self._defaults, record.LEVEL: self._plain_level})
+            key = _logfilter.time_key(rec)
+            if key is None:
+                key = self._last
+            else:
+                self._last = key
+            if flt(rec):
+                out.append((key, rec))
+        return out
+
+
+def _candidates(block: bytes, needle: bytes, ignore_case: bool) -> list[bytes]:
+    """The lines of ``block`` that contain ``needle`` (searched in the whole block at once)."""
+    out: list[bytes] = []
+    starts: Iterator[int]
+    if ignore_case:
+        import re
+
+        starts = (m.start() for m in re.finditer(re.escape(needle), block, re.IGNORECASE))
+    else:
+        starts = _find_all(block, needle)
+    end = -1
+    for i in starts:
+        if i < end:
+            continue  # another hit on a line already taken
+        begin = block.rfind(b"\n", 0, i) + 1
+        end = block.find(b"\n", i)
+        if end < 0:
+            end = len(block)
+        out.append(block[begin:end])
+    return out
+
+
+def _find_all(block: bytes, needle: bytes) -> Iterator[int]:
+    find = block.find
+    i = find(needle)
+    while i >= 0:
+        yield i
+        end = block.find(b"\n", i)
+        if end < 0:
+            return
+        i = find(needle, end)
+
+
+def _history(log: Log, flt: _logfilter.Filter, reader: _Reader) -> Iterator[Item]:
+    """The records of a log's rotated files, oldest first, skipping whole files out of range."""
+    since = record.to_epoch(flt.since) if flt.since else None
+    until = record.to_epoch(flt.until) if flt.until else None
+    for f in log.history:
+        if since is not None and f.epoch + 1 + SKEW_GRACE < since:
+            continue  # rotated before --since: every record in it is older (module docstring)
+        try:
+            if until is not None:
+                t = record.to_epoch(record.parse_line(first_line(f)).get(record.TIME))
+                if t is not None and t > until + SKEW_GRACE:
+                    return  # this file and every later one start after --until
+            with contextlib.closing(open_rotated(f)) as fh:
+                for block in chunks(fh):
+                    yield from reader.items(block)
+        except read_errors() as exc:
+            say_unreadable(f.path, exc)
+
+
+def _log_items(log: Log, flt: _logfilter.Filter, live: LiveFile | None) -> Iterator[Item]:
+    reader = _Reader(log, flt)
+    yield from _history(log, flt, reader)
+    if live is not None:
+        for block in live.scan():
+            yield from reader.items(block)
+
+
+class _Output:
+    """Records → text (the console formatter) or NDJSON on stdout, written in large blocks."""
+
+    def __init__(self, fmt: str, out: IO[bytes]) -> None:
+        self._out = out
+        self._json = fmt == "json"
+        self._formatter = None if self._json else ConsoleFormatter(use_colour(out.fileno()))
+
+    def write(self, items: Iterable[Item]) -> None:
+        buf: list[bytes] = []
+        size = 0
+        fmt = self._formatter
+        for _, rec in items:
+            data = record.dumps(rec) + b"\n" if fmt is None else \
+                fmt.format(rec).encode("utf-8", "replace")
+            buf.append(data)
+            size += len(data)
+            if size >= 1 << 18:
+                self._out.write(b"".join(buf))
+                buf, size = [], 0
+        if buf:
+            self._out.write(b"".join(buf))
+        self._out.flush()
+
+
+def run(opts: LogsOptions, out: IO[bytes] | None = None) -> int:
+    """Print what was asked; with ``follow``, keep printing until interrupted."""
+    flt = _logfilter.build(services=opts.services, level=opts.level, since=opts.since,
+                           until=opts.until, grep=opts.grep, fields=opts.fields,
+                           instance=opts.instance)
+    if opts.fmt not in ("text", "json"):
+        raise UsageError(f"--format {opts.fmt!r}: expected text or json")
+    logs = select_logs(opts)
+    output = _Output(opts.fmt, out or sys.stdout.buffer)
+    live = {log.live: LiveFile(log.live) for log in logs if log.live is not None}
+    try:
+        streams = [_log_items(log, flt, live.get(log.live) if log.live else None) for log in logs]
+        merged: Iterable[Item] = heapq.merge(*streams, key=_key)
+        n = opts.lines if opts.lines is not None else (FOLLOW_LINES if opts.follow else None)
+        if n is not None:
+            merged = collections.deque(merged, maxlen=n) if n > 0 else ()
+        output.write(merged)
+        if opts.follow:
+            _follow(opts, flt, logs, live, output)
+        else:
+            tails = [(log, lf.rest()) for log in logs if log.live and (lf := live[log.live])]
+            output.write(item for log, rest in tails if rest
+                         for item in _Reader(log, flt).items(rest))
+    finally:
+        for lf in live.values():
+            lf.close()
+    return 0
+
+
+def _key(item: Item) -> str:
+    return item[0]
+
+
+def _follow(opts: LogsOptions, flt: _logfilter.Filter, logs: list[Log],
+            live: dict[str, LiveFile], output: _Output) -> None:
+    """Print what the live files gain, merged by time per round, until interrupted."""
+    readers = {log.live: _Reader(log, flt) for log in logs if log.live}
+    next_scan = time.monotonic() + RESCAN_INTERVAL
+    while True:
+        got = [readers[path].items(data) for path, lf in live.items() if (data := lf.read())]
+        if got:
+            output.write(heapq.merge(*got, key=_key) if len(got) > 1 else got[0])
+        if time.monotonic() >= next_scan and not opts.files:
+            next_scan = time.monotonic() + RESCAN_INTERVAL
+            for log in select_logs(opts):
+                if log.live and log.live not in live:  # a log that appeared: all of it
+                    live[log.live] = LiveFile(log.live)
+                    readers[log.live] = _Reader(log, flt)
+                    output.write(item for block in live[log.live].scan()
+                                 for item in readers[log.live].items(block))
+        time.sleep(POLL_INTERVAL)
+
+
+def main(opts: LogsOptions) -> int:
+    """The command: quiet and status 0 on Ctrl-C and on a closed pipe (``| head``)."""
+    try:
+        return run(opts)
+    except KeyboardInterrupt:
+        return 0
+    except BrokenPipeError:
+        # the reader went away: nothing more to say, and Python's flush of stdout at exit
+        # must not complain either (the Python docs' recipe for SIGPIPE)
+        with contextlib.suppress(OSError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        return 0

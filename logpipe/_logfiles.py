@@ -177,8 +177,12 @@ class LiveFile:
         #: files renamed away, still read for a while (a writer may not have reopened yet)
         self._retired: list[tuple[IO[bytes], int]] = []
         self._polls = 0
+        #: rotated outputs already accounted for, as (stamp, seq)
+        self._known: set[tuple[str, int]] | None = None
 
     def _open(self) -> bool:
+        if self._known is None:
+            self._known = {(f.stamp, f.seq) for f in rotate.rotated_files(self.path)}
         try:
             fh = open(self.path, "rb")  # noqa: SIM115 - kept open while following
         except OSError:
@@ -229,6 +233,7 @@ class LiveFile:
             self._carry = b""
             self._retired.append((self._fh, self._polls + 8))
             self._fh = None
+            out += self._missed()
             if self._open():
                 assert self._fh is not None
                 out += self._aligned(self._fh.read())
@@ -237,6 +242,21 @@ class LiveFile:
             self._fh.seek(0)  # truncated in place (copytruncate): start again from the top
             data = self._fh.read()
         return bytes(out) + self._aligned(data)
+
+    def _missed(self) -> bytes:
+        """Files rotated out between two reads after the one we had open (several rotations
+        in one poll interval): read whole, oldest first."""
+        known = self._known if self._known is not None else set()
+        new = [f for f in rotate.rotated_files(self.path) if (f.stamp, f.seq) not in known]
+        known.update((f.stamp, f.seq) for f in new)
+        out = bytearray()
+        for f in new[1:]:  # new[0] is the file we had open: renamed first, already read
+            try:
+                with contextlib.closing(open_rotated(f)) as fh:
+                    out += _whole(fh.read())
+            except read_errors() as exc:
+                say_unreadable(f.path, exc)
+        return bytes(out)
 
     def _aligned(self, data: bytes) -> bytes:
         cut = data.rfind(b"\n") + 1

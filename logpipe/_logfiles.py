@@ -106,43 +106,124 @@ def _whole(data: bytes) -> bytes:
 def open_rotated(f: rotate.RotatedFile) -> IO[bytes]:
     """A binary reader of a rotated file's text (decompressing ``.zst``). A file compressed
     meanwhile (``X`` became ``X.zst``) is found under its new name."""
-    path = f.path
-    try:
-        raw = open(path, "rb")  # noqa: SIM115 - returned to the caller, who closes it
-    except FileNotFoundError:
-        if f.compressed:
-            raise
-        path += ".zst"
-        raw = open(path, "rb")  # noqa: SIM115
-        return _zstd_reader(raw)
-    return _zstd_reader(raw) if f.compressed else raw
-
-
-def _zstd_reader(raw: IO[bytes]) -> IO[bytes]:
+    raw, compressed = _open_raw(f)
+    if not compressed:
+        return raw
     import zstandard
 
     reader: IO[bytes] = zstandard.ZstdDecompressor().stream_reader(
-        raw, read_size=1 << 20, read_across_frames=True, closefd=True)
+        raw, read_size=1 << 17, read_across_frames=True, closefd=True)
     return reader
 
 
-def chunks(fh: IO[bytes]) -> Iterator[bytes]:
-    """Line-aligned blocks of ``fh`` (each ends with a newline, except a last partial line)."""
-    carry = b""
+def _open_raw(f: rotate.RotatedFile) -> tuple[IO[bytes], bool]:
+    try:
+        return open(f.path, "rb"), f.compressed
+    except FileNotFoundError:
+        if f.compressed:
+            raise
+        return open(f.path + ".zst", "rb"), True
+
+
+def _zstd_pieces(raw: IO[bytes]) -> Iterator[bytes]:
+    """Decompressed pieces of a zstd file, every frame (``cat a.zst b.zst`` is two). A
+    decompressobj per frame is ~2x faster than a stream reader (measured: 64 MB in 0.10 s vs
+    0.19 s), as fast as ``zstdcat``."""
+    import zstandard
+
+    dctx = zstandard.ZstdDecompressor()
+    dobj = dctx.decompressobj()
+    started = False
     while True:
-        data = fh.read(CHUNK)
+        data = raw.read(1 << 20)
         if not data:
-            if carry:
-                yield carry
+            if started and not dobj.eof:
+                raise zstandard.ZstdError("truncated zstd data (the file ends inside a frame)")
             return
-        if carry:
-            data = carry + data
-        cut = data.rfind(b"\n") + 1
-        if cut == 0:
-            carry = data
-            continue
-        carry = data[cut:]
-        yield data[:cut] if carry else data
+        while data:
+            started = True
+            out = dobj.decompress(data)
+            if out:
+                yield out
+            if not dobj.eof:
+                break
+            data = dobj.unused_data
+            dobj = dctx.decompressobj()
+            started = False
+
+
+def blocks(f: rotate.RotatedFile) -> Iterator[bytes]:
+    """A rotated file's text in line-aligned blocks; a ``.zst`` is decompressed in a second
+    thread while the caller searches the previous block (zstd releases the GIL: two cores at
+    work, as in ``zstdcat | grep``)."""
+    raw, compressed = _open_raw(f)
+    with raw:
+        if compressed:
+            yield from _prefetched(_aligned(_zstd_pieces(raw)))
+        else:
+            yield from _aligned(iter(lambda: raw.read(CHUNK), b""))
+
+
+def _aligned(pieces: Iterator[bytes]) -> Iterator[bytes]:
+    """Pieces → blocks of whole lines (a last partial line at the end), about CHUNK each."""
+    buf: list[bytes] = []
+    size = 0
+    for piece in pieces:
+        buf.append(piece)
+        size += len(piece)
+        if size >= CHUNK:
+            data = b"".join(buf)
+            cut = data.rfind(b"\n") + 1
+            if cut == 0:
+                buf = [data]
+                continue
+            yield data[:cut]
+            buf = [data[cut:]] if cut < len(data) else []
+            size = len(data) - cut
+    data = b"".join(buf)
+    if data:
+        yield data
+
+
+def _prefetched(gen: Iterator[bytes], depth: int = 2) -> Iterator[bytes]:
+    """``gen`` run in a worker thread, ``depth`` blocks ahead; its errors are raised here."""
+    import queue
+    import threading
+
+    q: queue.Queue[tuple[bytes | None, BaseException | None]] = queue.Queue(depth)
+    stop = threading.Event()
+
+    def put(item: tuple[bytes | None, BaseException | None]) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def work() -> None:
+        try:
+            for block in gen:
+                if not put((block, None)):
+                    return
+            put((None, None))
+        except BaseException as exc:  # noqa: BLE001 - handed to the reader, raised there
+            put((None, exc))
+
+    t = threading.Thread(target=work, name="logs-zstd", daemon=True)
+    t.start()
+    try:
+        while True:
+            item, exc = q.get()
+            if exc is not None:
+                raise exc
+            if item is None:
+                return
+            yield item
+    finally:
+        stop.set()
+        t.join()
 
 
 def read_errors() -> tuple[type[BaseException], ...]:

@@ -164,4 +164,10 @@ def build(*, services: Sequence[str] = (), level: str | None = None, since: str 
         if _JSON_SAFE.match(grep) and not re.search(r"[.^$*+?()\[\]{}|\\]", grep):
             f.needle = grep.encode()
             f.needle_ci = bool(flags)
+    if f.needle is None:
+        # KEY=VALUE: a plain-text value must appear in the raw line too (the longest one is the
+        # most selective)
+        safe = [v for _, v in f.fields if len(v) >= 3 and _JSON_SAFE.match(v)]
+        if safe:
+            f.needle = max(safe, key=len).encode()
     return f

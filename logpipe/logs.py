@@ -29,11 +29,10 @@ from logpipe._logfiles import (
     SKEW_GRACE,
     LiveFile,
     Log,
-    chunks,
+    blocks,
     first_line,
     logs_in_dir,
     logs_of_files,
-    open_rotated,
     read_errors,
     say_unreadable,
 )
@@ -46,7 +45,10 @@ POLL_INTERVAL = 0.25
 #: seconds between looks for new logs in the directory when following
 RESCAN_INTERVAL = 1.0
 
-Item = tuple[str, dict[str, Any]]
+#: (time key, record, the line as read when the record is that line unchanged, else None)
+Item = tuple[str, dict[str, Any], bytes | None]
+#: keys normalisation would rename
+_ALIASES = frozenset((*record.MESSAGE_ALIASES, *record.TIME_ALIASES, *record.LEVEL_ALIASES))
 
 
 @dataclass
@@ -110,13 +112,19 @@ class _Reader:
             if not line or line.isspace():
                 continue
             rec: Any = None
+            raw: bytes | None = None
             if line[0] == 123:  # b"{"
                 try:
                     rec = loads(line)
                 except orjson.JSONDecodeError:
                     rec = None
             if type(rec) is dict:
-                record.normalise(rec, self._defaults)
+                lv = rec.get(record.LEVEL)
+                if _ALIASES.isdisjoint(rec) and rec.keys() >= self._defaults.keys() \
+                        and (lv is None or lv in record.LEVELS):
+                    raw = line  # a record as the file sink writes it: nothing to change
+                else:
+                    record.normalise(rec, self._defaults)
             else:
                 rec = record.parse_line(line)
                 record.normalise(rec, {**self._defaults, record.LEVEL: self._plain_level})
@@ -126,20 +134,15 @@ class _Reader:
             else:
                 self._last = key
             if flt(rec):
-                out.append((key, rec))
+                out.append((key, rec, raw))
         return out
 
 
 def _candidates(block: bytes, needle: bytes, ignore_case: bool) -> list[bytes]:
     """The lines of ``block`` that contain ``needle`` (searched in the whole block at once)."""
     out: list[bytes] = []
-    starts: Iterator[int]
-    if ignore_case:
-        import re
-
-        starts = (m.start() for m in re.finditer(re.escape(needle), block, re.IGNORECASE))
-    else:
-        starts = _find_all(block, needle)
+    # ASCII lower() keeps every byte where it was: positions in the copy are positions in block
+    starts = _find_all(block.lower(), needle.lower()) if ignore_case else _find_all(block, needle)
     end = -1
     for i in starts:
         if i < end:
@@ -175,9 +178,8 @@ def _history(log: Log, flt: _logfilter.Filter, reader: _Reader) -> Iterator[Item
                 t = record.to_epoch(record.parse_line(first_line(f)).get(record.TIME))
                 if t is not None and t > until + SKEW_GRACE:
                     return  # this file and every later one start after --until
-            with contextlib.closing(open_rotated(f)) as fh:
-                for block in chunks(fh):
-                    yield from reader.items(block)
+            for block in blocks(f):
+                yield from reader.items(block)
         except read_errors() as exc:
             say_unreadable(f.path, exc)
 
@@ -202,9 +204,11 @@ class _Output:
         buf: list[bytes] = []
         size = 0
         fmt = self._formatter
-        for _, rec in items:
-            data = record.dumps(rec) + b"\n" if fmt is None else \
-                fmt.format(rec).encode("utf-8", "replace")
+        for _, rec, raw in items:
+            if fmt is not None:
+                data = fmt.format(rec).encode("utf-8", "replace")
+            else:
+                data = (raw if raw is not None else record.dumps(rec)) + b"\n"
             buf.append(data)
             size += len(data)
             if size >= 1 << 18:

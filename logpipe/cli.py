@@ -461,3 +461,25 @@ def logs(args: tuple[str, ...], directory: str | None, pm2_home: str | None, lin
         fields=fields, instance=instance, fmt=fmt,
     )
     _run(lambda: logs_main(opts))
+
+
+# --- status -------------------------------------------------------------------------------------
+@main.command(short_help="Is logpipe keeping up? Files behind, spools, HEC errors; exit 1 if not.")
+@state_dir_option
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output.")
+@click.option("--max-lag", type=click.FloatRange(min=0), default=300.0, show_default=True,
+              metavar="SECONDS", help="undelivered lines or spooled records older than this "
+                                      "need a person.")
+def status(state_dir: str | None, as_json: bool, max_lag: float) -> None:
+    """Show what running (and dead) collect/sink processes left in the state dir: per tailed
+    file the bytes and records behind and the oldest undelivered line's age; per sink delivered,
+    retried, quarantined, spooled, spool age, last error.
+
+    Exits 1 when a person is needed (data behind with no process running, lag or spool age over
+    --max-lag, a last error newer than the last success), so `logpipe status || alert` works
+    from cron.
+    """
+    from logpipe.sinks import default_state_dir
+    from logpipe.status import main as status_main
+
+    _run(lambda: status_main(_expand_home(state_dir) or default_state_dir(), as_json, max_lag))

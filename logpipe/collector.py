@@ -245,4 +245,5 @@ def main(opts: CollectOptions) -> int:
     from logpipe.runner import run_command
 
     p = plan(opts)
-    return run_command(lambda: build_sources(opts, p), lambda: build_sinks(opts))
+    return run_command(lambda: build_sources(opts, p), lambda: build_sinks(opts),
+                       status=(opts.state_dir, "collect"))

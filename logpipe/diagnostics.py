@@ -7,10 +7,12 @@ a collector that somehow reads one back can recognise and drop it (see ``record.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import IO, Any
 
 import orjson
@@ -25,6 +27,18 @@ _lock = threading.Lock()
 _last: dict[str, tuple[float, int]] = {}
 _stream: IO[bytes] | None = None
 _quiet = False
+_listeners: list[Callable[[dict[str, Any]], None]] = []
+
+
+def add_listener(fn: Callable[[dict[str, Any]], None]) -> None:
+    """Call ``fn(record)`` for every diagnostic written (the status publisher's last error)."""
+    _listeners.append(fn)
+
+
+def remove_listener(fn: Callable[[dict[str, Any]], None]) -> None:
+    """Stop calling ``fn``."""
+    with contextlib.suppress(ValueError):
+        _listeners.remove(fn)
 
 
 def set_stream(stream: IO[bytes] | None) -> None:
@@ -67,12 +81,35 @@ def emit(level: str, message: str, *, key: str | None = None, **fields: Any) -> 
         rec["suppressed"] = suppressed
     for name, value in fields.items():
         rec.setdefault(name, value)
+    for fn in list(_listeners):
+        with contextlib.suppress(Exception):
+            fn(rec)
     try:
         out = _stream if _stream is not None else sys.stderr.buffer
-        out.write(orjson.dumps(rec, default=repr) + b"\n")
+        out.write(_render(rec, out))
         out.flush()
     except Exception:  # noqa: BLE001, S110 - a diagnostic must never take the process down
         pass
+
+
+def _render(rec: dict[str, Any], out: IO[bytes]) -> bytes:
+    """A JSON line; on a terminal, one human line (``12:01:03 warning splunk: …``)."""
+    try:
+        tty = os.isatty(out.fileno())
+    except (OSError, ValueError, AttributeError):
+        tty = False
+    if not tty:
+        return orjson.dumps(rec, default=repr) + b"\n"
+    from logpipe._console import visible
+
+    extra = " ".join(f"{k}={orjson.dumps(v, default=repr).decode()}" for k, v in rec.items()
+                     if k not in _HEAD and not isinstance(v, dict))
+    line = f"{str(rec[record.TIME])[11:19]} {rec[record.LEVEL]} {visible(rec[record.MESSAGE])}"
+    return (line + (f" ({extra})" if extra else "") + "\n").encode("utf-8", "replace")
+
+
+_HEAD = frozenset((record.TIME, record.LEVEL, record.MESSAGE, record.SERVICE, record.PID,
+                   record.OWN_MARK_KEY))
 
 
 def info(message: str, **fields: Any) -> None:

@@ -31,6 +31,7 @@ def run_command(
     *,
     on_stop: Callable[[], None] | None = None,
     summary: bool = True,
+    status: tuple[str, str] | None = None,
 ) -> int:
     """Build sources and sinks inside a fresh event loop, run them until the sources end or a
     SIGTERM/SIGINT arrives, drain, and return the exit status.
@@ -39,7 +40,7 @@ def run_command(
     line; records a sink rejected make the status EXIT_UNDELIVERED. With ``summary``, one
     diagnostic line on stderr gives each sink's counts at exit (also after a fatal error).
     """
-    return asyncio.run(_main(make_sources, make_sinks, on_stop, summary))
+    return asyncio.run(_main(make_sources, make_sinks, on_stop, summary, status))
 
 
 async def _main(
@@ -47,6 +48,7 @@ async def _main(
     make_sinks: Callable[[], Sequence[Sink]],
     on_stop: Callable[[], None] | None,
     summary: bool,
+    status: tuple[str, str] | None = None,
 ) -> int:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -82,6 +84,12 @@ async def _main(
         sources = make_sources()
         pipeline = Pipeline(sinks)
         failed = True
+        publisher = None
+        if status is not None:  # (state dir, command): for `logpipe status`
+            from logpipe._statusfile import Publisher
+
+            publisher = Publisher(status[0], status[1], sources, sinks, pipeline.outcomes)
+            publisher.start()
         try:
             await run(sources, sinks, stop, pipeline=pipeline)
             failed = False
@@ -91,6 +99,8 @@ async def _main(
                 raise cause from None
             raise
         finally:
+            if publisher is not None:
+                await publisher.stop()
             if summary:
                 report_summary(pipeline, failed)
     finally:
@@ -146,6 +156,7 @@ def sink_main(names: list[str], options: SinkOptions, service: str | None = None
 
     acks = pipeack.PipeAcker.for_fd(options.state_dir, 0)
     return run_command(
-        lambda: [StdinSource(service=service, acks=acks)],
+        lambda: [StdinSource(service=service, acks=acks, multiline=True)],
         lambda: [registry.build(name, options) for name in names],
+        status=(options.state_dir, "sink " + " ".join(names)),
     )

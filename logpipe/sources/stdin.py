@@ -44,10 +44,11 @@ class StdinSource(Source):
     without input: research/collector.md "What the best do" 8). ``logpipe sink`` reads NDJSON
     and leaves it off.
 
-    ``acks`` (``logpipe sink`` on a pipe, without a joiner): after each chunk's batches the
-    source puts an empty batch whose ack publishes the bytes consumed through the chunk's last
-    complete line; the pipeline runs it only once every batch before it was accepted by every
-    sink, which is the reader's side of :mod:`logpipe.pipeack`.
+    ``acks`` (``logpipe sink`` on a pipe): after each chunk's batches the source puts an empty
+    batch whose ack publishes the bytes consumed through the chunk's last complete line; the
+    pipeline runs it only once every batch before it was accepted by every sink, which is the
+    reader's side of :mod:`logpipe.pipeack`. While the joiner holds lines no ack is put (they
+    are consumed but not emitted); the next chunk, idle flush or EOF with nothing held acks.
     """
 
     name = "stdin"
@@ -55,8 +56,6 @@ class StdinSource(Source):
     def __init__(self, service: str | None = None, fd: int | None = None,
                  max_line: int = pipeack.RECORD_MAX_BYTES, plain_level: str = "info",
                  multiline: bool = False, acks: pipeack.PipeAcker | None = None) -> None:
-        if acks is not None and multiline:
-            raise ValueError("pipe acks count whole lines: not with a multiline joiner")
         self._fd = fd
         self._acks = acks
         self._eof = False
@@ -109,6 +108,7 @@ class StdinSource(Source):
                         if self._stopping or idle is None:
                             break  # stop() while waiting: nothing taken from the pipe
                         await self._flush_joiner(emit)  # quiet for the joiner's idle spell
+                        await self._emit_ack(emit)
                         continue
                     chunk = _read_available(fd, poller)
                 else:
@@ -147,7 +147,7 @@ class StdinSource(Source):
 
     async def _emit_ack(self, emit: Callable[[Batch], Awaitable[None]]) -> None:
         """An empty batch acking what was consumed so far, once all before it is accepted."""
-        if self._acks is not None:
+        if self._acks is not None and (self._joiner is None or self._joiner.pending == 0):
             await emit(Batch([], ack=functools.partial(self._acks.ack, self._split.consumed),
                              source=self.name))
 

@@ -1,0 +1,199 @@
+"""``logpipe status``: is logpipe keeping up? Per tailed file, per process and sink, from the
+state dir alone — the files running processes publish (:mod:`logpipe._statusfile`) and the
+tail checkpoints compared with the files on disk — and an exit status for cron and monitors.
+
+A person is needed (exit 1) when: data is behind and no process is running to deliver it (a
+collector's checkpoint lock is free while its files have undelivered bytes; a process died, or
+stopped, with records left in its spool); the oldest undelivered line or spooled record is older
+than ``--max-lag``; a sink's last error is more recent than its last success.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import glob
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from logpipe import record
+from logpipe._statusfile import status_dir
+
+#: lines counted at most per file (beyond, "records behind" is a lower bound)
+COUNT_CAP = 64 << 20
+
+
+@dataclass
+class Report:
+    """Everything ``logpipe status`` shows."""
+
+    files: list[dict[str, Any]] = field(default_factory=list)
+    processes: list[dict[str, Any]] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``--json`` document."""
+        return {"ok": not self.problems, "problems": self.problems, "files": self.files,
+                "processes": self.processes}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except OSError as exc:
+        return exc.errno == errno.EPERM
+    with contextlib.suppress(OSError), open(f"/proc/{pid}/stat", "rb") as fh:  # zombie: dead
+        return fh.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    return True
+
+
+def _lock_held(lock_path: str) -> bool:
+    try:
+        fd = os.open(lock_path, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+def _behind(path: str, offset: int, size: int, now: float) -> tuple[int, float | None]:
+    """(records behind, age in seconds of the first undelivered line's time, if it has one)."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(offset)
+            data = fh.read(min(size - offset, COUNT_CAP))
+    except OSError:
+        return 0, None
+    first = data.split(b"\n", 1)[0]
+    t = record.to_epoch(record.parse_line(first).get(record.TIME)) if first else None
+    return data.count(b"\n"), (round(now - t, 3) if t is not None else None)
+
+
+def tailed_files(state_dir: str, now: float) -> list[dict[str, Any]]:
+    """Every file a collector tails (its checkpoints), with what is behind."""
+    out: list[dict[str, Any]] = []
+    for cp in sorted(glob.glob(os.path.join(state_dir, "tail", "*.json"))):
+        try:
+            with open(cp, "rb") as fh:
+                doc = orjson.loads(fh.read())
+        except (OSError, orjson.JSONDecodeError):
+            continue
+        running = _lock_held(cp[:-5] + ".lock")
+        for e in doc.get("files", []) if isinstance(doc, dict) else []:
+            if not isinstance(e, dict) or e.get("retired") or not e.get("path"):
+                continue
+            path, offset = e["path"], int(e.get("offset", 0))
+            try:
+                st = os.stat(path)
+            except OSError:
+                continue  # rotated away and gone: nothing more to read there
+            if (st.st_dev, st.st_ino) != (e.get("dev"), e.get("ino")):
+                continue  # the path is a newer generation, with its own entry
+            size = st.st_size
+            records, age = _behind(path, offset, size, now) if size > offset else (0, None)
+            out.append({"path": path, "service": _service(path), "collector_running": running,
+                        "bytes_behind": max(0, size - offset), "records_behind": records,
+                        "oldest_undelivered_age": age, "last_read": e.get("seen")})
+    return out
+
+
+def _service(path: str) -> str:
+    from logpipe import identity
+
+    return identity.from_filename(path).service
+
+
+def processes(state_dir: str) -> list[dict[str, Any]]:
+    """What each collect/sink process published, with whether it is still alive."""
+    out: list[dict[str, Any]] = []
+    for p in sorted(glob.glob(os.path.join(status_dir(state_dir), "*.json"))):
+        try:
+            with open(p, "rb") as fh:
+                doc = orjson.loads(fh.read())
+        except (OSError, orjson.JSONDecodeError):
+            continue
+        if not isinstance(doc, dict) or not isinstance(doc.get("pid"), int):
+            continue
+        doc["alive"] = not doc.get("stopped") and _alive(doc["pid"])
+        out.append(doc)
+    return out
+
+
+def gather(state_dir: str, max_lag: float, now: float | None = None) -> Report:
+    """The report, with its problems."""
+    now = time.time() if now is None else now
+    rep = Report(tailed_files(state_dir, now), processes(state_dir))
+    for f in rep.files:
+        if f["bytes_behind"] and not f["collector_running"]:
+            rep.problems.append(f"{f['path']}: {f['bytes_behind']} bytes behind and no collector "
+                                f"running")
+        age = f["oldest_undelivered_age"]
+        if age is not None and f["bytes_behind"] and age > max_lag:
+            rep.problems.append(f"{f['path']}: oldest undelivered line is {age:.0f}s old")
+    for proc in rep.processes:
+        for sink in proc.get("sinks", []):
+            name = f"{proc['command']} (pid {proc['pid']}) {sink.get('name')}"
+            if sink.get("spool_records") and not proc["alive"]:
+                rep.problems.append(f"{name}: {sink['spool_records']} records spooled and the "
+                                    f"process is not running")
+            age = sink.get("spool_oldest_age")
+            if proc["alive"] and age is not None and age > max_lag:
+                rep.problems.append(f"{name}: spool {age:.0f}s behind")
+            err = sink.get("last_error")
+            err_t = record.to_epoch(err.get("time")) if isinstance(err, dict) else None
+            ok_t = sink.get("last_success")
+            if proc["alive"] and err_t is not None and (ok_t is None or err_t > ok_t):
+                rep.problems.append(f"{name}: last error {err.get('text')!r}")
+    return rep
+
+
+def _ago(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds:.0f}s"
+
+
+def render(rep: Report, now: float | None = None) -> str:
+    """A short table for people."""
+    now = time.time() if now is None else now
+    lines = ["FILE                                     SERVICE      BEHIND(B) RECORDS  OLDEST  "
+             "COLLECTOR"]
+    for f in rep.files:
+        lines.append(f"{f['path'][-40:]:<40} {f['service'][:12]:<12} {f['bytes_behind']:>9} "
+                     f"{f['records_behind']:>7} {_ago(f['oldest_undelivered_age']):>7}  "
+                     f"{'running' if f['collector_running'] else 'NOT RUNNING'}")
+    lines.append("")
+    lines.append("PROCESS              PID    STATE    SINK      DELIVERED RETRIED QUARANT. "
+                 "SPOOLED  SPOOL-AGE LAST-ERROR")
+    for p in rep.processes:
+        state = "alive" if p["alive"] else ("stopped" if p.get("stopped") else "DEAD")
+        for s in p.get("sinks") or [{}]:
+            err = s.get("last_error") or {}
+            lines.append(f"{p['command'][:20]:<20} {p['pid']:<6} {state:<8} "
+                         f"{str(s.get('name', '-'))[:9]:<9} {s.get('delivered', 0):>9} "
+                         f"{s.get('resent', s.get('retried', 0)):>7} {s.get('quarantined', 0):>8} "
+                         f"{s.get('spool_records', s.get('spooled', 0)):>8} "
+                         f"{_ago(s.get('spool_oldest_age')):>9} {err.get('text', '-')}")
+    lines.append("")
+    lines.extend(f"PROBLEM: {p}" for p in rep.problems) if rep.problems else lines.append("OK")
+    return "\n".join(lines) + "\n"
+
+
+def main(state_dir: str, as_json: bool, max_lag: float) -> int:
+    """Print the status; 1 when a person is needed, else 0."""
+    rep = gather(state_dir, max_lag)
+    import sys
+
+    if as_json:
+        sys.stdout.buffer.write(orjson.dumps(rep.to_json(), option=orjson.OPT_INDENT_2) + b"\n")
+    else:
+        sys.stdout.write(render(rep))
+    return 1 if rep.problems else 0

@@ -19,7 +19,7 @@ import pytest
 from tests.helpers import LOGPIPE
 
 README = Path(__file__).resolve().parent.parent / "README.md"
-COMMANDS = ("collect", "sink", "rotate")
+COMMANDS = ("collect", "sink", "rotate", "logs", "status")
 _FLAG = re.compile(r"^\[?(--[a-z][a-z0-9-]*)")
 _ASSIGNMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
 

@@ -43,6 +43,7 @@ class Publisher:
 
     def __init__(self, state_dir: str, command: str, sources: Sequence[Any], sinks: Sequence[Any],
                  outcomes: Any = None) -> None:
+        self._state_dir = state_dir
         self._dir = status_dir(state_dir)
         self._path = os.path.join(self._dir, f"{os.getpid()}.json")
         self._command = command
@@ -53,18 +54,20 @@ class Publisher:
         self._task: asyncio.Task[None] | None = None
         #: per sink: (delivered count seen, when it last grew), (spool first seen non-empty)
         self._seen: dict[str, dict[str, Any]] = {}
-        self._last_problem: dict[str, Any] | None = None
+        #: sink name → its last warning/error diagnostic ("splunk: …") as {time, text}
+        self._last_problem: dict[str, dict[str, Any]] = {}
         diagnostics.add_listener(self._on_diagnostic)
 
     def _on_diagnostic(self, rec: dict[str, Any]) -> None:
-        if rec.get("level") in ("warning", "error") and not str(rec.get("message", "")).startswith(
-                ("summary", "SIG")):
-            self._last_problem = {"time": rec.get("time"), "text": rec.get("message")}
+        if rec.get("level") not in ("warning", "error"):
+            return
+        text = str(rec.get("message", ""))
+        name = text.partition(":")[0]
+        if name and " " not in name and not text.startswith("summary"):
+            self._last_problem[name] = {"time": rec.get("time"), "text": text}
 
     def start(self) -> None:
         """Start publishing (inside the running event loop)."""
-        with contextlib.suppress(OSError):
-            os.makedirs(self._dir, exist_ok=True)
         self._task = asyncio.create_task(self._run(), name="status-publisher")
 
     async def _run(self) -> None:
@@ -78,8 +81,13 @@ class Publisher:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        self.publish(stopped=True)
         diagnostics.remove_listener(self._on_diagnostic)
+        final = self.snapshot(stopped=True)
+        if any(s.get("spool_items") for s in final["sinks"]):
+            self.publish(stopped=True)  # stopped with records left: status shows them
+        else:
+            with contextlib.suppress(OSError):
+                os.unlink(self._path)  # a clean stop leaves nothing behind
 
     def snapshot(self, stopped: bool = False) -> dict[str, Any]:
         """The state as published."""
@@ -87,9 +95,9 @@ class Publisher:
         return {"pid": os.getpid(), "command": self._command, "started": self._started,
                 "updated": now, "stopped": stopped,
                 "sources": [self._part(s, now) for s in self._sources],
-                "sinks": [self._part(s, now) for s in self._sinks]}
+                "sinks": [self._part(s, now, sink=True) for s in self._sinks]}
 
-    def _part(self, obj: Any, now: float) -> dict[str, Any]:
+    def _part(self, obj: Any, now: float, sink: bool = False) -> dict[str, Any]:
         name = str(getattr(obj, "name", type(obj).__name__))
         own = getattr(obj, "status", None)
         out: dict[str, Any] = {"name": name}
@@ -97,33 +105,56 @@ class Publisher:
             with contextlib.suppress(Exception):
                 out.update(own())
             return out
-        counts = getattr(self._outcomes, "get", lambda _k: None)(name)
+        counts = getattr(self._outcomes, "get", lambda _k: None)(name) if sink else None
         if counts:
             out.update({getattr(k, "value", str(k)): v for k, v in counts.items()})
-        for attr in ("delivered", "spooled", "resent", "quarantined", "lines_read"):
+        for attr in ("delivered", "spooled", "resent", "quarantined", "lines_read", "bytes_read"):
             value = getattr(obj, attr, None)
             if isinstance(value, int):
                 out[attr] = value
+        if sink:
+            self._sink_extras(obj, name, out, now)
+        return out
+
+    def _sink_extras(self, obj: Any, name: str, out: dict[str, Any], now: float) -> None:
+        """Spool depth and age, last success / last error, endpoints (a Splunk-like sink)."""
         spool = getattr(obj, "_spool", None)
         if spool is not None:
             with contextlib.suppress(Exception):
-                out["spool_records"] = int(spool.pending_items)
+                out["spool_items"] = int(spool.pending_items)  # batches, this run's and older
                 out["spool_bytes"] = int(spool.pending_bytes)
+                # records this process spooled and has not delivered (nor quarantined) yet
+                out["spool_records"] = max(0, out.get("spooled", 0) - out.get("delivered", 0)
+                                           - out.get("quarantined", 0))
         seen = self._seen.setdefault(name, {"delivered": 0, "last_success": None,
                                             "spool_since": None})
         if out.get("delivered", 0) > seen["delivered"]:
             seen["delivered"], seen["last_success"] = out["delivered"], now
-        if out.get("spool_records"):
+        if out.get("spool_items"):
+            # The spool holds every record until delivered, so "non-empty since" alone would
+            # grow forever under steady load: while deliveries advance, the oldest record is
+            # at most as old as the last success. An estimate, not the record's own age.
             seen["spool_since"] = seen["spool_since"] or now
-            out["spool_oldest_age"] = round(now - seen["spool_since"], 3)
+            since = max(seen["spool_since"], seen["last_success"] or 0.0)
+            out["spool_oldest_age"] = round(now - since, 3)
         else:
             seen["spool_since"] = None
+            out["spool_oldest_age"] = 0.0 if "spool_items" in out else None
         out["last_success"] = seen["last_success"]
-        if hasattr(obj, "endpoints"):
-            out["last_error"] = self._last_problem
-        return out
+        out["last_error"] = self._last_problem.get(name)
+        endpoints = getattr(obj, "endpoints", None)
+        if isinstance(endpoints, list):
+            out["endpoints"] = [{"url": str(getattr(ep, "display", "?")),
+                                 "up": not getattr(ep, "failures", 0)} for ep in endpoints]
 
     def publish(self, stopped: bool = False) -> None:
-        """Write the state now (never raises: status is best effort)."""
+        """Write the state now (never raises: status is best effort). Only where the process
+        already keeps state (checkpoints, a spool): a run that uses no state dir (``collect
+        --run … --to console``) creates none."""
+        if not os.path.isdir(self._dir):
+            if not os.path.isdir(self._state_dir):
+                return
+            with contextlib.suppress(OSError):
+                os.mkdir(self._dir)
         with contextlib.suppress(OSError):
             _write(self._path, orjson.dumps(self.snapshot(stopped), default=str))

@@ -31,7 +31,8 @@ _listeners: list[Callable[[dict[str, Any]], None]] = []
 
 
 def add_listener(fn: Callable[[dict[str, Any]], None]) -> None:
-    """Call ``fn(record)`` for every diagnostic written (the status publisher's last error)."""
+    """Call ``fn({time: epoch, level, message})`` for every diagnostic, also those the rate limit
+    keeps off stderr (the status publisher's "last error")."""
     _listeners.append(fn)
 
 
@@ -58,6 +59,11 @@ def emit(level: str, message: str, *, key: str | None = None, **fields: Any) -> 
 
     Never raises: a diagnostic that cannot be written is dropped.
     """
+    if _listeners:  # every occurrence, rate-limited or not (status wants the latest error)
+        seen = {record.TIME: time.time(), record.LEVEL: level, record.MESSAGE: message}
+        for fn in list(_listeners):
+            with contextlib.suppress(Exception):
+                fn(seen)
     if _quiet and level in ("debug", "info"):
         return
     k = key or message
@@ -81,9 +87,6 @@ def emit(level: str, message: str, *, key: str | None = None, **fields: Any) -> 
         rec["suppressed"] = suppressed
     for name, value in fields.items():
         rec.setdefault(name, value)
-    for fn in list(_listeners):
-        with contextlib.suppress(Exception):
-            fn(rec)
     try:
         out = _stream if _stream is not None else sys.stderr.buffer
         out.write(_render(rec, out))

@@ -143,16 +143,16 @@ def gather(state_dir: str, max_lag: float, now: float | None = None) -> Report:
     for proc in rep.processes:
         for sink in proc.get("sinks", []):
             name = f"{proc['command']} (pid {proc['pid']}) {sink.get('name')}"
-            if sink.get("spool_records") and not proc["alive"]:
-                rep.problems.append(f"{name}: {sink['spool_records']} records spooled and the "
+            if (sink.get("spool_items") or sink.get("spool_records")) and not proc["alive"]:
+                rep.problems.append(f"{name}: {sink.get('spool_items')} batches spooled and the "
                                     f"process is not running")
             age = sink.get("spool_oldest_age")
             if proc["alive"] and age is not None and age > max_lag:
                 rep.problems.append(f"{name}: spool {age:.0f}s behind")
             err = sink.get("last_error")
-            err_t = record.to_epoch(err.get("time")) if isinstance(err, dict) else None
+            err_t = err.get("time") if isinstance(err, dict) else None
             ok_t = sink.get("last_success")
-            if proc["alive"] and err_t is not None and (ok_t is None or err_t > ok_t):
+            if proc["alive"] and isinstance(err_t, int | float) and (ok_t is None or err_t > ok_t):
                 rep.problems.append(f"{name}: last error {err.get('text')!r}")
     return rep
 

@@ -1,6 +1,7 @@
-"""``logpipe status`` end to end: a collector killed with kill -9 while lines are still
-undelivered is shown as not running with data behind, and status exits non-zero; a running
-collector that has delivered everything gives exit 0."""
+"""``logpipe status`` end to end: a Splunk sink through a HEC outage (the strict HEC double
+stopped and restarted) — growing spool, last error, non-zero past --max-lag, then zero lag and
+exit 0 after recovery; a collector killed with kill -9 while lines are still undelivered is shown
+as not running with data behind."""
 
 from __future__ import annotations
 
@@ -9,18 +10,73 @@ import os
 import signal
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from tests.hec_double import HecDouble
 from tests.helpers import LOGPIPE, wait_for
+from tests.sinks._splunk_helpers import TOKEN, ndjson, records, sink_env, spawn_sink
 
 pytestmark = pytest.mark.timeout(120)
 
 
-def _status(state: Path) -> tuple[int, dict]:  # type: ignore[type-arg]
-    res = subprocess.run([*LOGPIPE, "status", "--json", "--state-dir", str(state)],
+def _status(state: Path, *args: str) -> tuple[int, dict[str, Any]]:
+    res = subprocess.run([*LOGPIPE, "status", "--json", "--state-dir", str(state), *args],
                          capture_output=True, timeout=60)
     return res.returncode, json.loads(res.stdout)
+
+
+def _splunk(doc: dict[str, Any]) -> dict[str, Any]:
+    """The running splunk sink's published state ({} before it first published)."""
+    sinks = [s for p in doc["processes"] if p["alive"] for s in p["sinks"] if s["name"] == "splunk"]
+    assert len(sinks) <= 1
+    return dict(sinks[0]) if sinks else {}
+
+
+def test_hec_outage_spool_grows_then_drains(tmp_path: Path) -> None:
+    """While HEC is down the published spool grows, the last error is shown with the endpoint
+    down, and status exits 1 (and names the spool past --max-lag 1); once HEC is back the
+    spool drains to zero, lag is 0, the endpoint is up and status exits 0."""
+    state = tmp_path / "state"
+    with HecDouble(token=TOKEN) as hec:
+        sink = spawn_sink(sink_env(state, hec.url), stderr_path=tmp_path / "err")
+        assert sink.stdin is not None
+        try:
+            sink.stdin.write(ndjson(records(10)))
+            sink.stdin.flush()
+            wait_for(lambda: _status(state)[0] == 0 and _splunk(_status(state)[1]).get("delivered") == 10,
+                     timeout=60, message="10 delivered, status 0")
+            hec.stop()
+            sink.stdin.write(ndjson(records(20, start=10)))
+            sink.stdin.flush()
+            wait_for(lambda: (_splunk(_status(state)[1]).get("spool_records") or 0) >= 20,
+                     timeout=60, message="20 records spooled")
+            wait_for(lambda: _splunk(_status(state)[1]).get("last_error"), timeout=60,
+                     message="the last error published")
+            sink.stdin.write(ndjson(records(5, start=30)))
+            sink.stdin.flush()
+            wait_for(lambda: (_splunk(_status(state)[1]).get("spool_records") or 0) >= 25,
+                     timeout=60, message="the spool growing to 25")
+            wait_for(lambda: (_splunk(_status(state)[1]).get("spool_oldest_age") or 0) > 1.5,
+                     timeout=60, message="spool age past 1.5 s")
+            code, doc = _status(state, "--max-lag", "1")
+            s = _splunk(doc)
+            assert code == 1 and s["endpoints"] == [{"url": s["endpoints"][0]["url"], "up": False}]
+            assert "splunk" in s["last_error"]["text"] and TOKEN not in json.dumps(doc)
+            assert any("spool" in p and "behind" in p for p in doc["problems"])
+            assert any("last error" in p for p in doc["problems"])
+            hec.start()
+            wait_for(lambda: _status(state)[0] == 0, timeout=60, message="status 0 after recovery")
+            code, doc = _status(state)
+            s = _splunk(doc)
+            assert s["delivered"] == 35 and s["spool_records"] == 0 and s["spool_items"] == 0
+            assert s["spool_oldest_age"] == 0
+            assert s["endpoints"][0]["up"] and doc["problems"] == []
+            assert len(hec.events()) >= 35
+        finally:
+            sink.stdin.close()
+            sink.wait(timeout=60)
 
 
 def test_dead_collector_with_data_behind(tmp_path: Path) -> None:

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import IO, Any
 
 from logpipe import diagnostics, identity, record, rotate
+from logpipe._zstdstream import Decompressor
 
 #: seconds a record's time may run ahead of the clock of the process that wrote it
 SKEW_GRACE = 300.0
@@ -126,30 +127,17 @@ def _open_raw(f: rotate.RotatedFile) -> tuple[IO[bytes], bool]:
 
 
 def _zstd_pieces(raw: IO[bytes]) -> Iterator[bytes]:
-    """Decompressed pieces of a zstd file, every frame (``cat a.zst b.zst`` is two). A
-    decompressobj per frame is ~2x faster than a stream reader (measured: 64 MB in 0.10 s vs
-    0.19 s), as fast as ``zstdcat``."""
-    import zstandard
-
-    dctx = zstandard.ZstdDecompressor()
-    dobj = dctx.decompressobj()
-    started = False
+    """Decompressed pieces of a zstd file, every frame of it."""
+    dec = Decompressor()
     while True:
         data = raw.read(1 << 20)
         if not data:
-            if started and not dobj.eof:
-                raise zstandard.ZstdError("truncated zstd data (the file ends inside a frame)")
+            if dec.truncated:
+                raise dec.error("truncated zstd data (the file ends inside a frame)")
             return
-        while data:
-            started = True
-            out = dobj.decompress(data)
-            if out:
-                yield out
-            if not dobj.eof:
-                break
-            data = dobj.unused_data
-            dobj = dctx.decompressobj()
-            started = False
+        out = dec.decompress(data)
+        if out:
+            yield out
 
 
 def blocks(f: rotate.RotatedFile) -> Iterator[bytes]:
@@ -312,9 +300,10 @@ class LiveFile:
             # that has not reopened yet), and start the new file at the path from its top
             out += _whole(data + self._fh.read())
             self._carry = b""
-            self._retired.append((self._fh, self._polls + 8))
+            old = self._fh
+            self._retired.append((old, self._polls + 8))
             self._fh = None
-            out += self._missed()
+            out += self._missed(old)
             if self._open():
                 assert self._fh is not None
                 out += self._aligned(self._fh.read())
@@ -324,17 +313,28 @@ class LiveFile:
             data = self._fh.read()
         return bytes(out) + self._aligned(data)
 
-    def _missed(self) -> bytes:
-        """Files rotated out between two reads after the one we had open (several rotations
-        in one poll interval): read whole, oldest first."""
+    def _missed(self, old: IO[bytes]) -> bytes:
+        """Files rotated out since the last look, other than ``old`` (the one we were reading,
+        already read): several rotations in one poll interval. Read whole, oldest first.
+        ``old`` is recognised by its inode, or — once compressed — by its first 4 KB."""
         known = self._known if self._known is not None else set()
         new = [f for f in rotate.rotated_files(self.path) if (f.stamp, f.seq) not in known]
         known.update((f.stamp, f.seq) for f in new)
+        old_st = os.fstat(old.fileno())
+        head = os.pread(old.fileno(), 4096, 0)
         out = bytearray()
-        for f in new[1:]:  # new[0] is the file we had open: renamed first, already read
+        for f in new:
             try:
+                if not f.compressed:
+                    with contextlib.suppress(OSError):
+                        st = os.stat(f.path)
+                        if (st.st_dev, st.st_ino) == (old_st.st_dev, old_st.st_ino):
+                            continue
                 with contextlib.closing(open_rotated(f)) as fh:
-                    out += _whole(fh.read())
+                    text = fh.read()
+                if head and text[:len(head)] == head:
+                    continue
+                out += _whole(text)
             except read_errors() as exc:
                 say_unreadable(f.path, exc)
         return bytes(out)

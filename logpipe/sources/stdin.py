@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from logpipe import diagnostics, identity, pipeack, record
+from logpipe._zstdstream import CompressedInput
 from logpipe.errors import SourceError
 from logpipe.multiline import Joiner
 from logpipe.pipeline import Batch, Source
@@ -66,6 +67,7 @@ class StdinSource(Source):
         self._normalise = record.LineNormaliser(defaults, plain_level=plain_level)
         self._split = LineSplitter(max_line)
         self._joiner = Joiner() if multiline else None
+        self._compressed = CompressedInput()
         self._stopping = False
         self._wake: asyncio.Event | None = None
         #: records emitted so far
@@ -134,6 +136,7 @@ class StdinSource(Source):
         finally:
             poller.unregister(fd)
         self._eof = eof
+        self._compressed.finish()
         held = self._split.flush_flagged()
         if held is not None:
             await self._emit_joined([held[0]], {0: 0} if held[1] else None, emit)
@@ -164,6 +167,7 @@ class StdinSource(Source):
 
     async def _feed(self, chunk: bytes, emit: Callable[[Batch], Awaitable[None]]) -> None:
         self.bytes_read += len(chunk)
+        chunk = self._compressed.decode(chunk)
         lines, cut = self._split.split(chunk)
         if lines:
             await self._emit_joined(lines, cut, emit)

@@ -8,6 +8,7 @@ import asyncio
 import json
 import os
 import pty
+import re
 import subprocess
 from typing import Any
 
@@ -198,3 +199,44 @@ def test_batch_is_one_block_of_text_lines() -> None:
     lines = block.decode().splitlines()
     assert len(lines) == 1000
     assert lines[0] == "- INFO  m0" and lines[-1] == "- INFO  m999"
+
+
+def test_zstd_on_stdin_is_decompressed_gzip_refused() -> None:
+    """``logpipe sink console < api.log.….zst`` prints the records inside (two concatenated
+    frames too), never the compressed bytes; gzip is refused with one clear line and status 1;
+    damaged zstd likewise."""
+    import zstandard
+
+    frame = zstandard.ZstdCompressor().compress(LINE * 3)
+    out = run_console(child_env(), tty=False, data=frame + frame)
+    assert out.decode().count("order failed order_id=7") == 6
+    assert len(out.splitlines()) == 6
+    import gzip
+
+    for data, says in ((gzip.compress(LINE), b"gzip-compressed"),
+                       (frame[:4] + b"damaged" * 10, b"damaged zstd data")):
+        res = subprocess.run([*LOGPIPE, "sink", "console"], input=data, capture_output=True,
+                             env=child_env(), timeout=30)
+        assert res.returncode == 1 and res.stdout == b""
+        assert says in res.stderr and b"Traceback" not in res.stderr
+
+
+def test_traceback_on_stdin_is_one_record() -> None:
+    """``python legacy.py 2>&1 | logpipe sink console``: a traceback printed as plain text is
+    one record (its lines indented below the first), between the lines around it, as
+    ``collect -`` does; JSON lines around it are untouched."""
+    tb = (b"Traceback (most recent call last):\n"
+          b'  File "legacy.py", line 3, in <module>\n'
+          b"    main()\n"
+          b"KeyError: 'sku'\n")
+    data = b"starting\n" + tb + LINE + b"done\n"
+    res = subprocess.run([*LOGPIPE, "sink", "console"], input=data, capture_output=True,
+                         env=child_env(), timeout=30)
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.decode().splitlines()
+    heads = [line for line in lines if not line.startswith(" ")]
+    assert [re.sub(r"^\S+ [A-Z]+ +", "", h).split(" host=")[0] for h in heads] == [
+        "starting", "Traceback (most recent call last):", "api[2] order failed order_id=7", "done"]
+    at = lines.index(heads[1])
+    assert [x.strip().split(" host=")[0] for x in lines[at + 1:at + 4]] == [
+        'File "legacy.py", line 3, in <module>', "main()", "KeyError: 'sku'"]

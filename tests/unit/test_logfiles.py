@@ -1,0 +1,44 @@
+"""``logpipe logs`` inputs: a directory's logs (rotated outputs whose live file is gone
+included), rotated files in order, zstd across frames, damaged zstd raised (to be reported)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import zstandard
+
+from logpipe import _logfiles, _zstdstream
+
+
+def test_logs_in_dir_groups_live_and_rotated(tmp_path: Path) -> None:
+    """``api.log`` with its rotated outputs (oldest first), ``old.log`` known only by rotated
+    files, PM2 names with their pm_id; hidden files and foreign names are not logs."""
+    for name in ("api.log", "api.log.20261201T000000.zst", "api.log.20261130T000000.zst",
+                 "api.log.20261201T000000.1.zst", "old.log.20261101T000000",
+                 "web-out-3.log", ".hidden.log", "notes.txt"):
+        (tmp_path / name).write_bytes(b"")
+    logs = {log.service: log for log in _logfiles.logs_in_dir(str(tmp_path))}
+    assert sorted(logs) == ["api", "old", "web"]
+    assert [f.path.rsplit("/", 1)[1] for f in logs["api"].history] == [
+        "api.log.20261130T000000.zst", "api.log.20261201T000000.zst",
+        "api.log.20261201T000000.1.zst"]
+    assert logs["old"].history[0].epoch == 1_793_491_200.0
+    assert logs["web"].defaults == {"service": "web", "pm_id": 3, "instance_id": "3"}
+
+
+def test_zstd_frames_and_damage(tmp_path: Path) -> None:
+    """Two concatenated frames read as one text; a file cut inside a frame, or garbage after
+    the magic number, raises the error that gets reported."""
+    one = zstandard.ZstdCompressor().compress(b"a\n" * 1000)
+    two = zstandard.ZstdCompressor().compress(b"b\n")
+    dec = _zstdstream.Decompressor()
+    assert dec.decompress(one + two) == b"a\n" * 1000 + b"b\n" and not dec.truncated
+    (tmp_path / "x.log.20261201T000000.zst").write_bytes(one + two)
+    (tmp_path / "x.log.20261202T000000.zst").write_bytes(one[:-5])
+    (tmp_path / "x.log.20261203T000000.zst").write_bytes(_zstdstream.MAGIC + b"garbage" * 9)
+    good, cut, bad = _logfiles.logs_in_dir(str(tmp_path))[0].history
+    assert b"".join(_logfiles.blocks(good)) == b"a\n" * 1000 + b"b\n"
+    for f in (cut, bad):
+        with pytest.raises(_logfiles.read_errors()):
+            b"".join(_logfiles.blocks(f))

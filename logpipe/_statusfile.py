@@ -113,13 +113,17 @@ class Publisher:
             if isinstance(value, int):
                 out[attr] = value
         if sink:
+            stats = getattr(obj, "stats", None)
+            if callable(stats):  # the Splunk sink's own counters, where it has them
+                with contextlib.suppress(Exception):
+                    _from_stats(stats(), out)
             self._sink_extras(obj, name, out, now)
         return out
 
     def _sink_extras(self, obj: Any, name: str, out: dict[str, Any], now: float) -> None:
         """Spool depth and age, last success / last error, endpoints (a Splunk-like sink)."""
         spool = getattr(obj, "_spool", None)
-        if spool is not None:
+        if spool is not None and "spool_items" not in out:
             with contextlib.suppress(Exception):
                 out["spool_items"] = int(spool.pending_items)  # batches, this run's and older
                 out["spool_bytes"] = int(spool.pending_bytes)
@@ -130,6 +134,8 @@ class Publisher:
                                             "spool_since": None})
         if out.get("delivered", 0) > seen["delivered"]:
             seen["delivered"], seen["last_success"] = out["delivered"], now
+        if out.get("last_success"):  # the sink knows better than the publisher's tick
+            seen["last_success"] = out["last_success"]
         if out.get("spool_items"):
             # The spool holds every record until delivered, so "non-empty since" alone would
             # grow forever under steady load: while deliveries advance, the oldest record is
@@ -143,7 +149,7 @@ class Publisher:
         out["last_success"] = seen["last_success"]
         out["last_error"] = self._last_problem.get(name)
         endpoints = getattr(obj, "endpoints", None)
-        if isinstance(endpoints, list):
+        if isinstance(endpoints, list) and "endpoints" not in out:
             out["endpoints"] = [{"url": str(getattr(ep, "display", "?")),
                                  "up": not getattr(ep, "failures", 0)} for ep in endpoints]
 
@@ -158,3 +164,25 @@ class Publisher:
                 os.mkdir(self._dir)
         with contextlib.suppress(OSError):
             _write(self._path, orjson.dumps(self.snapshot(stopped), default=str))
+
+
+def _from_stats(st: dict[str, Any], out: dict[str, Any]) -> None:
+    """A sink's ``stats()`` (delivered, retried, quarantined, spooled, left_in_spool, spool
+    {items, bytes}, endpoints [{url, up, last_error, last_success}]) → the published keys."""
+    for key in ("delivered", "retried", "quarantined", "spooled"):
+        if isinstance(st.get(key), int):
+            out[key] = st[key]
+    spool = st.get("spool")
+    if isinstance(spool, dict):
+        out["spool_items"] = spool.get("items")
+        out["spool_bytes"] = spool.get("bytes")
+    if isinstance(st.get("left_in_spool"), int):
+        out["spool_records"] = st["left_in_spool"]
+    eps = st.get("endpoints")
+    if isinstance(eps, list):
+        out["endpoints"] = [{"url": e.get("url"), "up": bool(e.get("up")),
+                             "last_error": e.get("last_error")} for e in eps if isinstance(e, dict)]
+        successes = [e["last_success"] for e in eps
+                     if isinstance(e, dict) and isinstance(e.get("last_success"), int | float)]
+        if successes:
+            out["last_success"] = max(successes)

@@ -19,11 +19,12 @@ import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 from logpipe import diagnostics, identity, record, rotate
 from logpipe._zstdstream import Decompressor
 
+T = TypeVar("T")
 #: seconds a record's time may run ahead of the clock of the process that wrote it
 SKEW_GRACE = 300.0
 #: decompressed bytes handed over per read
@@ -140,48 +141,52 @@ def _zstd_pieces(raw: IO[bytes]) -> Iterator[bytes]:
             yield out
 
 
-def blocks(f: rotate.RotatedFile) -> Iterator[bytes]:
-    """A rotated file's text in line-aligned blocks; a ``.zst`` is decompressed in a second
-    thread while the caller searches the previous block (zstd releases the GIL: two cores at
+#: whole lines in ``buf[start:end]`` — a decompressed piece is searched in place, not copied
+Span = tuple[bytes, int, int]
+
+
+def blocks(f: rotate.RotatedFile) -> Iterator[Span]:
+    """A rotated file's text as spans of whole lines; a ``.zst`` is decompressed in a second
+    thread while the caller searches the previous span (zstd releases the GIL: two cores at
     work, as in ``zstdcat | grep``)."""
     raw, compressed = _open_raw(f)
     with raw:
         if compressed:
-            yield from _prefetched(_aligned(_zstd_pieces(raw)))
+            yield from _prefetched(_spans(_zstd_pieces(raw)))
         else:
-            yield from _aligned(iter(lambda: raw.read(CHUNK), b""))
+            yield from _spans(iter(lambda: raw.read(CHUNK), b""))
 
 
-def _aligned(pieces: Iterator[bytes]) -> Iterator[bytes]:
-    """Pieces → blocks of whole lines (a last partial line at the end), about CHUNK each."""
-    buf: list[bytes] = []
-    size = 0
+def _spans(pieces: Iterator[bytes]) -> Iterator[Span]:
+    """Pieces → spans of whole lines: each piece in place, and the line cut between two pieces
+    joined on its own (a last partial line at the end)."""
+    carry = b""
     for piece in pieces:
-        buf.append(piece)
-        size += len(piece)
-        if size >= CHUNK:
-            data = b"".join(buf)
-            cut = data.rfind(b"\n") + 1
-            if cut == 0:
-                buf = [data]
-                continue
-            yield data[:cut]
-            buf = [data[cut:]] if cut < len(data) else []
-            size = len(data) - cut
-    data = b"".join(buf)
-    if data:
-        yield data
+        first = piece.find(b"\n")
+        if first < 0:
+            carry += piece
+            continue
+        if carry:
+            joined = carry + piece[:first + 1]
+            yield joined, 0, len(joined)
+        last = piece.rfind(b"\n") + 1
+        start = first + 1 if carry else 0
+        if last > start:
+            yield piece, start, last
+        carry = piece[last:]
+    if carry:
+        yield carry, 0, len(carry)
 
 
-def _prefetched(gen: Iterator[bytes], depth: int = 2) -> Iterator[bytes]:
+def _prefetched(gen: Iterator[T], depth: int = 2) -> Iterator[T]:
     """``gen`` run in a worker thread, ``depth`` blocks ahead; its errors are raised here."""
     import queue
     import threading
 
-    q: queue.Queue[tuple[bytes | None, BaseException | None]] = queue.Queue(depth)
+    q: queue.Queue[tuple[T | None, BaseException | None]] = queue.Queue(depth)
     stop = threading.Event()
 
-    def put(item: tuple[bytes | None, BaseException | None]) -> bool:
+    def put(item: tuple[T | None, BaseException | None]) -> bool:
         while not stop.is_set():
             try:
                 q.put(item, timeout=0.1)

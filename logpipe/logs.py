@@ -29,6 +29,7 @@ from logpipe._logfiles import (
     SKEW_GRACE,
     LiveFile,
     Log,
+    Span,
     blocks,
     first_line,
     logs_in_dir,
@@ -104,8 +105,16 @@ class _Reader:
 
     def items(self, block: bytes) -> list[Item]:
         """The matching records of ``block`` (whole lines)."""
+        return self.span_items((block, 0, len(block)))
+
+    def span_items(self, span: Span) -> list[Item]:
+        """The matching records of the whole lines in ``buf[start:end]``."""
         flt = self._filter
-        lines = _candidates(block, flt.needle, flt.needle_ci) if flt.needle else block.split(b"\n")
+        buf, start, end = span
+        if flt.needle:
+            lines = _candidates(span, flt.needle, flt.needle_ci)
+        else:
+            lines = (buf if start == 0 and end == len(buf) else buf[start:end]).split(b"\n")
         out: list[Item] = []
         loads = orjson.loads
         for line in lines:
@@ -138,32 +147,24 @@ class _Reader:
         return out
 
 
-def _candidates(block: bytes, needle: bytes, ignore_case: bool) -> list[bytes]:
-    """The lines of ``block`` that contain ``needle`` (searched in the whole block at once)."""
+def _candidates(span: Span, needle: bytes, ignore_case: bool) -> list[bytes]:
+    """The lines of the span that contain ``needle`` (searched in the whole span at once)."""
+    buf, start, stop = span
+    # ASCII lower() keeps every byte where it was: positions in the copy are positions in buf
+    hay = buf.lower() if ignore_case else buf
+    if ignore_case:
+        needle = needle.lower()
+    find, rfind = hay.find, hay.rfind
     out: list[bytes] = []
-    # ASCII lower() keeps every byte where it was: positions in the copy are positions in block
-    starts = _find_all(block.lower(), needle.lower()) if ignore_case else _find_all(block, needle)
-    end = -1
-    for i in starts:
-        if i < end:
-            continue  # another hit on a line already taken
-        begin = block.rfind(b"\n", 0, i) + 1
-        end = block.find(b"\n", i)
-        if end < 0:
-            end = len(block)
-        out.append(block[begin:end])
-    return out
-
-
-def _find_all(block: bytes, needle: bytes) -> Iterator[int]:
-    find = block.find
-    i = find(needle)
+    i = find(needle, start, stop)
     while i >= 0:
-        yield i
-        end = block.find(b"\n", i)
+        begin = rfind(b"\n", start, i) + 1 or start
+        end = find(b"\n", i, stop)
         if end < 0:
-            return
-        i = find(needle, end)
+            end = stop
+        out.append(buf[begin:end])
+        i = find(needle, end, stop)
+    return out
 
 
 def _history(log: Log, flt: _logfilter.Filter, reader: _Reader) -> Iterator[Item]:
@@ -178,8 +179,8 @@ def _history(log: Log, flt: _logfilter.Filter, reader: _Reader) -> Iterator[Item
                 t = record.to_epoch(record.parse_line(first_line(f)).get(record.TIME))
                 if t is not None and t > until + SKEW_GRACE:
                     return  # this file and every later one start after --until
-            for block in blocks(f):
-                yield from reader.items(block)
+            for span in blocks(f):
+                yield from reader.span_items(span)
         except read_errors() as exc:
             say_unreadable(f.path, exc)
 

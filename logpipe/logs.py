@@ -23,7 +23,7 @@ from typing import IO, Any
 
 import orjson
 
-from logpipe import _logfilter, record
+from logpipe import _logfilter, diagnostics, record
 from logpipe._console import ConsoleFormatter, use_colour
 from logpipe._logfiles import (
     SKEW_GRACE,
@@ -71,8 +71,9 @@ class LogsOptions:
     fmt: str = "text"
 
 
-def select_logs(opts: LogsOptions) -> list[Log]:
-    """The logs to read: named files, else PM2's directory, else the file sink's."""
+def select_logs(opts: LogsOptions, rescan: bool = False) -> list[Log]:
+    """The logs to read: named files, else PM2's directory, else the file sink's. A SERVICE
+    without a log is an error, or (following, or beside one that has a log) said once."""
     if opts.files:
         logs = logs_of_files(opts.files)
     elif opts.pm2_home is not None:
@@ -85,9 +86,13 @@ def select_logs(opts: LogsOptions) -> list[Log]:
     if opts.services:
         known = {log.service for log in logs}
         missing = [s for s in opts.services if s not in known]
-        if missing and not known & set(opts.services):
-            raise UsageError(f"no log for {', '.join(missing)} (there are: "
-                             f"{', '.join(sorted(known)) or 'none'})")
+        if missing and not rescan:
+            text = (f"no log for {', '.join(missing)} (there are: "
+                    f"{', '.join(sorted(known)) or 'none'})")
+            if not opts.follow and not known & set(opts.services):
+                raise UsageError(text)
+            diagnostics.warning(f"logs: {text}" + ("; waiting for it" if opts.follow else ""),
+                                key="logs-missing")
         logs = [log for log in logs if log.service in opts.services]
     return logs
 
@@ -264,7 +269,7 @@ def _follow(opts: LogsOptions, flt: _logfilter.Filter, logs: list[Log],
             output.write(heapq.merge(*got, key=_key) if len(got) > 1 else got[0])
         if time.monotonic() >= next_scan and not opts.files:
             next_scan = time.monotonic() + RESCAN_INTERVAL
-            for log in select_logs(opts):
+            for log in select_logs(opts, rescan=True):
                 if log.live and log.live not in live:  # a log that appeared: all of it
                     live[log.live] = LiveFile(log.live)
                     readers[log.live] = _Reader(log, flt)

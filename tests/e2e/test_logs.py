@@ -103,6 +103,10 @@ def test_level_grep_fields_instance_and_n(history: Path) -> None:
         [i for i in range(N) if i % 2 and i % 3][-3:]
     bad = _logs(*d, "--since", "last tuesday")
     assert bad.returncode != 0 and b"not a time" in bad.stderr and b"Traceback" not in bad.stderr
+    bad = _logs(*d, "nosuch")
+    assert bad.returncode == 2 and b"no log for nosuch (there are: api, worker)" in bad.stderr
+    some = _logs(*d, "worker", "nosuch", "-n", "1")
+    assert some.returncode == 0 and _ns(some.stdout) == [597] and b"no log for nosuch" in some.stderr
 
 
 def test_since_skips_old_rotated_files_without_opening_them(history: Path, tmp_path: Path) -> None:

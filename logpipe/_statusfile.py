@@ -67,7 +67,11 @@ class Publisher:
             self._last_problem[name] = {"time": rec.get("time"), "text": text}
 
     def start(self) -> None:
-        """Start publishing (inside the running event loop)."""
+        """Start publishing (inside the running event loop); first forget processes that died
+        with nothing left in a spool (killed; a restart replaces them)."""
+        with contextlib.suppress(OSError):
+            for entry in os.scandir(self._dir):
+                _forget_if_dead_and_empty(entry.path)
         self._task = asyncio.create_task(self._run(), name="status-publisher")
 
     async def _run(self) -> None:
@@ -186,3 +190,20 @@ def _from_stats(st: dict[str, Any], out: dict[str, Any]) -> None:
                      if isinstance(e, dict) and isinstance(e.get("last_success"), int | float)]
         if successes:
             out["last_success"] = max(successes)
+
+
+def _forget_if_dead_and_empty(path: str) -> None:
+    if not path.endswith(".json"):
+        return
+    try:
+        with open(path, "rb") as fh:
+            doc = orjson.loads(fh.read())
+        pid = int(doc["pid"])
+        if any(s.get("spool_items") for s in doc.get("sinks", [])):
+            return
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return

@@ -48,13 +48,23 @@ class Log:
     plain_level: str = "info"
 
 
+def rotated(live_path: str) -> list[rotate.RotatedFile]:
+    """The rotated outputs of a log, oldest first, each once: while the compressor finishes, a
+    file is briefly there both as ``X`` and ``X.zst`` (the same text) — the ``.zst`` is kept."""
+    by_key: dict[tuple[str, int], rotate.RotatedFile] = {}
+    for f in rotate.rotated_files(live_path):
+        if (f.stamp, f.seq) not in by_key or f.compressed:
+            by_key[(f.stamp, f.seq)] = f
+    return list(by_key.values())
+
+
 def _log_for(live_path: str, with_history: bool = True) -> Log:
     ident = identity.from_filename(live_path)
     defaults: dict[str, Any] = {record.SERVICE: ident.service}
     if ident.pm_id is not None:
         defaults[record.PM_ID] = ident.pm_id
         defaults[record.INSTANCE_ID] = str(ident.pm_id)
-    history = rotate.rotated_files(live_path) if with_history else []
+    history = rotated(live_path) if with_history else []
     return Log(ident.service, live_path, history, defaults,
                "error" if ident.stream == "err" else "info")
 
@@ -256,7 +266,7 @@ class LiveFile:
 
     def _open(self) -> bool:
         if self._known is None:
-            self._known = {(f.stamp, f.seq) for f in rotate.rotated_files(self.path)}
+            self._known = {(f.stamp, f.seq) for f in rotated(self.path)}
         try:
             fh = open(self.path, "rb")  # noqa: SIM115 - kept open while following
         except OSError:
@@ -323,7 +333,7 @@ class LiveFile:
         already read): several rotations in one poll interval. Read whole, oldest first.
         ``old`` is recognised by its inode, or — once compressed — by its first 4 KB."""
         known = self._known if self._known is not None else set()
-        new = [f for f in rotate.rotated_files(self.path) if (f.stamp, f.seq) not in known]
+        new = [f for f in rotated(self.path) if (f.stamp, f.seq) not in known]
         known.update((f.stamp, f.seq) for f in new)
         old_st = os.fstat(old.fileno())
         head = os.pread(old.fileno(), 4096, 0)

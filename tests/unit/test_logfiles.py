@@ -56,3 +56,13 @@ def test_spans_are_whole_lines_in_place() -> None:
     big = text[:700]
     [(buf, _, _), *_] = _logfiles._spans(iter([big, b"x\n"]))
     assert buf is big
+
+
+def test_a_file_caught_mid_compression_is_read_once(tmp_path: Path) -> None:
+    """While the compressor finishes, ``X`` and ``X.zst`` both exist: the log's history lists
+    that rotated file once (the .zst) — else ``logs`` and ``-f`` print its records twice."""
+    (tmp_path / "api.log").write_bytes(b"")
+    (tmp_path / "api.log.20261201T000000.3").write_bytes(b"x\n")
+    (tmp_path / "api.log.20261201T000000.3.zst").write_bytes(zstandard.ZstdCompressor().compress(b"x\n"))
+    [log] = _logfiles.logs_in_dir(str(tmp_path))
+    assert [f.path.rsplit("/", 1)[1] for f in log.history] == ["api.log.20261201T000000.3.zst"]

@@ -479,7 +479,7 @@ def status(state_dir: str | None, as_json: bool, max_lag: float) -> None:
     --max-lag, a last error newer than the last success), so `logpipe status || alert` works
     from cron.
     """
-    from logpipe.sinks import default_state_dir
+    from logpipe.paths import default_state_dir
     from logpipe.status import main as status_main
 
     _run(lambda: status_main(_expand_home(state_dir) or default_state_dir(), as_json, max_lag))

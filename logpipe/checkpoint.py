@@ -1,10 +1,23 @@
-"""Tail checkpoints: file identity → committed offset, one locked JSON file per tailing set.
+"""Tail checkpoints: file identity → committed offset, shared by every command line of a state dir.
 
-Layout: ``<state_dir>/tail/<key>.json`` where ``<key>`` hashes the sorted absolute patterns, so
-two collectors with different inputs never clobber each other's state (Fluent Bit #8928: a DB
-shared by two inputs deletes the other's rows). ``<key>.lock`` is held with ``fcntl.flock`` for
-the collector's lifetime: a second collector with the same inputs and state dir refuses with a
-:class:`~logpipe.errors.UsageError` instead of fighting over offsets.
+Offsets belong to a file's identity (dev, inode, fingerprint of its first bytes), not to the
+command line that read it: whichever ``collect`` reads a file from a state dir — another glob
+added, one removed, ``--pm2`` instead of paths, a ``--once`` run between live runs — resumes at
+the offset any earlier one committed, and never re-reads a delivered line.
+
+Layout: ``<state_dir>/tail/<key>.json`` where ``<key>`` hashes the sorted absolute patterns —
+each running collector writes its own file (Fluent Bit #8928: one DB rewritten by two inputs
+deletes the other's rows), but :meth:`CheckpointStore.load` reads *all* of them and keeps, per
+identity, the highest offset; once this collector's file holds that union, the files of
+collectors that no longer run are removed (:meth:`CheckpointStore.prune`). That is also the
+migration from the per-command-line layout: the first start after an upgrade (or after a
+command line changed) adopts every old file's offsets and re-reads nothing.
+
+Locks: ``<key>.lock`` (``fcntl.flock``) for the collector's lifetime — the same command line
+twice with one state dir is refused at start with a :class:`~logpipe.errors.UsageError`; and
+one byte-range lock per file identity in ``files.lock`` (:class:`FileLocks`, Linux OFD locks):
+two collectors with different command lines never read the same file at once from one state
+dir — the second says so and leaves that file to the first.
 
 The file is ``{"version": 1, "patterns": [...], "files": [{dev, ino, fp, fp_len, offset, path,
 seen}, ...]}``, written with :func:`logpipe._fsutil.atomic_write` (tmp + fsync + rename + fsync
@@ -15,10 +28,12 @@ ignored — never a crash loop (Vector #20753, Filebeat #3537).
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import glob
 import hashlib
 import os
+import struct
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -145,6 +160,9 @@ class CheckpointStore:
         with contextlib.suppress(OSError):
             os.ftruncate(self._lock_fd, 0)
             os.pwrite(self._lock_fd, f"{os.getpid()}\n".encode(), 0)
+        #: other command lines' checkpoint files merged so far: path -> (inode, mtime, size)
+        self._seen_others: dict[str, tuple[int, int, int]] = {}
+        self.locks = FileLocks(self.dir)
         self._clean_tmp()
 
     def _clean_tmp(self) -> None:
@@ -157,23 +175,94 @@ class CheckpointStore:
                     os.unlink(tmp)
 
     def load(self) -> list[FileState]:
-        """The stored entries; a missing file is an empty list, a corrupt one is warned about
-        once and treated as empty (start over rather than crash-loop)."""
+        """Every checkpoint file of the state dir merged (:func:`merge`): this command line's
+        own and those other command lines left — offsets are per file, not per command line.
+        A missing file adds nothing; a corrupt one is warned about once and adds nothing
+        (start over rather than crash-loop)."""
+        entries = self._read(self.path, warn=True)
+        return merge(entries + self.others())
+
+    def _read(self, path: str, warn: bool) -> list[FileState]:
         try:
-            with open(self.path, "rb") as f:
+            with open(path, "rb") as f:
                 data = f.read()
         except FileNotFoundError:
             return []
         except OSError as exc:
-            diagnostics.warning(f"cannot read checkpoint {self.path}: {exc.strerror or exc}; "
-                                "starting without it", key=f"checkpoint-read:{self.path}")
+            if warn:
+                diagnostics.warning(f"cannot read checkpoint {path}: {exc.strerror or exc}; "
+                                    "starting without it", key=f"checkpoint-read:{path}")
             return []
         try:
             return _parse(data)
         except (ValueError, orjson.JSONDecodeError) as exc:
-            diagnostics.warning(f"checkpoint {self.path} is corrupt ({exc}); starting without it",
-                                key=f"checkpoint-corrupt:{self.path}")
+            if warn:
+                diagnostics.warning(f"checkpoint {path} is corrupt ({exc}); starting without it",
+                                    key=f"checkpoint-corrupt:{path}")
             return []
+
+    def others(self) -> list[FileState]:
+        """Entries of the other command lines' checkpoint files that changed since the last
+        call (one ``listdir`` and a ``stat`` per file when nothing changed)."""
+        out: list[FileState] = []
+        try:
+            names = os.listdir(self.dir)
+        except OSError:
+            return out
+        for name in names:
+            path = os.path.join(self.dir, name)
+            if not name.endswith(".json") or name.startswith(".") or path == self.path:
+                continue
+            try:
+                st = os.stat(path)
+            except OSError:
+                continue
+            stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
+            if self._seen_others.get(path) == stamp:
+                continue
+            self._seen_others[path] = stamp
+            out += self._read(path, warn=False)
+        return out
+
+    def merged(self) -> dict[str, tuple[int, int, int]]:
+        """The other files merged so far and the version merged (for :meth:`prune`)."""
+        return dict(self._seen_others)
+
+    def prune(self, merged: dict[str, tuple[int, int, int]]) -> list[str]:
+        """Remove the checkpoint files of other command lines whose collector no longer runs
+        (its ``.lock`` is free) and whose content, as ``merged`` (:meth:`merged`, taken before
+        encoding what was just written) says, this one had merged — call it after a successful
+        write of this collector's file, which now holds their offsets."""
+        removed: list[str] = []
+        for path, stamp in merged.items():
+            lock = path[: -len(".json")] + ".lock"
+            try:
+                st = os.stat(path)
+            except OSError:
+                self._seen_others.pop(path, None)
+                continue
+            if (st.st_ino, st.st_mtime_ns, st.st_size) != stamp:
+                continue  # changed since merged: merge it first (next others())
+            try:
+                fd = os.open(lock, os.O_RDWR | os.O_CLOEXEC)
+            except FileNotFoundError:
+                fd = -1
+            except OSError:
+                continue
+            try:
+                if fd >= 0:
+                    try:
+                        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    except BlockingIOError:
+                        continue  # its collector runs: it keeps its file
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
+                    removed.append(path)
+                self._seen_others.pop(path, None)
+            finally:
+                if fd >= 0:
+                    os.close(fd)
+        return removed
 
     def encode(self, entries: Iterable[FileState]) -> bytes:
         """The checkpoint document for ``entries``."""
@@ -192,11 +281,86 @@ class CheckpointStore:
             raise CheckpointError(f"cannot write checkpoint {self.path}: {exc.strerror or exc}") from exc
 
     def close(self) -> None:
-        """Release the lock."""
+        """Release the locks."""
+        self.locks.close()
         if self._lock_fd is not None:
             with contextlib.suppress(OSError):
                 os.close(self._lock_fd)
             self._lock_fd = None
+
+
+def merge(entries: Iterable[FileState]) -> list[FileState]:
+    """One entry per identity (dev, inode, fingerprint, its length): the highest offset any
+    command line committed, the latest ``seen``, retired when any of them saw it end."""
+    best: dict[tuple[int, int, str, int], FileState] = {}
+    for e in entries:
+        k = (e.dev, e.ino, e.fp, e.fp_len)
+        cur = best.get(k)
+        if cur is None:
+            best[k] = e
+            continue
+        retired = cur.retired or e.retired
+        seen = max(cur.seen, e.seen)
+        if e.offset > cur.offset:
+            cur = best[k] = e
+        cur.retired, cur.seen = retired, seen
+    return list(best.values())
+
+
+class FileLocks:
+    """One byte-range lock per file identity (dev, inode) in ``<tail dir>/files.lock``: Linux
+    open-file-description locks (``F_OFD_SETLK``), so they conflict between collectors and
+    between two sources of one process alike, and vanish with the process (``kill -9``).
+    Where OFD locks are unavailable, every file counts as free (the per-command-line lock
+    still refuses the same command line twice)."""
+
+    def __init__(self, directory: str) -> None:
+        self._fd: int | None = None
+        self._held: set[tuple[int, int]] = set()
+        cmd = getattr(fcntl, "F_OFD_SETLK", None)
+        if cmd is None:
+            return
+        self._cmd: int = cmd
+        with contextlib.suppress(OSError):
+            self._fd = os.open(os.path.join(directory, "files.lock"),
+                               os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+
+    def _lock(self, key: tuple[int, int], kind: int) -> None:
+        assert self._fd is not None
+        digest = hashlib.blake2b(f"{key[0]}:{key[1]}".encode(), digest_size=8).digest()
+        start = int.from_bytes(digest, "big") >> 2  # below 2**62: a valid off_t range
+        # struct flock: short l_type, short l_whence, off_t l_start, off_t l_len, pid_t l_pid
+        fcntl.fcntl(self._fd, self._cmd, struct.pack("hhqqi4x", kind, os.SEEK_SET, start, 1, 0))
+
+    def acquire(self, key: tuple[int, int]) -> bool:
+        """True when this collector may read the file (it now holds its lock); False when
+        another collector of this state dir holds it."""
+        if self._fd is None or key in self._held:
+            return True
+        try:
+            self._lock(key, fcntl.F_WRLCK)
+        except OSError as exc:
+            # EAGAIN/EACCES: held by another; anything else (EINVAL: no OFD locks here) must
+            # not refuse files
+            return exc.errno not in (errno.EAGAIN, errno.EACCES)
+        self._held.add(key)
+        return True
+
+    def release(self, key: tuple[int, int]) -> None:
+        """Let another collector read the file."""
+        if self._fd is None or key not in self._held:
+            return
+        self._held.discard(key)
+        with contextlib.suppress(OSError):
+            self._lock(key, fcntl.F_UNLCK)
+
+    def close(self) -> None:
+        """Release every lock."""
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+            self._fd = None
+        self._held.clear()
 
 
 def fingerprint(data: bytes) -> str:
@@ -252,10 +416,12 @@ def _head(path: str, st: os.stat_result, size: int) -> bytes | None:
         os.close(fd)
 
 
-def unfinished(state_dir: str, st: os.stat_result, path: str | None = None) -> bool:
-    """True when a tail checkpoint under ``<state_dir>/tail/`` knows the file of ``st`` and has
-    committed less than ``st.st_size`` bytes of it — ``logpipe rotate`` then postpones
-    compressing or deleting it. Missing or corrupt checkpoints count as not knowing.
+def progress(state_dir: str, st: os.stat_result, path: str | None = None) -> str | None:
+    """What the collectors of ``state_dir`` have done with the file of ``st``: ``"unfinished"``
+    (a checkpoint knows it and has committed less than ``st.st_size`` bytes), ``"delivered"``
+    (committed up to its end) or ``None`` (no checkpoint knows it). Offsets are per file, so
+    the highest offset of all checkpoint files counts. Missing or corrupt checkpoints count as
+    not knowing.
 
     "Knows" is the tailer's own identity rule: same (dev, inode) *and*, when ``path`` is given,
     the entry's fingerprint matches the file's first bytes. Without the fingerprint, a stale
@@ -266,15 +432,26 @@ def unfinished(state_dir: str, st: os.stat_result, path: str | None = None) -> b
     key = (st.st_dev, st.st_ino)
     head: bytes | None = None
     checked = False
+    best = -1
     for ckpt in glob.glob(os.path.join(glob.escape(tail_dir(state_dir)), "*.json")):
         for fp, fp_len, off in _offsets(ckpt).get(key, ()):
-            if off >= st.st_size:
+            if off <= best:
                 continue
-            if path is None:
-                return True
-            if not checked:
-                head = _head(path, st, max(1024, fp_len))
-                checked = True
-            if head is None or (fp_len <= len(head) and fingerprint(head[:fp_len]) == fp):
-                return True
-    return False
+            if path is not None:
+                if not checked:
+                    head = _head(path, st, max(1024, fp_len))
+                    checked = True
+                if head is not None and not (fp_len <= len(head)
+                                             and fingerprint(head[:fp_len]) == fp):
+                    continue
+            best = off
+    if best < 0:
+        return None
+    return "delivered" if best >= st.st_size else "unfinished"
+
+
+def unfinished(state_dir: str, st: os.stat_result, path: str | None = None) -> bool:
+    """True when a tail checkpoint under ``<state_dir>/tail/`` knows the file of ``st`` and has
+    committed less than ``st.st_size`` bytes of it (:func:`progress`) — ``logpipe rotate``
+    then postpones compressing or deleting it."""
+    return progress(state_dir, st, path) == "unfinished"

@@ -609,6 +609,40 @@ def collector_unfinished(state_dir: str, st: os.stat_result, path: str | None = 
         return True
 
 
+def hold_reason(path: str, st: os.stat_result, user: tuple[int, bool] | None,
+                state_dir: str) -> str | None:
+    """Why a rotated file must stay uncompressed for now (``None``: compress it). ``user`` is
+    what :func:`open_by_others` says of it. A writer always holds it (its next line would be
+    lost); a reader holds it unless the collector's checkpoint says every line was delivered —
+    a collector keeps a drained rotated file open for a while, which must not postpone the
+    compression run after run; a file the collector has not delivered is held either way."""
+    progress = collector_progress(state_dir, st, path)
+    if user is not None:
+        pid, writing = user
+        if writing:
+            return f"pid {pid} still writes to it (PM2: run `pm2 reloadLogs` after rotating)"
+        if progress != "delivered":
+            return f"pid {pid} still reads it"
+    if progress == "unfinished":
+        return "a collector is still reading it"
+    return None
+
+
+def collector_progress(state_dir: str, st: os.stat_result, path: str | None = None) -> str | None:
+    """``checkpoint.progress`` for the collector of ``state_dir``: "unfinished", "delivered" or
+    None (unknown); "unfinished" when the checkpoints cannot be read (when unsure, keep)."""
+    if not state_dir:
+        return None
+    from logpipe.checkpoint import progress
+
+    try:
+        return progress(state_dir, st, path)
+    except Exception as exc:  # noqa: BLE001 - when unsure, keep the file (postpone), and say so
+        diagnostics.warning(f"cannot read collector checkpoints in {state_dir}: {exc!r}; "
+                            "postponing compression", key="rotate-checkpoint")
+        return "unfinished"
+
+
 def open_by_others(keys: set[tuple[int, int]]) -> dict[tuple[int, int], tuple[int, bool]]:
     """(dev, inode) → (pid, writing) for files another process holds open, from ``/proc/*/fd``
     and the ``fdinfo`` flags — what ``fuser`` does. A writer wins over a reader. Empty where
@@ -928,14 +962,9 @@ def _compress_pending(pending: dict[str, list[str]], fresh: set[str], opts: Rota
             break
         time.sleep(0.02)
     for path, st in todo.items():
-        user = users.get((st.st_dev, st.st_ino))
-        if user is not None:
-            pid, writing = user
-            report.postpone(path, f"pid {pid} still writes to it (PM2: run `pm2 reloadLogs` after "
-                                  "rotating)" if writing else f"pid {pid} still reads it")
-            continue
-        if collector_unfinished(opts.state_dir, st, path):
-            report.postpone(path, "a collector is still reading it")
+        why = hold_reason(path, st, users.get((st.st_dev, st.st_ino)), opts.state_dir)
+        if why is not None:
+            report.postpone(path, why)
             continue
         if _doomed(path, opts):
             continue  # retention deletes it anyway; compressing first would be wasted work
@@ -978,7 +1007,23 @@ def _plan_rest(paths: list[str], opts: RotateOptions, now: float, report: _Repor
                 report.lines.append(f"would delete {p} ({why})")
                 report.deleted += 1
             elif not compressed and opts.compress and p != "(the file rotated now)":
-                report.lines.append(f"would compress {p}")
+                report.lines.append(_dry_compress(p, opts))
+
+
+def _dry_compress(path: str, opts: RotateOptions) -> str:
+    """The dry run's line for one uncompressed rotated file: compress, or postpone and why."""
+    try:
+        st = os.stat(path, follow_symlinks=False)
+    except OSError:
+        return f"would compress {path}"
+    user = open_by_others({(st.st_dev, st.st_ino)}).get((st.st_dev, st.st_ino))
+    why = hold_reason(path, st, user, opts.state_dir)
+    if why is not None:
+        return f"would postpone {path} ({why})"
+    if user is not None:
+        return (f"would compress {path} (pid {user[0]} still reads it, but the collector has "
+                "delivered every line of it)")
+    return f"would compress {path}"
 
 
 def _summary(report: _Report, opts: RotateOptions) -> str:

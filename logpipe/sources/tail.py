@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fnmatch
 import functools
 import glob
 import itertools
@@ -91,6 +92,10 @@ DETACHED_IDLE_CLOSE = 60.0
 CHECKPOINT_INTERVAL = 1.0
 #: Bytes compared beyond the fingerprint before a file is taken for a copy of another.
 SAMPLE_BYTES = 256
+#: A file held back as a likely copytruncate copy of a live file (rotated name, same content)
+#: is read from the start as a file of its own when the original is not truncated within this
+#: many seconds after the copy stopped growing (a rotator truncates right after copying).
+COPY_WAIT = 30.0
 #: Names a glob match skips: compressed rotated files.
 ARCHIVE_SUFFIXES = (".gz", ".zst", ".bz2", ".xz", ".lz4", ".zip", ".tgz")
 #: ``**`` matches at most this many directory levels (Filebeat's ``recursive_glob`` depth).
@@ -111,6 +116,20 @@ def expand_pattern(pattern: str) -> list[str]:
     i = where[0]
     head, rest = parts[:i], parts[i + 1:] or ["*"]
     return [os.sep.join(head + ["*"] * k + rest) for k in range(RECURSIVE_DEPTH + 1)]
+
+
+def is_rotated_name(candidate: str, original: str) -> bool:
+    """Is ``candidate``'s name one a rotator gives ``original``? ``app.log`` →
+    ``app.log.1``, ``app.log-20261201``, ``app.log.20261201T000000`` (logrotate, logpipe
+    rotate), ``app-out.log`` → ``app-out__2026-12-01_00-00-00.log`` (pm2-logrotate). Only
+    names: ``api-error-1.log`` (another PM2 instance) is not a rotated ``api-error.log``."""
+    cand, orig = os.path.basename(candidate), os.path.basename(original)
+    if len(cand) <= len(orig):
+        return False
+    if cand.startswith(orig) and cand[len(orig)] in ".-_":
+        return True
+    stem, ext = os.path.splitext(orig)
+    return bool(ext) and cand.startswith(stem + "__") and cand.endswith(ext)
 
 
 def default_origin(path: str) -> tuple[dict[str, Any], str]:
@@ -181,8 +200,8 @@ class _Gen:
 class _File:
     """An open (or idle-closed) file being read."""
 
-    __slots__ = ("base", "decoder", "detached_at", "fd", "gen", "interval", "joiner", "key",
-                 "last_data", "next_poll", "norm", "path", "pos", "shadow_file", "shadow_gen",
+    __slots__ = ("base", "decoder", "detached_at", "fd", "gen", "held_since", "interval", "joiner",
+                 "key", "last_data", "next_poll", "norm", "path", "pos", "shadow_file", "shadow_gen",
                  "size_seen", "split")
 
     def __init__(self, key: tuple[int, int], path: str, fd: int, gen: _Gen | None, pos: int,
@@ -207,6 +226,7 @@ class _File:
         #: time)]`` and ``raw_offset(decoded)``; lines and marks then count decoded bytes from
         #: ``base`` and are mapped back to raw offsets where a mark is made
         self.decoder: Any = None
+        self.held_since = self.last_data  # held back as a copy: since when (or last growth)
 
     def poke(self) -> None:
         """Poll this file soon (it changed, or its state did)."""
@@ -270,6 +290,9 @@ class TailSource(Source):
         self._decoder_for = decoder_for
         self.max_open = max_open if max_open is not None else default_max_open()
         self._store = CheckpointStore(state_dir, self.patterns)
+        self._state_dir = state_dir
+        self._refused: set[str] = set()  # paths another collector of this state dir reads
+        self._scanned = False
         self._started = time.time()
         self._gens: dict[int, _Gen] = {}  # id(gen) -> gen: everything the checkpoint stores
         self._by_key: dict[tuple[int, int], list[_Gen]] = {}
@@ -398,12 +421,15 @@ class TailSource(Source):
                 f.poke()
                 woke = True
                 sg = f.shadow_gen
+                f.held_since = mono
                 if sg is not None and not self._same_content(f.fd, cur.st_size, sg):
                     # it grew apart from the file it looked like a copy of: its own file
                     self._release_shadow(f, independent=True)
             if f.fd is None and cur.st_size != f.pos and self._reopen(f):
                 woke = True  # idle-closed and grown (or shrunk): read it again
         # 2. paths not attached yet: a known file under a new name, or a new file
+        if self._scanned and any(p not in self._by_path for p in stats):
+            self._merge_others()  # another command line may have read it since we started
         for path, st in stats.items():
             if path in self._by_path:
                 continue
@@ -421,12 +447,22 @@ class TailSource(Source):
                 continue
             if self._open_new(path, st):
                 woke = True
+        if not self._scanned:
+            self._scanned = True
+            woke = self._recover() or woke
         # 3. detached files: keep their generation alive; shadows whose original moved on
         for f in list(self._files.values()):
             if f.path is None and f.gen is not None:
                 f.gen.seen = now
             if f.shadow_gen is not None and self._shadow_released(f):
                 self._release_shadow(f)
+                woke = True
+            elif f.shadow_gen is not None and mono - f.held_since >= COPY_WAIT:
+                sg = f.shadow_gen
+                diagnostics.info(f"{f.path}: held back as a copy of {sg.path}, which was not "
+                                 f"truncated within {COPY_WAIT:.0f} s: it is a file of its own; "
+                                 "reading it from the start", key=f"tail-copy-free:{f.path}")
+                self._release_shadow(f, independent=True)
                 woke = True
         if woke and self._wake is not None:
             self._wake.set()
@@ -446,6 +482,7 @@ class TailSource(Source):
             f.path = None
         if self._files.get(f.key) is f:
             del self._files[f.key]
+            self._store.locks.release(f.key)
         if f.fd is not None:
             with contextlib.suppress(OSError):
                 os.close(f.fd)
@@ -497,7 +534,9 @@ class TailSource(Source):
         f.poke()
         return True
 
-    def _open_new(self, path: str, st: os.stat_result) -> bool:
+    def _open_new(self, path: str, st: os.stat_result, recovering: bool = False) -> bool:
+        """Open a file found at ``path`` and decide where to read it from (``recovering``: a
+        file no glob matches, opened only if it is one this state dir had not finished)."""
         if not self._make_capacity():
             return False
         try:
@@ -515,8 +554,26 @@ class TailSource(Source):
         except OSError:
             os.close(fd)
             return False
+        if not self._store.locks.acquire(key):
+            os.close(fd)
+            if path not in self._refused:
+                self._refused.add(path)
+                diagnostics.warning(
+                    f"not reading {path}: another logpipe collector with state dir "
+                    f"{self._state_dir} is reading it (two would deliver its lines twice); it is "
+                    "read here once that one stops", key=f"tail-locked:{path}")
+            return False
+        if path in self._refused:
+            self._refused.discard(path)
+            diagnostics.info(f"{path}: the other collector let go of it; reading it here",
+                             key=f"tail-unlocked:{path}")
+        found = self._identify(key, fst.st_size, prefix, path, fd, known_only=recovering)
+        if found is None:
+            self._store.locks.release(key)
+            os.close(fd)
+            return False
+        gen, pos, shadow = found
         self._open += 1
-        gen, pos, shadow = self._identify(key, fst.st_size, prefix, path, fd)
         defaults, level = self._origin_for(path)
         f = _File(key, path, fd, gen, pos, record.LineNormaliser(defaults, level),
                   LineSplitter(self.max_line_bytes),
@@ -528,11 +585,79 @@ class TailSource(Source):
             f.shadow_gen = shadow
             f.shadow_file = next((x for x in self._files.values() if x.gen is shadow), None)
         self._files[key] = f
+        if recovering:
+            # no glob matches its name: read it as a renamed-away file (to its end, then
+            # closed once nobody writes it); its entry keeps the name a glob matched
+            f.path = None
+            f.detached_at = time.monotonic()
+            if gen is not None:
+                gen.seen = time.time()
+            return True
         self._by_path[path] = f
         if gen is not None:
             gen.seen = time.time()
             gen.path = path
         return True
+
+    def _merge_others(self) -> None:
+        """Offsets another command line of this state dir committed since we loaded them."""
+        for e in self._store.others():
+            key = (e.dev, e.ino)
+            if key in self._files:
+                continue  # we read it now (we hold its lock): our offset is the newer
+            g = next((x for x in self._by_key.get(key, ())
+                      if x.fp == e.fp and x.fp_len == e.fp_len), None)
+            if g is None:
+                g = _Gen(e.dev, e.ino, e.fp, e.fp_len, e.offset, e.path, max(e.seen, time.time()),
+                         e.retired)
+                self._add_gen(g)
+            elif e.offset > g.committed:
+                g.committed = g.emitted = e.offset
+                g.retired = g.retired or e.retired
+            self._dirty = True
+
+    def _recover(self) -> bool:
+        """First scan only: files this state dir had not finished whose name no glob matches
+        any more — renamed while the collector was down (``logpipe rotate``, logrotate,
+        ``--pm2``'s ``*.log`` never matches ``api-out.log.20261201T000000``), or a copytruncate
+        copy under a name the globs miss — are found among the files of their directory by
+        identity and their unread lines read (Vector's and Filebeat's checkpoints cannot: they
+        only look at what their globs match)."""
+        lost: dict[str, list[_Gen]] = {}
+        for g in self._gens.values():
+            if g.key in self._files or not g.path or not any(
+                    fnmatch.fnmatchcase(g.path, pat) for pat in self._globs):
+                continue
+            lost.setdefault(os.path.dirname(g.path), []).append(g)
+        woke = False
+        for directory, gens in lost.items():
+            keys = {g.key for g in gens if not g.retired}
+            retired = [g for g in gens if g.retired]
+            try:
+                entries = sorted(os.scandir(directory), key=lambda e: e.name)
+            except OSError:
+                continue
+            for entry in entries:
+                if entry.path in self._by_path or entry.name.endswith(ARCHIVE_SUFFIXES):
+                    continue
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                except OSError:
+                    continue
+                key = (st.st_dev, st.st_ino)
+                if not stat_mod.S_ISREG(st.st_mode) or key in self._files:
+                    continue
+                if key in keys:
+                    if all(g.retired or g.committed >= st.st_size for g in self._by_key[key]):
+                        continue  # finished: nothing to read
+                elif key in self._by_key or not any(
+                        is_rotated_name(entry.path, g.path) for g in retired):
+                    continue
+                if self._is_excluded is not None and self._is_excluded(entry.path, st):
+                    continue
+                if self._open_new(entry.path, st, recovering=True):
+                    woke = True
+        return woke
 
     def _copy_candidates(self, key: tuple[int, int], prefix: bytes) -> list[_Gen]:
         """Generations of other inodes whose fingerprint ``prefix`` matches, best first."""
@@ -576,16 +701,33 @@ class TailSource(Source):
         # ends before what we read of the original): the fingerprint decides
         return True
 
-    def _identify(self, key: tuple[int, int], size: int, prefix: bytes,
-                  path: str, fd: int | None = None) -> tuple[_Gen | None, int, _Gen | None]:
-        """(generation, start offset, shadowed generation) for a file seen for the first time."""
+    def _identify(self, key: tuple[int, int], size: int, prefix: bytes, path: str,
+                  fd: int | None = None, known_only: bool = False,
+                  ) -> tuple[_Gen | None, int, _Gen | None] | None:
+        """(generation, start offset, shadowed generation) for a file seen for the first time;
+        ``None`` when ``known_only`` and the file is not one we have read.
+
+        The rules, simplest first (issue 9: never skip a distinct file):
+
+        1. the same inode with the same first bytes is the same file: resume at its offset;
+        2. another inode is a *copy* of a known generation only on positive evidence — the
+           same first bytes *and* a later sample of the content, *and* a rotated name of the
+           known file (:func:`is_rotated_name`), *and* that file was truncated (copytruncate:
+           read the copy from where the original's delivered lines end). While the original
+           still holds that content (copied, not yet truncated) the copy is held back — with a
+           diagnostic — until the original is truncated, or for COPY_WAIT, after which it is a
+           file of its own;
+        3. anything else is a new file, read from 0 — whatever its bytes look like (two
+           instances printing the same banner, three identical crash logs, a new ``a.log``
+           starting like the old one: all distinct files).
+        """
         # 1. a checkpoint for this very inode whose fingerprint still matches: resume there
         best: _Gen | None = None
         for g in list(self._by_key.get(key, ())):
             if g.retired:
                 continue
             if g.fp_len <= len(prefix) and fingerprint(prefix[: g.fp_len]) == g.fp and g.committed <= size:
-                if best is None or g.fp_len > best.fp_len:
+                if best is None or (g.committed, g.fp_len) > (best.committed, best.fp_len):
                     best = g
             else:
                 # inode reuse (other first bytes) or truncated while we were away: that
@@ -602,19 +744,37 @@ class TailSource(Source):
                 # (Filebeat logs "File ... resuming from offset" likewise); one line per 10 s
                 diagnostics.info(f"{path}: resuming at byte {best.committed} from the checkpoint "
                                  f"(lines before it were delivered already)", key="tail-resume")
+                if known_only:
+                    diagnostics.info(f"{path}: this is {best.path}, renamed while the collector "
+                                     f"was down (same inode and first bytes); reading its unread "
+                                     f"lines from byte {best.committed}",
+                                     key=f"tail-recovered:{path}")
             return best, best.committed, None
-        # 2. another inode with the same first bytes: a copy (copytruncate's app.log.1) or a
-        #    file moved across filesystems — but only if a later sample of the content agrees
-        #    too: two live files that merely share a banner are two files
+        # 2. a copytruncate copy of a known file: only on positive evidence
         if len(prefix) >= FP_MIN_COPY:
             for g in self._copy_candidates(key, prefix):
-                if not self._same_content(fd, size, g):
+                if not is_rotated_name(path, g.path) or not self._same_content(fd, size, g):
                     continue
                 live = self._files.get(g.key)
-                if live is not None and live.gen is g:
-                    return None, 0, g  # the original still holds this content: wait
-                start = min(g.emitted, size)
-                return self._new_gen(key, prefix, start, path), start, None
+                if g.retired:
+                    start = min(g.emitted, size)
+                    diagnostics.info(
+                        f"{path}: a copy of {g.path} made before it was truncated (copytruncate: "
+                        "rotated name, same content); reading it from byte "
+                        f"{start}, where the lines delivered from {g.path} end",
+                        key=f"tail-copy:{path}")
+                    gen = self._new_gen(key, prefix, start, g.path if known_only else path)
+                    return gen, start, None
+                if live is not None and live.gen is g and not self.once:
+                    diagnostics.info(
+                        f"{path}: holding it back — a rotated name of {g.path} with the same "
+                        f"content (a copytruncate copy?); it is read once {g.path} is truncated "
+                        f"(from where the lines delivered from there end), or from the start if "
+                        f"that does not happen within {COPY_WAIT:.0f} s",
+                        key=f"tail-held:{path}")
+                    return None, 0, g
+        if known_only:
+            return None
         # 3. a new file: from the start
         return self._new_gen(key, prefix, 0, path), 0, None
 
@@ -645,6 +805,10 @@ class TailSource(Source):
         f.pos = f.base = start
         f.split = LineSplitter(self.max_line_bytes)
         f.poke()
+        if start:
+            diagnostics.info(f"{f.path or sg.path}: {sg.path} was truncated, so this is its "
+                             f"copy; reading it from byte {start}, where the lines delivered "
+                             f"from {sg.path} end", key=f"tail-copy:{f.path}")
 
     # --- reading ----------------------------------------------------------------------------------
     async def _pump(self, f: _File, emit: Callable[[Batch], Awaitable[None]]) -> bool:
@@ -961,25 +1125,47 @@ class TailSource(Source):
 
     def _snapshot(self) -> bytes:
         """Encode the checkpoint (and forget generations not seen for FORGET_AFTER)."""
-        cutoff = time.time() - FORGET_AFTER
+        now = time.time()
+        cutoff = now - FORGET_AFTER
         live = {id(f.gen) for f in self._files.values() if f.gen is not None}
         for g in list(self._gens.values()):
             if g.seen < cutoff and id(g) not in live:
+                if not g.retired and self._still_there(g):
+                    # a file no glob of this command line matches (one removed, another
+                    # command line's): kept while it exists, so no command line re-reads it
+                    g.seen = now
+                    continue
                 self._drop_gen(g)
         self._dirty = False
         return self._store.encode(g.state() for g in self._gens.values())
 
+    @staticmethod
+    def _still_there(g: _Gen) -> bool:
+        try:
+            st = os.stat(g.path)
+        except OSError:
+            return False
+        return (st.st_dev, st.st_ino) == g.key
+
+    def _write(self, data: bytes, merged: dict[str, tuple[int, int, int]]) -> None:
+        self._store.write_bytes(data)
+        # this file now holds every offset merged from other command lines' files: those
+        # whose collector no longer runs go (the upgrade from per-command-line checkpoints)
+        self._store.prune(merged)
+
     async def _save_async(self) -> None:
+        merged = self._store.merged()
         data = self._snapshot()
         try:
-            await asyncio.to_thread(self._store.write_bytes, data)
+            await asyncio.to_thread(self._write, data, merged)
         except CheckpointError:
             self._dirty = True
             raise
 
     def save(self) -> None:
         """Write the checkpoint now (blocking)."""
-        self._store.write_bytes(self._snapshot())
+        merged = self._store.merged()
+        self._write(self._snapshot(), merged)
 
     def stop(self) -> None:
         """Finish after the batch in hand; held partial lines stay unread (and uncommitted)."""

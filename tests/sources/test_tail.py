@@ -730,8 +730,12 @@ def test_copytruncate_loses_only_the_rotators_window(tmp_path: Path) -> None:
 
 def test_two_collectors_same_state_dir_refuse_clearly(tmp_path: Path) -> None:
     """A second collector with the same inputs and state dir exits 2 with one clear line
-    (no traceback); one with other inputs runs fine beside it."""
+    (no traceback); one with other inputs runs beside it, but a file the first one reads is
+    refused — with a warning naming it — not read twice; a file nobody reads is read."""
     (tmp_path / "a.log").write_bytes(b"x\n")
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "b.log").write_bytes(b"y\n")
     state = tmp_path / "state"
     p1 = collector(state, str(tmp_path / "*.log"))
     with collector_stdout(p1) as got:
@@ -744,10 +748,14 @@ def test_two_collectors_same_state_dir_refuse_clearly(tmp_path: Path) -> None:
         lines = err.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("logpipe: another logpipe collector (pid ")
         assert "Traceback" not in err and out == b""
-        p3 = collector(state, str(tmp_path / "a.log"), once=True)
+        before = stderr_of(state)
+        p3 = collector(state, str(tmp_path / "a.log"), str(other / "b.log"), once=True)
         out3, _ = p3.communicate(timeout=30)
-        assert p3.returncode == 0 and b'"x"' in out3
+        err3 = stderr_of(state)[len(before):]
+        assert p3.returncode == 0 and b'"y"' in out3 and b'"x"' not in out3
+        assert f"not reading {tmp_path / 'a.log'}: another logpipe collector" in err3
         assert stop(p1) == 0
+    assert messages(got()) == ["x"]
 
 
 def test_unfinished_reports_unread_files(tmp_path: Path) -> None:

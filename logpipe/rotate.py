@@ -67,6 +67,7 @@ from typing import Any
 
 from logpipe import diagnostics, record
 from logpipe._fsutil import fsync_dir
+from logpipe._openfiles import open_by_others
 from logpipe.errors import LockBusy, RotateError, UsageError
 
 #: Lock file (one rotation run per directory at a time); a dot file so no glob matches it.
@@ -612,10 +613,11 @@ def collector_unfinished(state_dir: str, st: os.stat_result, path: str | None = 
 def hold_reason(path: str, st: os.stat_result, user: tuple[int, bool] | None,
                 state_dir: str) -> str | None:
     """Why a rotated file must stay uncompressed for now (``None``: compress it). ``user`` is
-    what :func:`open_by_others` says of it. A writer always holds it (its next line would be
-    lost); a reader holds it unless the collector's checkpoint says every line was delivered —
-    a collector keeps a drained rotated file open for a while, which must not postpone the
-    compression run after run; a file the collector has not delivered is held either way."""
+    what :func:`~logpipe._openfiles.open_by_others` says of it. A writer always holds it (its
+    next line would be lost); a reader holds it unless the collector's checkpoint says every
+    line was delivered — a collector keeps a drained rotated file open for a while, which
+    must not postpone the compression run after run; a file the collector has not delivered
+    is held either way."""
     progress = collector_progress(state_dir, st, path)
     if user is not None:
         pid, writing = user
@@ -641,39 +643,6 @@ def collector_progress(state_dir: str, st: os.stat_result, path: str | None = No
         diagnostics.warning(f"cannot read collector checkpoints in {state_dir}: {exc!r}; "
                             "postponing compression", key="rotate-checkpoint")
         return "unfinished"
-
-
-def open_by_others(keys: set[tuple[int, int]]) -> dict[tuple[int, int], tuple[int, bool]]:
-    """(dev, inode) → (pid, writing) for files another process holds open, from ``/proc/*/fd``
-    and the ``fdinfo`` flags — what ``fuser`` does. A writer wins over a reader. Empty where
-    /proc is absent; other users' processes are only visible to root."""
-    found: dict[tuple[int, int], tuple[int, bool]] = {}
-    if not keys or not os.path.isdir("/proc"):
-        return found
-    me = os.getpid()
-    for pid_name in os.listdir("/proc"):
-        if not pid_name.isdigit() or int(pid_name) == me:
-            continue
-        fd_dir = f"/proc/{pid_name}/fd"
-        try:
-            fds = os.listdir(fd_dir)
-        except OSError:
-            continue
-        for fd_name in fds:
-            try:
-                st = os.stat(f"{fd_dir}/{fd_name}")
-            except OSError:
-                continue
-            key = (st.st_dev, st.st_ino)
-            if key not in keys or found.get(key, (0, False))[1]:
-                continue
-            try:
-                with open(f"/proc/{pid_name}/fdinfo/{fd_name}") as fh:
-                    flags = next((int(ln.split()[1], 8) for ln in fh if ln.startswith("flags:")), 0)
-            except (OSError, ValueError, IndexError):
-                continue
-            found[key] = (int(pid_name), flags & os.O_ACCMODE != os.O_RDONLY)
-    return found
 
 
 # --- retention ----------------------------------------------------------------------------------

@@ -875,7 +875,7 @@ class TailSource(Source):
         """True (and the close postponed by another DETACHED_IDLE_CLOSE) when another process
         holds the renamed-away file open for writing — /proc, as ``fuser`` does; one scan per
         idle spell of such a file, in a thread."""
-        from logpipe.rotate import open_by_others
+        from logpipe._openfiles import open_by_others
 
         try:
             users = await asyncio.to_thread(open_by_others, {f.key})

@@ -23,6 +23,7 @@ from logpipe.errors import UsageError
 from logpipe.multiline import Joiner
 from logpipe.sources import tail as tail_mod
 from logpipe.sources._lines import TRUNCATION_MARKER
+from logpipe.sources.tail import reader as tail_reader
 from tests._tail_helpers import HELPER, TailRunner, collector_stdout, file_on_inode, run_once, seqs
 from tests.helpers import LOGPIPE, wait_for
 
@@ -215,7 +216,7 @@ def test_truncate_and_regrow_past_offset_between_polls_is_detected(
     """A file truncated and rewritten *longer* than the old offset between two polls (size
     alone sees nothing wrong — rsyslog#511) is detected by its fingerprint and read from 0:
     the new content arrives whole, nothing from the old is repeated, no line starts mid-way."""
-    monkeypatch.setattr(tail_mod, "COLD_AFTER", 0.1)  # idle quickly: only the rescan looks
+    monkeypatch.setattr(tail_reader, "COLD_AFTER", 0.1)  # idle quickly: only the rescan looks
     log = tmp_path / "r.log"
     log.write_bytes(b"".join(b'{"seq":%d,"gen":"old"}\n' % i for i in range(50)))
     with TailRunner([str(log)], str(tmp_path / "state"), rescan_interval=1.0) as r:
@@ -404,7 +405,7 @@ def test_renamed_away_file_still_written_is_not_closed(tmp_path: Path,
     reopened) keeps it open for writing stays followed past the idle-close spell: a line the
     writer sends after a long quiet spell still arrives, exactly once. Once the writer has
     closed it, the file is closed after the idle spell (no fd held for ever)."""
-    monkeypatch.setattr(tail_mod, "DETACHED_IDLE_CLOSE", 0.3)
+    monkeypatch.setattr(tail_reader, "DETACHED_IDLE_CLOSE", 0.3)
     log = tmp_path / "app.log"
     log.touch()
     w = subprocess.Popen([sys.executable, "-c", LINE_WRITER, str(log)],
@@ -470,7 +471,7 @@ def test_backpressure_keeps_rotation_tracking_and_new_files(tmp_path: Path,
     and read in full after the sink resumes — the renamed file has no give-up timer while it
     has unread data (stalled far longer than the idle-close spell, here cut to 0.2 s);
     nothing is checkpointed while stalled."""
-    monkeypatch.setattr(tail_mod, "DETACHED_IDLE_CLOSE", 0.2)
+    monkeypatch.setattr(tail_reader, "DETACHED_IDLE_CLOSE", 0.2)
     log = tmp_path / "app.log"
     log.write_bytes(b'{"seq":0}\n')
     state = tmp_path / "state"
@@ -586,7 +587,7 @@ def test_open_file_cap_closes_idle_files_and_reopens_them(tmp_path: Path,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     """With more files than the fd cap, idle files are closed and reopened (after an identity
     check) when they grow: every line of every file arrives once, and the cap holds."""
-    monkeypatch.setattr(tail_mod, "COLD_AFTER", 0.1)  # files go idle (evictable) quickly
+    monkeypatch.setattr(tail_reader, "COLD_AFTER", 0.1)  # files go idle (evictable) quickly
     for i in range(12):
         (tmp_path / f"f{i:02d}.log").write_bytes(b"f%d first\n" % i)
     with TailRunner([str(tmp_path / "*.log")], str(tmp_path / "state"), max_open=4,

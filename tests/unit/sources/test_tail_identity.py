@@ -13,8 +13,8 @@ import pytest
 
 from logpipe import checkpoint
 from logpipe.checkpoint import CheckpointStore, FileLocks, FileState, merge
-from logpipe.sources import tail as tail_mod
-from logpipe.sources.tail import is_rotated_name
+from logpipe.sources.tail import TailSource, is_rotated_name
+from logpipe.sources.tail import discovery as tail_discovery
 from tests._tail_helpers import TailRunner, run_once
 from tests.helpers import wait_for
 
@@ -101,7 +101,7 @@ def test_held_back_lookalike_is_read_after_copy_wait(tmp_path: Path,
     """A rotated name with the same content as a live file that is never truncated (a backup
     ``cp``, or a crash log that merely repeats) is held back only COPY_WAIT, then read whole:
     held is never lost."""
-    monkeypatch.setattr(tail_mod, "COPY_WAIT", 0.5)
+    monkeypatch.setattr(tail_discovery, "COPY_WAIT", 0.5)
     log = tmp_path / "app.log"
     log.write_bytes(b"".join(b'{"seq":%d,"pad":"%s"}\n' % (i, b"p" * 40) for i in range(50)))
     with TailRunner([str(tmp_path / "app.log*")], str(tmp_path / "state"), rescan_interval=0.1) as r:
@@ -113,3 +113,32 @@ def test_held_back_lookalike_is_read_after_copy_wait(tmp_path: Path,
     for rec in recs:
         by_file.setdefault(Path(rec["source"]).name, []).append(rec["seq"])
     assert by_file == {"app.log": list(range(50)), "app.log.1": list(range(50))}
+
+
+def test_identify_rules_without_an_event_loop(tmp_path: Path) -> None:
+    """``generations``' rules on a source that never runs: the same inode with the same first
+    bytes resumes at its offset; another inode with the same bytes but no rotated name is a
+    new file (from 0); a rotated name with the same content is held back while the original
+    is live, and is a copy read from where delivery ended once the original was truncated."""
+    src = TailSource([str(tmp_path / "*.log")], str(tmp_path / "state"))
+    try:
+        body = b"".join(b"line %03d of the first file\n" % i for i in range(10))
+        a = str(tmp_path / "a.log")
+        g = src._new_gen((1, 10), body, 0, a)
+        g.committed = g.emitted = 100
+        assert src._identify((1, 10), len(body), body, a) == (g, 100, None)
+        found = src._identify((1, 11), len(body), body, str(tmp_path / "b.log"))
+        assert found is not None and found[1:] == (0, None) and found[0] is not g
+        copy = tmp_path / "a.log.1"
+        copy.write_bytes(body)
+        fd = os.open(copy, os.O_RDONLY)
+        try:
+            g.retired = True
+            found = src._identify((1, 12), len(body), body, str(copy), fd)
+            assert found is not None and found[1:] == (100, None)
+            assert src._identify((1, 13), len(body), body, str(tmp_path / "c.log"), fd,
+                                 known_only=True) is None
+        finally:
+            os.close(fd)
+    finally:
+        src._store.close()

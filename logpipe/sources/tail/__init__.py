@@ -1,0 +1,332 @@
+"""Tailing files: rotation-aware, restart-safe, back-pressured (``TailSource``: loops and acks).
+
+How it behaves, and whose behaviour it follows (research/collector.md §1, "What the best do"):
+
+- **Identity** is (dev, inode) plus a fingerprint: a hash of the first up to 1024 bytes with
+  that length recorded (Filebeat's ``fingerprint`` length, Vector's checksum). A short file is
+  read at once — its fingerprint covers what it has and is upgraded as the prefix fills (never
+  Filebeat's wait-for-1-KiB). A checkpoint whose inode now holds different first bytes (inode
+  reuse: ``rm a; touch b``) is not resumed: the file is read from 0.
+- **Discovery**: globs are re-scanned every ``rescan_interval`` (1 s, Vector's
+  ``glob_minimum_cooldown_ms``). Files found after start are read from offset 0 (Vector RFC 3480:
+  a ``mv`` cannot be told from create+write). Files present at the first start with no
+  checkpoint are read from 0 as well — logpipe ships what is there rather than tail from EOF
+  (Fluent Bit's ``read_from_head=false`` loses the first lines). Compressed archives a glob
+  matches (``.gz``, ``.zst`` …) are skipped. ``**`` as a whole path component is recursive to
+  at most RECURSIVE_DEPTH (8) directory levels, Filebeat's ``recursive_glob`` cap (no unbounded
+  tree walk per rescan, Vector #13129); ``dir/**`` means ``dir/**/*``; one ``**`` per pattern.
+- **Rename rotation** (logrotate ``create``, supervisord, multilog): the old fd stays open and is
+  drained to EOF with no give-up timer (Fluent Bit's 5 s ``Rotate_Wait`` loses bursts, #10414);
+  the new file at the path is picked up from 0. A rotated name that a glob also matches is the
+  same inode, so it is followed, not re-read.
+- **copytruncate**: ``size < offset`` *or* a changed fingerprint at the same inode (truncate and
+  regrow past the old offset between polls — rsyslog#511) starts a new generation read from 0.
+  A copy that a glob matches (``*.log*``) has the old generation's fingerprint and the same
+  bytes further on (a sample compared with the live original, or with the last bytes read —
+  two live files that merely share a banner stay two files): while the original still holds
+  that content the copy is a duplicate and is not read; once the original is truncated, only
+  the copy's part the original never delivered is read (Vector's advice: include
+  ``app.log.1``). Loss is limited to the rotator's copy→truncate window.
+- **Deleted while open**: drained to EOF, the dangling partial line emitted (Vector's rule:
+  only once the file is gone and drained), then closed — no disk held (Vector #17349). A file
+  renamed to a name no glob matches is closed after it sat at EOF for ``DETACHED_IDLE_CLOSE``
+  (60 s) *and* no other process has it open for writing (/proc, as ``fuser``): a writer that
+  has not reopened yet keeps it followed however slowly it writes (Filebeat's
+  ``close_renamed`` would lose its lines). Another user's writer is visible in /proc only to
+  root: a non-root collector falls back to the idle spell alone. To read a rotated file found
+  later, let a glob match the rotated names (``app.log*``).
+- **Open files** are capped at min(1024, 80 % of RLIMIT_NOFILE) (Vector PR #25252); beyond it the
+  least recently active idle file is closed and reopened — after an identity check — when it
+  grows. Idle files cost one ``stat`` per rescan; only files with recent data are polled fast.
+- **Checkpoints** (``logpipe.checkpoint``) advance only from batch acks (every sink accepted the
+  lines), only to line ends — never past a partial line or lines still held by the multiline
+  joiner — and are written at most once a second when changed, plus on ``aclose()``. On
+  ``stop()`` held partial lines are *not* emitted: they are re-read after the restart, so
+  ``abc`` + restart + ``def\\n`` is one record ``abcdef``.
+- **Back-pressure**: ``await emit`` blocks the reader only; discovery, rotation tracking (old
+  fds kept) and checkpoint writes run in their own task.
+- **--once** (``once=True``): read what is there, emit partial last lines too, return.
+
+Modules: ``generations`` (identity rules, copies, resume — no event loop), ``reader`` (one
+file: poll, read, truncation, lines → batches), ``discovery`` (globs, renames, reopen,
+recovery after a rotation while down); this one runs the loops and writes the checkpoints.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from logpipe import diagnostics
+from logpipe.checkpoint import FORGET_AFTER, CheckpointStore
+from logpipe.errors import CheckpointError, UsageError
+from logpipe.pipeline import Batch, Source
+from logpipe.sources.tail.discovery import (
+    ARCHIVE_SUFFIXES,
+    RECURSIVE_DEPTH,
+    Discovery,
+    default_max_open,
+    default_origin,
+    expand_pattern,
+)
+from logpipe.sources.tail.generations import (
+    COPY_WAIT,
+    FP_MAX,
+    FP_MIN_COPY,
+    SAMPLE_BYTES,
+    Generation,
+    is_rotated_name,
+)
+from logpipe.sources.tail.reader import (
+    _COLD,
+    COLD_AFTER,
+    DETACHED_IDLE_CLOSE,
+    HOT_POLL,
+    PASS_BUDGET,
+    READ_CHUNK,
+    TailFile,
+)
+
+__all__ = [
+    "ARCHIVE_SUFFIXES", "CHECKPOINT_INTERVAL", "COLD_AFTER", "COPY_WAIT", "DETACHED_IDLE_CLOSE",
+    "FORGET_AFTER", "FP_MAX", "FP_MIN_COPY", "HOT_POLL", "PASS_BUDGET", "READ_CHUNK",
+    "RECURSIVE_DEPTH", "SAMPLE_BYTES", "_COLD", "Generation", "TailFile", "TailSource",
+    "default_max_open", "default_origin", "expand_pattern", "is_rotated_name",
+]
+
+#: Checkpoint write period when something changed (Vector and Filebeat both use 1 s).
+CHECKPOINT_INTERVAL = 1.0
+
+
+class TailSource(Discovery, Source):
+    """Tails files and globs into batches; see the module docstring for the rules.
+
+    ``origin_for(path) -> (defaults, plain_level)`` names each file's records (default:
+    :func:`default_origin`); ``is_excluded(path, st)`` vetoes files before they are opened (the
+    feedback guard) and, with ``recheck(path, st)``, stops reading an open file that turned
+    out to be excluded; ``decoder_for(path, start)`` gives a file a format decoder (PM2's
+    formats; None for plain files); ``joiner_factory()`` gives each file a multiline joiner
+    (``push(line, end_offset)``, ``flush()``, ``idle_deadline``).
+    """
+
+    name = "tail"
+
+    def __init__(
+        self,
+        patterns: list[str],
+        state_dir: str,
+        *,
+        once: bool = False,
+        max_line_bytes: int = 1 << 20,
+        rescan_interval: float = 1.0,
+        origin_for: Callable[[str], tuple[dict[str, Any], str]] | None = None,
+        is_excluded: Callable[[str, os.stat_result], bool] | None = None,
+        joiner_factory: Callable[[], Any] | None = None,
+        max_open: int | None = None,
+        recheck: Callable[[str, os.stat_result], bool] | None = None,
+        decoder_for: Callable[[str, int], Any] | None = None,
+    ) -> None:
+        self.patterns = [os.path.abspath(os.path.expanduser(p)) for p in patterns]
+        try:
+            self._globs = [g for p in self.patterns for g in expand_pattern(p)]
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        self.once = once
+        self.max_line_bytes = max_line_bytes
+        self.rescan_interval = rescan_interval
+        self._origin_for = origin_for or default_origin
+        self._is_excluded = is_excluded
+        self._joiner_factory = joiner_factory
+        self._recheck = recheck
+        self._decoder_for = decoder_for
+        self.max_open = max_open if max_open is not None else default_max_open()
+        self._store = CheckpointStore(state_dir, self.patterns)
+        self._state_dir = state_dir
+        self._refused: set[str] = set()  # paths another collector of this state dir reads
+        self._scanned = False
+        self._started = time.time()
+        self._gens: dict[int, Generation] = {}  # id(gen) -> gen: everything the checkpoint stores
+        self._by_key: dict[tuple[int, int], list[Generation]] = {}
+        self._by_fp: dict[str, list[Generation]] = {}
+        self._fp_lens: Counter[int] = Counter()
+        for st in self._store.load():
+            g = Generation(st.dev, st.ino, st.fp, st.fp_len, st.offset, st.path,
+                     max(st.seen, self._started), st.retired)
+            if st.sample_fp:
+                g.sample_fp = (st.sample_fp, st.sample_len)
+                g.sample_end = st.sample_end
+            self._add_gen(g)
+        self._files: dict[tuple[int, int], TailFile] = {}
+        self._by_path: dict[str, TailFile] = {}
+        self._open = 0
+        self._dirty = False
+        self._stopping = False
+        self._closed = False
+        self._wake: asyncio.Event | None = None
+        self._stop_event: asyncio.Event | None = None
+        self._warned_cap = False
+        # counters (tests, summaries)
+        self.lines_read = 0
+        self.truncations = 0
+
+    # --- the Source contract ----------------------------------------------------------------------
+    async def run(self, emit: Callable[[Batch], Awaitable[None]]) -> None:
+        """Tail until ``stop()`` (or, with ``once``, until everything present has been read)."""
+        self._wake = asyncio.Event()
+        self._stop_event = asyncio.Event()
+        self._scan()
+        if self.once:
+            for f in list(self._files.values()):
+                # what is there now: a writer faster than us must not keep --once going forever
+                end = f.size_seen
+                while not self._stopping and f.pos < end and await self._pump(f, emit):
+                    pass
+                if not self._stopping:
+                    await self._flush_held(f, emit)
+            return
+        scanner = asyncio.create_task(self._scanner(), name="tail-scan")
+        checkpointer = asyncio.create_task(self._checkpointer(), name="tail-checkpoint")
+        try:
+            await self._reader(emit)
+        finally:
+            self.stop()
+            scanner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await scanner
+            await checkpointer
+
+    async def _reader(self, emit: Callable[[Batch], Awaitable[None]]) -> None:
+        wake = self._wake
+        assert wake is not None
+        while not self._stopping:
+            wake.clear()
+            mono = time.monotonic()
+            progressed = False
+            soonest = _COLD
+            for f in list(self._files.values()):
+                if self._stopping:
+                    break
+                if f.next_poll <= mono:
+                    got = await self._pump(f, emit)
+                    progressed = progressed or got
+                    f.polled(got, time.monotonic())
+                soonest = min(soonest, f.next_poll)
+                j = f.joiner
+                if j is not None and j.idle_deadline is not None and f.gen is not None:
+                    if time.monotonic() >= j.idle_deadline:
+                        pairs = j.flush()
+                        if pairs:
+                            await self._emit_pairs(f, f.gen, pairs, emit)
+                    else:
+                        soonest = min(soonest, j.idle_deadline)
+            if progressed:
+                await asyncio.sleep(0)
+                continue
+            if soonest == _COLD:
+                await wake.wait()
+            else:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(wake.wait(), max(0.0, soonest - time.monotonic()))
+
+    async def _scanner(self) -> None:
+        assert self._stop_event is not None
+        while not self._stopping:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop_event.wait(), self.rescan_interval)
+            if self._stopping:
+                return
+            try:
+                self._scan()
+            except OSError as exc:  # e.g. EMFILE from elsewhere in the process: retry next time
+                diagnostics.warning(f"tail: scan failed: {exc}", key="tail-scan")
+
+    async def _checkpointer(self) -> None:
+        """Write the checkpoint every CHECKPOINT_INTERVAL when acks moved it. Never cancelled
+        mid-write (a late stale write could land after the final one): it ends at stop."""
+        assert self._stop_event is not None
+        while not self._stopping:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop_event.wait(), CHECKPOINT_INTERVAL)
+            if self._stopping:
+                return
+            if self._dirty:
+                try:
+                    await self._save_async()
+                except CheckpointError as exc:
+                    diagnostics.error(str(exc), key="tail-checkpoint-write")
+
+    def _snapshot(self) -> bytes:
+        """Encode the checkpoint (and forget generations not seen for FORGET_AFTER)."""
+        now = time.time()
+        cutoff = now - FORGET_AFTER
+        live = {id(f.gen) for f in self._files.values() if f.gen is not None}
+        for g in list(self._gens.values()):
+            if g.seen < cutoff and id(g) not in live:
+                if not g.retired and self._still_there(g):
+                    # a file no glob of this command line matches (one removed, another
+                    # command line's): kept while it exists, so no command line re-reads it
+                    g.seen = now
+                    continue
+                self._drop_gen(g)
+        self._dirty = False
+        return self._store.encode(g.state() for g in self._gens.values())
+
+    @staticmethod
+    def _still_there(g: Generation) -> bool:
+        try:
+            st = os.stat(g.path)
+        except OSError:
+            return False
+        return (st.st_dev, st.st_ino) == g.key
+
+    def _write(self, data: bytes, merged: dict[str, tuple[int, int, int]]) -> None:
+        self._store.write_bytes(data)
+        # this file now holds every offset merged from other command lines' files: those
+        # whose collector no longer runs go (the upgrade from per-command-line checkpoints)
+        self._store.prune(merged)
+
+    async def _save_async(self) -> None:
+        merged = self._store.merged()
+        data = self._snapshot()
+        try:
+            await asyncio.to_thread(self._write, data, merged)
+        except CheckpointError:
+            self._dirty = True
+            raise
+
+    def save(self) -> None:
+        """Write the checkpoint now (blocking)."""
+        merged = self._store.merged()
+        self._write(self._snapshot(), merged)
+
+    def stop(self) -> None:
+        """Finish after the batch in hand; held partial lines stay unread (and uncommitted)."""
+        self._stopping = True
+        if self._wake is not None:
+            self._wake.set()
+        if self._stop_event is not None:
+            self._stop_event.set()
+
+    async def aclose(self) -> None:
+        """Commit the final checkpoint, close every file, release the state lock."""
+        if self._closed:
+            return
+        self._closed = True
+        self._stopping = True
+        try:
+            self.save()
+        finally:
+            for f in list(self._files.values()):
+                if f.fd is not None:
+                    with contextlib.suppress(OSError):
+                        os.close(f.fd)
+                    f.fd = None
+            self._files.clear()
+            self._by_path.clear()
+            self._open = 0
+            self._store.close()

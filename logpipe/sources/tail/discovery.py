@@ -1,0 +1,326 @@
+"""Finding the files to tail: globs (``**`` bounded), new files, renames, idle reopen, recovery."""
+
+from __future__ import annotations
+
+import contextlib
+import fnmatch
+import glob
+import os
+import resource
+import stat as stat_mod
+import time
+from collections.abc import Callable
+from typing import Any
+
+from logpipe import diagnostics, identity, record
+from logpipe.sources._lines import LineSplitter
+from logpipe.sources.tail.generations import COPY_WAIT, FP_MAX, Generation, is_rotated_name
+from logpipe.sources.tail.reader import _COLD, Reader, TailFile
+
+#: Names a glob match skips: compressed rotated files.
+ARCHIVE_SUFFIXES = (".gz", ".zst", ".bz2", ".xz", ".lz4", ".zip", ".tgz")
+#: ``**`` matches at most this many directory levels (Filebeat's ``recursive_glob`` depth).
+RECURSIVE_DEPTH = 8
+
+
+def expand_pattern(pattern: str) -> list[str]:
+    """The plain globs one pattern stands for: a ``**`` path component becomes 0 to
+    RECURSIVE_DEPTH ``*`` levels (``a/**/b`` → ``a/b``, ``a/*/b``, …); ``a/**`` is
+    ``a/**/*``. A ``**`` inside a component (``x**.log``) is a plain ``*``, as in ``glob``.
+    Raises ValueError for more than one ``**`` component (depth**2 globs per rescan)."""
+    parts = pattern.split(os.sep)
+    where = [i for i, part in enumerate(parts) if part == "**"]
+    if not where:
+        return [pattern]
+    if len(where) > 1:
+        raise ValueError(f"{pattern}: at most one '**' per pattern")
+    i = where[0]
+    head, rest = parts[:i], parts[i + 1:] or ["*"]
+    return [os.sep.join(head + ["*"] * k + rest) for k in range(RECURSIVE_DEPTH + 1)]
+
+
+def default_origin(path: str) -> tuple[dict[str, Any], str]:
+    """Record defaults and plain-line level for a file, from its name (``logpipe.identity``)."""
+    fid = identity.from_filename(path)
+    defaults: dict[str, Any] = {record.SOURCE: path, record.SERVICE: fid.service,
+                                record.HOST: identity.hostname()}
+    if fid.pm_id is not None:
+        defaults[record.PM_ID] = fid.pm_id
+        defaults[record.INSTANCE_ID] = str(fid.pm_id)
+    return defaults, ("error" if fid.stream == "err" else "info")
+
+
+def default_max_open() -> int:
+    """min(1024, 80 % of the soft RLIMIT_NOFILE)."""
+    try:
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    except (OSError, ValueError):
+        soft = 1024
+    if soft == resource.RLIM_INFINITY or soft <= 0:
+        soft = 4096
+    return max(8, min(1024, int(soft * 0.8)))
+
+
+class Discovery(Reader):
+    """Scans the globs: attaches, detaches, opens, reopens and recovers files."""
+
+    _origin_for: Callable[[str], tuple[dict[str, Any], str]]
+    _is_excluded: Callable[[str, os.stat_result], bool] | None
+    _scanned: bool
+    _wake: Any
+    _warned_cap: bool
+    _recheck: Callable[[str, os.stat_result], bool] | None
+    max_open: int
+
+    def _expand(self) -> list[str]:
+        seen: dict[str, None] = {}
+        for pat in self._globs:
+            if glob.has_magic(pat):
+                # (``**`` already expanded to bounded ``*`` levels: expand_pattern.)
+                # Compressed archives a glob like ``app.log*`` also matches (logrotate's .gz,
+                # logpipe rotate's .zst) are not text: skipped, as Filebeat's docs advise with
+                # ``exclude_files: ['\.gz$']``. Named literally, a file is always read.
+                for p in sorted(glob.glob(pat)):
+                    if not p.endswith(ARCHIVE_SUFFIXES):
+                        seen.setdefault(p, None)
+            else:
+                seen.setdefault(pat, None)
+        return list(seen)
+
+    def _scan(self) -> None:
+        """One discovery pass: rotation/deletion of known files, new files, reopen idle ones.
+
+        Synchronous (no await inside), so it never interleaves with the reader mid-update."""
+        now = time.time()
+        mono = time.monotonic()
+        stats: dict[str, os.stat_result] = {}
+        for p in self._expand():
+            try:
+                st = os.stat(p)
+            except OSError:
+                continue
+            if stat_mod.S_ISREG(st.st_mode):
+                stats[p] = st
+        woke = False
+        # 1. files attached to a path: still there? grown?
+        for path, f in list(self._by_path.items()):
+            cur = stats.get(path)
+            if cur is None or (cur.st_dev, cur.st_ino) != f.key:
+                self._detach(f, mono)
+                woke = True
+                continue
+            if f.gen is not None:
+                f.gen.seen = now
+                f.gen.path = path
+            if self._recheck is not None and self._recheck(path, cur):
+                self._forget_file(f)  # the feedback guard recognised it late: stop reading
+                continue
+            if cur.st_size != f.size_seen:
+                f.size_seen = cur.st_size
+                f.poke()
+                woke = True
+                sg = f.shadow_gen
+                f.held_since = mono
+                if sg is not None and not self._same_content(f.fd, cur.st_size, sg):
+                    # it grew apart from the file it looked like a copy of: its own file
+                    self._release_shadow(f, independent=True)
+            if f.fd is None and cur.st_size != f.pos and self._reopen(f):
+                woke = True  # idle-closed and grown (or shrunk): read it again
+        # 2. paths not attached yet: a known file under a new name, or a new file
+        if self._scanned and any(p not in self._by_path for p in stats):
+            self._merge_others()  # another command line may have read it since we started
+        for path, st in stats.items():
+            if path in self._by_path:
+                continue
+            key = (st.st_dev, st.st_ino)
+            f2 = self._files.get(key)
+            if f2 is not None:
+                if f2.path is None:  # renamed to a name a glob matches: follow it, don't re-read
+                    f2.path = path
+                    self._by_path[path] = f2
+                    f2.poke()
+                    woke = True
+                # else: a hard link / second name of a file already read once
+                continue
+            if self._is_excluded is not None and self._is_excluded(path, st):
+                continue
+            if self._open_new(path, st):
+                woke = True
+        if not self._scanned:
+            self._scanned = True
+            woke = self._recover() or woke
+        # 3. detached files: keep their generation alive; shadows whose original moved on
+        for f in list(self._files.values()):
+            if f.path is None and f.gen is not None:
+                f.gen.seen = now
+            if f.shadow_gen is not None and self._shadow_released(f):
+                self._release_shadow(f)
+                woke = True
+            elif f.shadow_gen is not None and mono - f.held_since >= COPY_WAIT:
+                sg = f.shadow_gen
+                diagnostics.info(f"{f.path}: held back as a copy of {sg.path}, which was not "
+                                 f"truncated within {COPY_WAIT:.0f} s: it is a file of its own; "
+                                 "reading it from the start", key=f"tail-copy-free:{f.path}")
+                self._release_shadow(f, independent=True)
+                woke = True
+        if woke and self._wake is not None:
+            self._wake.set()
+
+    def _detach(self, f: TailFile, mono: float) -> None:
+        if f.path is not None:
+            self._by_path.pop(f.path, None)
+        f.path = None
+        f.detached_at = mono
+        f.poke()
+        if f.fd is None:  # idle-closed and now gone from its path: nothing left to read by fd
+            self._forget_file(f)
+
+    def _make_capacity(self) -> bool:
+        if self._open < self.max_open:
+            return True
+        victim: TailFile | None = None
+        for f in self._files.values():
+            if (f.fd is not None and f.path is not None and f.shadow_gen is None
+                    and f.next_poll == _COLD and f.size_seen == f.pos
+                    and (victim is None or f.last_data < victim.last_data)):
+                victim = f
+        if victim is None:
+            if not self._warned_cap:
+                self._warned_cap = True
+                diagnostics.warning(
+                    f"open-file cap reached ({self.max_open} files busy); new files wait for a "
+                    "free slot", key="tail-open-cap")
+            return False
+        assert victim.fd is not None
+        with contextlib.suppress(OSError):
+            os.close(victim.fd)
+        victim.fd = None
+        self._open -= 1
+        return True
+
+    def _reopen(self, f: TailFile) -> bool:
+        """Reopen an idle-closed file that grew; the identity is checked again (inode here,
+        fingerprint by the reader)."""
+        if f.path is None or not self._make_capacity():
+            return False
+        try:
+            fd = os.open(f.path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return False
+        st = os.fstat(fd)
+        if (st.st_dev, st.st_ino) != f.key:
+            os.close(fd)
+            self._detach(f, time.monotonic())
+            return False
+        f.fd = fd
+        self._open += 1
+        f.poke()
+        return True
+
+    def _open_new(self, path: str, st: os.stat_result, recovering: bool = False) -> bool:
+        """Open a file found at ``path`` and decide where to read it from (``recovering``: a
+        file no glob matches, opened only if it is one this state dir had not finished)."""
+        if not self._make_capacity():
+            return False
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as exc:
+            diagnostics.warning(f"cannot open {path}: {exc.strerror or exc}", key=f"tail-open:{path}")
+            return False
+        try:
+            fst = os.fstat(fd)
+            key = (fst.st_dev, fst.st_ino)
+            if key in self._files or not stat_mod.S_ISREG(fst.st_mode):
+                os.close(fd)
+                return False
+            prefix = os.pread(fd, FP_MAX, 0)
+        except OSError:
+            os.close(fd)
+            return False
+        if not self._store.locks.acquire(key):
+            os.close(fd)
+            if path not in self._refused:
+                self._refused.add(path)
+                diagnostics.warning(
+                    f"not reading {path}: another logpipe collector with state dir "
+                    f"{self._state_dir} is reading it (two would deliver its lines twice); it is "
+                    "read here once that one stops", key=f"tail-locked:{path}")
+            return False
+        if path in self._refused:
+            self._refused.discard(path)
+            diagnostics.info(f"{path}: the other collector let go of it; reading it here",
+                             key=f"tail-unlocked:{path}")
+        found = self._identify(key, fst.st_size, prefix, path, fd, known_only=recovering)
+        if found is None:
+            self._store.locks.release(key)
+            os.close(fd)
+            return False
+        gen, pos, shadow = found
+        self._open += 1
+        defaults, level = self._origin_for(path)
+        f = TailFile(key, path, fd, gen, pos, record.LineNormaliser(defaults, level),
+                  LineSplitter(self.max_line_bytes),
+                  self._joiner_factory() if self._joiner_factory is not None else None)
+        f.size_seen = fst.st_size
+        if self._decoder_for is not None:
+            f.decoder = self._decoder_for(path, pos)
+        if shadow is not None:
+            f.shadow_gen = shadow
+            f.shadow_file = next((x for x in self._files.values() if x.gen is shadow), None)
+        self._files[key] = f
+        if recovering:
+            # no glob matches its name: read it as a renamed-away file (to its end, then
+            # closed once nobody writes it); its entry keeps the name a glob matched
+            f.path = None
+            f.detached_at = time.monotonic()
+            if gen is not None:
+                gen.seen = time.time()
+            return True
+        self._by_path[path] = f
+        if gen is not None:
+            gen.seen = time.time()
+            gen.path = path
+        return True
+
+    def _recover(self) -> bool:
+        """First scan only: files this state dir had not finished whose name no glob matches
+        any more — renamed while the collector was down (``logpipe rotate``, logrotate,
+        ``--pm2``'s ``*.log`` never matches ``api-out.log.20261201T000000``), or a copytruncate
+        copy under a name the globs miss — are found among the files of their directory by
+        identity and their unread lines read (Vector's and Filebeat's checkpoints cannot: they
+        only look at what their globs match)."""
+        lost: dict[str, list[Generation]] = {}
+        for g in self._gens.values():
+            if g.key in self._files or not g.path or not any(
+                    fnmatch.fnmatchcase(g.path, pat) for pat in self._globs):
+                continue
+            lost.setdefault(os.path.dirname(g.path), []).append(g)
+        woke = False
+        for directory, gens in lost.items():
+            keys = {g.key for g in gens if not g.retired}
+            retired = [g for g in gens if g.retired]
+            try:
+                entries = sorted(os.scandir(directory), key=lambda e: e.name)
+            except OSError:
+                continue
+            for entry in entries:
+                if entry.path in self._by_path or entry.name.endswith(ARCHIVE_SUFFIXES):
+                    continue
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                except OSError:
+                    continue
+                key = (st.st_dev, st.st_ino)
+                if not stat_mod.S_ISREG(st.st_mode) or key in self._files:
+                    continue
+                if key in keys:
+                    if all(g.retired or g.committed >= st.st_size for g in self._by_key[key]):
+                        continue  # finished: nothing to read
+                elif key in self._by_key or not any(
+                        is_rotated_name(entry.path, g.path) for g in retired):
+                    continue
+                if self._is_excluded is not None and self._is_excluded(entry.path, st):
+                    continue
+                if self._open_new(entry.path, st, recovering=True):
+                    woke = True
+        return woke

@@ -15,6 +15,7 @@ import zstandard
 
 from logpipe import rotate
 from logpipe.rotate import RotateOptions
+from logpipe.rotate import cron as rotate_cron
 from tests._rotate_helpers import (
     WRITER,
     history,
@@ -360,7 +361,7 @@ def test_file_still_open_by_a_writer_is_compressed_next_run(tmp_path: Path,
     """A foreign writer (PM2 before `pm2 reloadLogs`) still appending to the renamed file: the
     run leaves it uncompressed and says why; lines it appends there are not lost; once the writer
     has let go, the next run compresses it with every line."""
-    monkeypatch.setattr(rotate, "WRITER_WAIT_SECONDS", 0.3)
+    monkeypatch.setattr(rotate_cron, "WRITER_WAIT_SECONDS", 0.3)
     log = tmp_path / "app-out.log"
     write_lines(log, [b"line-0"])
     writer = subprocess.Popen(

@@ -31,10 +31,14 @@ uncompressed file (pm2-logrotate #51 shipped truncated .gz files because it comp
 file). A rotated file is left uncompressed for the next run ("postponed", logrotate's
 ``delaycompress`` done on evidence instead of always) while
 
-- another process still has it open (seen in ``/proc``, like ``fuser``): a foreign writer
-  such as PM2 keeps appending to the renamed file until ``pm2 reloadLogs``; a collector or
-  ``tail -f`` may still be draining it; or
-- a collector has not finished reading it (``logpipe.checkpoint.unfinished``).
+- another process still has it open for writing (seen in ``/proc``, like ``fuser``): a
+  foreign writer such as PM2 keeps appending to the renamed file until ``pm2 reloadLogs``;
+- a reader (a collector draining it, ``tail -f``) has it open and the collector's checkpoint
+  does not say every line of it was delivered; or
+- a collector has not finished reading it (``logpipe.checkpoint.progress``).
+
+A file the collector has delivered is compressed even while it still holds it open (it keeps
+a drained renamed file open for a while): :func:`retention.hold_reason` is the rule.
 
 Daily rotation needs no state file (logrotate's status file is its most common failure:
 logrotate #45/#78/#135): "when was this file started" is read from the file itself — a
@@ -42,9 +46,10 @@ logrotate #45/#78/#135): "when was this file started" is read from the file itse
 rotated name's timestamp, else the first line's ``time`` — so cron jitter and missed days
 (``Persistent=true``) need nothing extra. A file with no such evidence counts as never rotated.
 
-Limits (stated, not hidden): a collector can only follow a renamed file it had already found —
-it rescans globs every second — so rotating the same file more often than that can hide a
-short-lived generation from it; a stale collector checkpoint whose inode number was reused
+Limits (stated, not hidden): a running collector can only follow a renamed file it had
+already found — it rescans globs every second — so rotating the same file more often than
+that can hide a short-lived generation from it (after a restart it finds the files it had not
+finished by identity); a stale collector checkpoint whose inode number was reused
 makes rotation postpone compressing that file (the safe direction) until the checkpoint is
 forgotten; other users' processes are invisible in ``/proc`` unless rotate runs as root.
 

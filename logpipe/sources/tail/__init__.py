@@ -6,7 +6,10 @@ How it behaves, and whose behaviour it follows (research/collector.md §1, "What
   that length recorded (Filebeat's ``fingerprint`` length, Vector's checksum). A short file is
   read at once — its fingerprint covers what it has and is upgraded as the prefix fills (never
   Filebeat's wait-for-1-KiB). A checkpoint whose inode now holds different first bytes (inode
-  reuse: ``rm a; touch b``) is not resumed: the file is read from 0.
+  reuse: ``rm a; touch b``) is not resumed: the file is read from 0. Two files are one file
+  only when they are the same inode with the same first bytes: look-alike files (three
+  identical crash logs, prefixes of each other, a new ``a.log`` with the old one's banner) are
+  distinct files, each read whole — unlike Vector's checksum, which skips them.
 - **Discovery**: globs are re-scanned every ``rescan_interval`` (1 s, Vector's
   ``glob_minimum_cooldown_ms``). Files found after start are read from offset 0 (Vector RFC 3480:
   a ``mv`` cannot be told from create+write). Files present at the first start with no
@@ -21,20 +24,25 @@ How it behaves, and whose behaviour it follows (research/collector.md §1, "What
   same inode, so it is followed, not re-read.
 - **copytruncate**: ``size < offset`` *or* a changed fingerprint at the same inode (truncate and
   regrow past the old offset between polls — rsyslog#511) starts a new generation read from 0.
-  A copy that a glob matches (``*.log*``) has the old generation's fingerprint and the same
-  bytes further on (a sample compared with the live original, or with the last bytes read —
-  two live files that merely share a banner stay two files): while the original still holds
-  that content the copy is a duplicate and is not read; once the original is truncated, only
-  the copy's part the original never delivered is read (Vector's advice: include
-  ``app.log.1``). Loss is limited to the rotator's copy→truncate window.
+  Another inode is taken for the copy (``app.log.1``) only on positive evidence: a rotated
+  name of the original (``generations.is_rotated_name``), the old generation's fingerprint and
+  the same bytes further on (a sample), and the original truncated — then only the copy's
+  part the original never delivered is read (Vector's advice: include ``app.log.1``). Seen
+  before the truncate, the copy is held back (said on stderr) until it happens, at most
+  ``COPY_WAIT`` (30 s) after the copy last grew; then it is a file of its own, read from 0 (a
+  duplicate at worst, never a loss). Loss is limited to the rotator's copy→truncate window.
 - **Deleted while open**: drained to EOF, the dangling partial line emitted (Vector's rule:
   only once the file is gone and drained), then closed — no disk held (Vector #17349). A file
   renamed to a name no glob matches is closed after it sat at EOF for ``DETACHED_IDLE_CLOSE``
   (60 s) *and* no other process has it open for writing (/proc, as ``fuser``): a writer that
   has not reopened yet keeps it followed however slowly it writes (Filebeat's
   ``close_renamed`` would lose its lines). Another user's writer is visible in /proc only to
-  root: a non-root collector falls back to the idle spell alone. To read a rotated file found
-  later, let a glob match the rotated names (``app.log*``).
+  root: a non-root collector falls back to the idle spell alone.
+- **Rotation while down**: on the first scan, files the checkpoint had not finished whose
+  name no glob matches any more (``--pm2``'s ``*.log`` never matches
+  ``api-out.log.20261201T000000``) are looked for among the files of their directory — by
+  inode and first bytes, or as a rotated-name copy of a truncated one — and exactly their
+  unread lines are read, as renamed-away files (``discovery.Discovery._recover``).
 - **Open files** are capped at min(1024, 80 % of RLIMIT_NOFILE) (Vector PR #25252); beyond it the
   least recently active idle file is closed and reopened — after an identity check — when it
   grows. Idle files cost one ``stat`` per rescan; only files with recent data are polled fast.
@@ -42,7 +50,10 @@ How it behaves, and whose behaviour it follows (research/collector.md §1, "What
   lines), only to line ends — never past a partial line or lines still held by the multiline
   joiner — and are written at most once a second when changed, plus on ``aclose()``. On
   ``stop()`` held partial lines are *not* emitted: they are re-read after the restart, so
-  ``abc`` + restart + ``def\\n`` is one record ``abcdef``.
+  ``abc`` + restart + ``def\\n`` is one record ``abcdef``. Offsets are per file identity and
+  shared by every command line of a state dir (``logpipe.checkpoint``): a glob added or
+  removed, ``--pm2`` instead of paths, ``--once`` between live runs re-read nothing; a file
+  another collector of the state dir reads is refused, with a warning, until it lets go.
 - **Back-pressure**: ``await emit`` blocks the reader only; discovery, rotation tracking (old
   fds kept) and checkpoint writes run in their own task.
 - **--once** (``once=True``): read what is there, emit partial last lines too, return.
@@ -148,6 +159,7 @@ class TailSource(Discovery, Source):
         self._store = CheckpointStore(state_dir, self.patterns)
         self._state_dir = state_dir
         self._refused: set[str] = set()  # paths another collector of this state dir reads
+        self._resumed: list[tuple[str, int]] = []
         self._scanned = False
         self._started = time.time()
         self._gens: dict[int, Generation] = {}  # id(gen) -> gen: everything the checkpoint stores

@@ -163,8 +163,26 @@ class Discovery(Reader):
                                  "reading it from the start", key=f"tail-copy-free:{f.path}")
                 self._release_shadow(f, independent=True)
                 woke = True
+        if self._resumed:
+            self._say_resumed()
         if woke and self._wake is not None:
             self._wake.set()
+
+    def _say_resumed(self) -> None:
+        """Every file read from a non-zero offset is named on stderr, with the offset — one
+        line per scan (a restart with 1,000 files says so in one line, naming the first 10)."""
+        done, self._resumed = self._resumed, []
+        if len(done) == 1:
+            # a second `collect --once app.log` printing nothing puzzles a new user: say why
+            # (Filebeat logs "File ... resuming from offset" likewise)
+            path, offset = done[0]
+            diagnostics.info(f"{path}: resuming at byte {offset} from the checkpoint "
+                             "(lines before it were delivered already)", key=f"tail-resume:{path}")
+            return
+        named = ", ".join(f"{p} at byte {o}" for p, o in done[:10])
+        more = f" (+{len(done) - 10} more)" if len(done) > 10 else ""
+        diagnostics.info(f"resuming {len(done)} files from the checkpoint (lines before those "
+                         f"offsets were delivered already): {named}{more}", key="tail-resume-many")
 
     def _detach(self, f: TailFile, mono: float) -> None:
         if f.path is not None:

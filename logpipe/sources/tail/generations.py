@@ -118,6 +118,7 @@ class Generations:
     _decoder_for: Callable[[str, int], Any] | None
     lines_read: int
     truncations: int
+    _resumed: list[tuple[str, int]]  # files resumed at an offset this scan (said at its end)
 
     def _add_gen(self, g: Generation) -> None:
         self._gens[id(g)] = g
@@ -272,8 +273,7 @@ class Generations:
             if best.committed:
                 # a second `collect --once app.log` printing nothing puzzles a new user: say why
                 # (Filebeat logs "File ... resuming from offset" likewise); one line per 10 s
-                diagnostics.info(f"{path}: resuming at byte {best.committed} from the checkpoint "
-                                 f"(lines before it were delivered already)", key="tail-resume")
+                self._resumed.append((path, best.committed))
                 if known_only:
                     diagnostics.info(f"{path}: this is {best.path}, renamed while the collector "
                                      f"was down (same inode and first bytes); reading its unread "

@@ -28,11 +28,20 @@ from logpipe.rotate.names import (
     utc_day,
 )
 from logpipe.rotate.rename import copy_truncate, rename_rotate
-from logpipe.rotate.retention import apply_retention, clean_stale_temps, hold_reason, retention_victims
+from logpipe.rotate.retention import (
+    apply_retention,
+    clean_stale_temps,
+    collector_progress,
+    hold_reason,
+    retention_victims,
+)
 
 #: How long a cron run waits for writers to let go of a just-renamed file (logpipe's file sink
 #: notices a rename within a second) before leaving it uncompressed for the next run.
 WRITER_WAIT_SECONDS = 2.0
+#: How long a run waits for a collector that holds a rotated file and is still delivering it
+#: (checkpoints are written every second) before leaving it for the next run.
+READER_WAIT_SECONDS = 5.0
 _GLOB_MAGIC = re.compile(r"[*?[]")
 
 
@@ -261,16 +270,35 @@ def _compress_pending(pending: dict[str, list[str]], fresh: set[str], opts: Rota
             with contextlib.suppress(FileNotFoundError):
                 todo[f] = os.stat(f, follow_symlinks=False)
     # logpipe's file sink lets go of a renamed file within a second; a foreign writer (PM2
-    # before `pm2 reloadLogs`) may hold it much longer: wait a little, then postpone. A reader
-    # (a collector draining the renamed file, `tail -f`) also postpones it: it is compressed
-    # by a later run, once nobody has it open — never pulled from under someone.
-    deadline = time.monotonic() + (WRITER_WAIT_SECONDS if fresh & set(todo) else 0.0)
+    # before `pm2 reloadLogs`) may hold it much longer: wait a little, then postpone. A
+    # collector still draining a file (it holds it, its checkpoint is behind) gets up to
+    # READER_WAIT_SECONDS to deliver it — its checkpoint is written every second — so the
+    # README's `R && pm2 reloadLogs && R` compresses on the second run; then postponed.
+    start = time.monotonic()
+    writer_deadline = start + (WRITER_WAIT_SECONDS if fresh & set(todo) else 0.0)
+    reader_deadline = start + READER_WAIT_SECONDS
     keys = {(st.st_dev, st.st_ino) for st in todo.values()}
     while True:
         users = open_by_others(keys)
-        if not any(w for _, w in users.values()) or time.monotonic() >= deadline:
-            break
-        time.sleep(0.02)
+        now = time.monotonic()
+        if any(w for _, w in users.values()) and now < writer_deadline:
+            time.sleep(0.02)
+            continue
+        if now < reader_deadline and any(
+                (u := users.get((st.st_dev, st.st_ino))) is not None and not u[1]
+                and collector_progress(opts.state_dir, st, path) == "unfinished"
+                for path, st in todo.items()):
+            time.sleep(0.05)
+            for path in list(todo):  # it may have grown: compare the checkpoint with now
+                with contextlib.suppress(FileNotFoundError):
+                    todo[path] = os.stat(path, follow_symlinks=False)
+            continue
+        break
+    for path in list(todo):
+        try:
+            todo[path] = os.stat(path, follow_symlinks=False)
+        except FileNotFoundError:
+            del todo[path]
     for path, st in todo.items():
         why = hold_reason(path, st, users.get((st.st_dev, st.st_ino)), opts.state_dir)
         if why is not None:

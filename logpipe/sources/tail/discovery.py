@@ -149,7 +149,16 @@ class Discovery(Reader):
         if not self._scanned:
             self._scanned = True
             woke = self._recover() or woke
-        # 3. detached files: keep their generation alive; shadows whose original moved on
+        woke = self._tend(now, mono) or woke
+        if self._resumed:
+            self._say_resumed()
+        if woke and self._wake is not None:
+            self._wake.set()
+
+    def _tend(self, now: float, mono: float) -> bool:
+        """Step 3 of a scan: detached files keep their generation alive; a held-back copy is
+        released when its original moved on, or after COPY_WAIT as a file of its own."""
+        woke = False
         for f in list(self._files.values()):
             if f.path is None and f.gen is not None:
                 f.gen.seen = now
@@ -163,10 +172,7 @@ class Discovery(Reader):
                                  "reading it from the start", key=f"tail-copy-free:{f.path}")
                 self._release_shadow(f, independent=True)
                 woke = True
-        if self._resumed:
-            self._say_resumed()
-        if woke and self._wake is not None:
-            self._wake.set()
+        return woke
 
     def _say_resumed(self) -> None:
         """Every file read from a non-zero offset is named on stderr, with the offset — one
@@ -255,19 +261,9 @@ class Discovery(Reader):
         except OSError:
             os.close(fd)
             return False
-        if not self._store.locks.acquire(key):
+        if not self._lock(path, key):
             os.close(fd)
-            if path not in self._refused:
-                self._refused.add(path)
-                diagnostics.warning(
-                    f"not reading {path}: another logpipe collector with state dir "
-                    f"{self._state_dir} is reading it (two would deliver its lines twice); it is "
-                    "read here once that one stops", key=f"tail-locked:{path}")
             return False
-        if path in self._refused:
-            self._refused.discard(path)
-            diagnostics.info(f"{path}: the other collector let go of it; reading it here",
-                             key=f"tail-unlocked:{path}")
         found = self._identify(key, fst.st_size, prefix, path, fd, known_only=recovering)
         if found is None:
             self._store.locks.release(key)
@@ -298,6 +294,23 @@ class Discovery(Reader):
         if gen is not None:
             gen.seen = time.time()
             gen.path = path
+        return True
+
+    def _lock(self, path: str, key: tuple[int, int]) -> bool:
+        """Take the file's lock in the state dir; False (said once) while another collector
+        of the state dir reads it."""
+        if not self._store.locks.acquire(key):
+            if path not in self._refused:
+                self._refused.add(path)
+                diagnostics.warning(
+                    f"not reading {path}: another logpipe collector with state dir "
+                    f"{self._state_dir} is reading it (two would deliver its lines twice); it is "
+                    "read here once that one stops", key=f"tail-locked:{path}")
+            return False
+        if path in self._refused:
+            self._refused.discard(path)
+            diagnostics.info(f"{path}: the other collector let go of it; reading it here",
+                             key=f"tail-unlocked:{path}")
         return True
 
     def _recover(self) -> bool:

@@ -281,32 +281,43 @@ class Generations:
                                      key=f"tail-recovered:{path}")
             return best, best.committed, None
         # 2. a copytruncate copy of a known file: only on positive evidence
-        if len(prefix) >= FP_MIN_COPY:
-            for g in self._copy_candidates(key, prefix):
-                if not is_rotated_name(path, g.path) or not self._same_content(fd, size, g):
-                    continue
-                live = self._files.get(g.key)
-                if g.retired:
-                    start = min(g.emitted, size)
-                    diagnostics.info(
-                        f"{path}: a copy of {g.path} made before it was truncated (copytruncate: "
-                        "rotated name, same content); reading it from byte "
-                        f"{start}, where the lines delivered from {g.path} end",
-                        key=f"tail-copy:{path}")
-                    gen = self._new_gen(key, prefix, start, g.path if known_only else path)
-                    return gen, start, None
-                if live is not None and live.gen is g and not self.once:
-                    diagnostics.info(
-                        f"{path}: holding it back — a rotated name of {g.path} with the same "
-                        f"content (a copytruncate copy?); it is read once {g.path} is truncated "
-                        f"(from where the lines delivered from there end), or from the start if "
-                        f"that does not happen within {COPY_WAIT:.0f} s",
-                        key=f"tail-held:{path}")
-                    return None, 0, g
+        copy = self._as_copy(key, size, prefix, path, fd, known_only)
+        if copy is not None:
+            return copy
         if known_only:
             return None
         # 3. a new file: from the start
         return self._new_gen(key, prefix, 0, path), 0, None
+
+    def _as_copy(self, key: tuple[int, int], size: int, prefix: bytes, path: str, fd: int | None,
+                 known_only: bool) -> tuple[Generation | None, int, Generation | None] | None:
+        """Rule 2 of :meth:`_identify`: (copy's generation, start, None) when the original was
+        truncated; (None, 0, original) to hold it back while the original is live; ``None``
+        when the file is not a copy of any known generation."""
+        if len(prefix) < FP_MIN_COPY:
+            return None
+        for g in self._copy_candidates(key, prefix):
+            if not is_rotated_name(path, g.path) or not self._same_content(fd, size, g):
+                continue
+            live = self._files.get(g.key)
+            if g.retired:
+                start = min(g.emitted, size)
+                diagnostics.info(
+                    f"{path}: a copy of {g.path} made before it was truncated (copytruncate: "
+                    "rotated name, same content); reading it from byte "
+                    f"{start}, where the lines delivered from {g.path} end",
+                    key=f"tail-copy:{path}")
+                gen = self._new_gen(key, prefix, start, g.path if known_only else path)
+                return gen, start, None
+            if live is not None and live.gen is g and not self.once:
+                diagnostics.info(
+                    f"{path}: holding it back — a rotated name of {g.path} with the same "
+                    f"content (a copytruncate copy?); it is read once {g.path} is truncated "
+                    f"(from where the lines delivered from there end), or from the start if "
+                    f"that does not happen within {COPY_WAIT:.0f} s",
+                    key=f"tail-held:{path}")
+                return None, 0, g
+        return None
 
     def _shadow_released(self, f: TailFile) -> bool:
         sg = f.shadow_gen

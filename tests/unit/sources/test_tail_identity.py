@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from logpipe import checkpoint
-from logpipe.checkpoint import CheckpointStore, FileLocks, FileState, merge
+from logpipe._filelocks import FileLocks
+from logpipe.checkpoint import CheckpointStore, FileState, merge
 from logpipe.sources.tail import TailSource, is_rotated_name
 from logpipe.sources.tail import discovery as tail_discovery
 from tests._tail_helpers import TailRunner, run_once
@@ -40,7 +41,8 @@ def test_rotated_names(candidate: str, original: str, rotated: bool) -> None:
 def test_file_locks_conflict_between_holders_and_release(tmp_path: Path) -> None:
     """One identity can be held by one FileLocks at a time (two collectors, or two sources of
     one process); another identity is free; release and close let go."""
-    a, b = FileLocks(str(tmp_path)), FileLocks(str(tmp_path))
+    lock = str(tmp_path / "files.lock")
+    a, b = FileLocks(lock), FileLocks(lock)
     assert a.acquire((1, 2)) and a.acquire((1, 2))
     assert not b.acquire((1, 2))
     assert b.acquire((1, 3))

@@ -248,3 +248,19 @@ def test_copytruncate_copy_is_held_back_then_read_from_where_delivery_ended(tmp_
     # seen before the truncate (held back) or after it (a copy): said either way, with where
     assert f"{tmp_path / 'app.log.1'}: holding it back" in err or (
         f"{tmp_path / 'app.log.1'}: a copy of {log}" in err)
+
+
+def test_switching_to_pm2_rereads_nothing(tmp_path: Path) -> None:
+    """Files first collected by path, then with ``--pm2`` (another command line over the same
+    files): the ``--pm2`` run delivers only the lines written since, none twice."""
+    logs = tmp_path / "pm2home" / "logs"
+    logs.mkdir(parents=True)
+    (logs / "api-out.log").write_bytes(lines("api", 50))
+    (logs / "api-error.log").write_bytes(b"plain error line\n")
+    rc, recs, err = run_collect(["--once", str(logs / "api-out.log"), str(logs / "api-error.log")])
+    assert rc == 0 and len(recs) == 51, err
+    with open(logs / "api-out.log", "ab") as f:
+        f.write(lines("api", 5, start=50))
+    rc, recs, err = run_collect(["--once", "--pm2", str(tmp_path / "pm2home")])
+    assert rc == 0, err
+    assert [r["seq"] for r in recs] == [50, 51, 52, 53, 54]

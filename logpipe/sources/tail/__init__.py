@@ -79,6 +79,7 @@ from logpipe.errors import CheckpointError, UsageError
 from logpipe.pipeline import Batch, Source
 from logpipe.sources.tail.discovery import (
     ARCHIVE_SUFFIXES,
+    RECOVER_SCANS,
     RECURSIVE_DEPTH,
     Discovery,
     default_max_open,
@@ -161,6 +162,7 @@ class TailSource(Discovery, Source):
         self._refused: set[str] = set()  # paths another collector of this state dir reads
         self._resumed: list[tuple[str, int]] = []
         self._scanned = False
+        self._recover_scans = RECOVER_SCANS  # see Discovery._recover
         self._started = time.time()
         self._gens: dict[int, Generation] = {}  # id(gen) -> gen: everything the checkpoint stores
         self._by_key: dict[tuple[int, int], list[Generation]] = {}

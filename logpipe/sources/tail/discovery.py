@@ -19,6 +19,8 @@ from logpipe.sources.tail.reader import _COLD, Reader, TailFile
 
 #: Names a glob match skips: compressed rotated files.
 ARCHIVE_SUFFIXES = (".gz", ".zst", ".bz2", ".xz", ".lz4", ".zip", ".tgz")
+#: Scans that look again for unfinished renamed files the exclusion hook held back at first.
+RECOVER_SCANS = 60
 #: ``**`` matches at most this many directory levels (Filebeat's ``recursive_glob`` depth).
 RECURSIVE_DEPTH = 8
 
@@ -67,6 +69,7 @@ class Discovery(Reader):
     _origin_for: Callable[[str], tuple[dict[str, Any], str]]
     _is_excluded: Callable[[str, os.stat_result], bool] | None
     _scanned: bool
+    _recover_scans: int
     _wake: Any
     _warned_cap: bool
     _recheck: Callable[[str, os.stat_result], bool] | None
@@ -146,7 +149,7 @@ class Discovery(Reader):
                 continue
             if self._open_new(path, st):
                 woke = True
-        if not self._scanned:
+        if self._recover_scans > 0:
             self._scanned = True
             woke = self._recover() or woke
         woke = self._tend(now, mono) or woke
@@ -326,7 +329,7 @@ class Discovery(Reader):
                     fnmatch.fnmatchcase(g.path, pat) for pat in self._globs):
                 continue
             lost.setdefault(os.path.dirname(g.path), []).append(g)
-        woke = False
+        woke = held = False
         for directory, gens in lost.items():
             keys = {g.key for g in gens if not g.retired}
             retired = [g for g in gens if g.retired]
@@ -351,7 +354,11 @@ class Discovery(Reader):
                         is_rotated_name(entry.path, g.path) for g in retired):
                     continue
                 if self._is_excluded is not None and self._is_excluded(entry.path, st):
+                    held = True  # (the feedback guard's start-up hold-back: asked again)
                     continue
                 if self._open_new(entry.path, st, recovering=True):
                     woke = True
+        # first scan only — again on the next scans (at most RECOVER_SCANS) while the
+        # exclusion hook held a candidate back, so a file it releases later is still found
+        self._recover_scans = self._recover_scans - 1 if held else 0
         return woke

@@ -300,6 +300,11 @@ class Generations:
             if not is_rotated_name(path, g.path) or not self._same_content(fd, size, g):
                 continue
             live = self._files.get(g.key)
+            if not g.retired and live is None and self._truncated_at_path(g):
+                # the original is not open here yet (found later in this scan, or held back
+                # by the exclusion hook): look at it — truncated is the evidence we need
+                g.retired = True
+                self._dirty = True
             if g.retired:
                 start = min(g.emitted, size)
                 diagnostics.info(
@@ -318,6 +323,25 @@ class Generations:
                     key=f"tail-held:{path}")
                 return None, 0, g
         return None
+
+    @staticmethod
+    def _truncated_at_path(g: Generation) -> bool:
+        """Does ``g``'s path still hold ``g``'s inode, now shorter than what was committed
+        or with other first bytes (truncated in place: copytruncate)?"""
+        try:
+            fd = os.open(g.path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+        except OSError:
+            return False
+        try:
+            st = os.fstat(fd)
+            if (st.st_dev, st.st_ino) != g.key:
+                return False
+            head = os.pread(fd, g.fp_len, 0)
+        except OSError:
+            return False
+        finally:
+            os.close(fd)
+        return st.st_size < g.committed or len(head) < g.fp_len or fingerprint(head) != g.fp
 
     def _shadow_released(self, f: TailFile) -> bool:
         sg = f.shadow_gen

@@ -144,3 +144,28 @@ def test_identify_rules_without_an_event_loop(tmp_path: Path) -> None:
             os.close(fd)
     finally:
         src._store.close()
+
+
+def test_copy_found_before_its_truncated_original_is_opened(tmp_path: Path) -> None:
+    """A copytruncate copy looked at before the collector has opened its original (the
+    original held back by the feedback guard, or later in the scan): the original is looked
+    at by path, and, truncated, the copy is read from where delivery ended — not from 0."""
+    body = b"".join(b"line %03d of the first file\n" % i for i in range(10))
+    log = tmp_path / "app.log"
+    log.write_bytes(body)
+    st = log.stat()
+    src = TailSource([str(tmp_path / "*.log")], str(tmp_path / "state"))
+    try:
+        g = src._new_gen((st.st_dev, st.st_ino), body, 0, str(log))
+        g.committed = g.emitted = len(body)
+        copy = tmp_path / "app.log.1"
+        copy.write_bytes(body)
+        log.write_bytes(b"")  # truncated in place, same inode
+        fd = os.open(copy, os.O_RDONLY)
+        try:
+            found = src._identify((st.st_dev, st.st_ino + 10**6), len(body), body, str(copy), fd)
+        finally:
+            os.close(fd)
+        assert found is not None and found[1:] == (len(body), None) and g.retired
+    finally:
+        src._store.close()

@@ -41,7 +41,7 @@ from logpipe.rotate.retention import (
 WRITER_WAIT_SECONDS = 2.0
 #: How long a run waits for a collector that holds a rotated file and is still delivering it
 #: (checkpoints are written every second) before leaving it for the next run.
-READER_WAIT_SECONDS = 5.0
+READER_WAIT_SECONDS = 10.0
 _GLOB_MAGIC = re.compile(r"[*?[]")
 
 

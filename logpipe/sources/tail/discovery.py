@@ -188,10 +188,10 @@ class Discovery(Reader):
             diagnostics.info(f"{path}: resuming at byte {offset} from the checkpoint "
                              "(lines before it were delivered already)", key=f"tail-resume:{path}")
             return
-        named = ", ".join(f"{p} at byte {o}" for p, o in done[:10])
-        more = f" (+{len(done) - 10} more)" if len(done) > 10 else ""
-        diagnostics.info(f"resuming {len(done)} files from the checkpoint (lines before those "
-                         f"offsets were delivered already): {named}{more}", key="tail-resume-many")
+        named = "; ".join(f"{p}: resuming at byte {o}" for p, o in done[:10])
+        more = f"; +{len(done) - 10} more" if len(done) > 10 else ""
+        diagnostics.info(f"{len(done)} files from the checkpoint (lines before those offsets "
+                         f"were delivered already): {named}{more}", key="tail-resume-many")
 
     def _detach(self, f: TailFile, mono: float) -> None:
         if f.path is not None:

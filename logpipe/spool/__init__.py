@@ -107,7 +107,7 @@ class Spool:
     @property
     def unread_items(self) -> bool:
         """True when some item is waiting to be handed out (new, or released)."""
-        return self._handed.released > 0 or self._read_pos < self._write_end
+        return self._handed.released > 0 or self._normalised(self._read_pos) < self._write_end
 
     def stats(self) -> dict[str, object]:
         """Depth and health for ``logpipe status``: items and bytes not yet done, whether the
@@ -289,6 +289,10 @@ class Spool:
         if again is not None:
             return again
         limit = self._write_end
+        # the read position may name a segment the cursor save has deleted since (it was read
+        # to its very end, then the writer rolled over and its records were done): start at
+        # the next live segment, never hand the reader a segment it no longer knows
+        self._read_pos = self._normalised(self._read_pos)
         if self._read_pos >= limit:
             return None
         items, ends, end = await asyncio.to_thread(
@@ -362,8 +366,13 @@ class Spool:
                 self._sizes.pop(number, None)
 
     def _normalised(self, pos: Position) -> Position:
-        """Move a position at the very end of a finished segment to the start of the next one."""
+        """Move a position at the very end of a finished segment to the start of the next one.
+
+        A position in a segment already deleted as consumed (the read position, or the start of
+        a run handed out, left at its very end) is the start of the first segment left."""
         number, off = pos
+        if number < self._segments[0]:
+            return (self._segments[0], HDR_SIZE)
         while number != self._write_segment and off >= self._sizes.get(number, 0) \
                 and number in self._segments:
             number, off = self._segments[self._segments.index(number) + 1], HDR_SIZE

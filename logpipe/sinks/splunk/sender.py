@@ -67,6 +67,13 @@ class Request:
         return sum(map(len, self.bundles))
 
 
+def _unexpected(doing: str, exc: Exception) -> str:
+    """The one line that stops the sink after a bug or an unexpected OS error in a task."""
+    reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else repr(exc)
+    where = f" ({exc.filename})" if isinstance(exc, OSError) and exc.filename else ""
+    return f"splunk: {doing} stopped by an unexpected error: {reason}{where}"
+
+
 def _request(envelopes: list[bytes]) -> Request:
     return Request(envelopes, len(envelopes))
 
@@ -146,12 +153,17 @@ class Sender:
 
     # ------------------------------------------------------------------ taking chunks
     async def _taker(self) -> None:
-        """The chunk taker; a spool it cannot read stops the sink (data kept)."""
+        """The chunk taker; a spool it cannot read, or any unexpected error, stops the sink
+        (data kept): a dead taker would otherwise leave the spool unsent, silently, until the
+        drain timeout, and the sink would exit 0."""
         try:
             await self._take_chunks()
         except SinkError as exc:
             with contextlib.suppress(Stopped):
                 self._shared.fail(str(exc))
+        except Exception as exc:  # noqa: BLE001 - see the docstring
+            with contextlib.suppress(Stopped):
+                self._shared.fail(_unexpected("taking from the spool", exc))
 
     async def _take_chunks(self) -> None:
         """Takes chunks from the spool once a batch is due (bytes or time), cuts each into
@@ -267,10 +279,8 @@ class Sender:
             except Exception as exc:  # noqa: BLE001 - e.g. the quarantine file cannot be written
                 # A dead sender would stall its lane silently until the drain timeout (and
                 # asyncio would print a traceback at exit): stop instead, data kept in the spool.
-                reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else repr(exc)
-                where = f" ({exc.filename})" if isinstance(exc, OSError) and exc.filename else ""
                 with contextlib.suppress(Stopped):
-                    self._shared.fail(f"splunk: sending stopped by an unexpected error: {reason}{where}")
+                    self._shared.fail(_unexpected("sending", exc))
                 return
             lane.jobs.popleft()
             if resend:

@@ -114,3 +114,34 @@ def test_an_unexpected_error_in_the_taker_stops_the_sink_with_one_line(
     assert "\n" not in msg and "kept in spool" in msg
     assert took < 20.0, took  # stopped at once, not after the 30 s drain timeout
     assert sink.delivered == 10 and pending_in_spool(tmp_path / "spool") >= 1  # the second write
+
+
+def test_an_unexpected_error_in_the_ack_poller_stops_the_sink_with_one_line(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With --ack, an unexpected error in the ack poller (a bug) stops the sink at once with one
+    line naming it, the unacknowledged events kept in the spool — instead of a dead poller,
+    acks never settled, and an exit 0 after the drain timeout."""
+    from logpipe.sinks.splunk.acks import AckTracker
+
+    async def failing(self: AckTracker, ep: Any) -> None:
+        raise RuntimeError("ack boom")
+
+    monkeypatch.setattr(AckTracker, "_poll", failing)
+    with HecDouble(token=TOKEN, ack=True) as hec:
+        sink = make_sink(tmp_path, [hec.url], ack=True, ack_interval=0.05, batch_timeout=0.05,
+                         drain_timeout=30.0)
+
+        async def go() -> None:
+            await sink.start()
+            await feed(sink, records(10))
+            await sink.close()
+
+        t0 = time.monotonic()
+        with pytest.raises(SinkConfigError) as info:
+            asyncio.run(go())
+        took = time.monotonic() - t0
+    msg = str(info.value)
+    assert "polling acks stopped by an unexpected error: RuntimeError('ack boom')" in msg
+    assert "\n" not in msg and "kept in spool" in msg
+    assert took < 20.0, took  # stopped at once, not after the 30 s drain timeout
+    assert sink.delivered == 0 and pending_in_spool(tmp_path / "spool") >= 1

@@ -7,7 +7,9 @@ import contextlib
 import time
 import zlib
 from collections import deque
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
+from typing import Any
 
 import httpx
 import orjson
@@ -146,24 +148,30 @@ class Sender:
         """Start the taker, the lane senders and (with --ack) the ack poller."""
         tasks = [asyncio.create_task(self._lane_sender(lane), name=f"splunk-lane-{i}")
                  for i, lane in enumerate(self.lanes)]
-        tasks.append(asyncio.create_task(self._taker(), name="splunk-taker"))
+        tasks.append(asyncio.create_task(self._guarded("taking from the spool", self._take_chunks()),
+                                         name="splunk-taker"))
         if self._shared.config.ack:
-            tasks.append(asyncio.create_task(self.acks.run(), name="splunk-ack"))
+            tasks.append(asyncio.create_task(self._guarded("polling acks", self.acks.run()),
+                                             name="splunk-ack"))
         return tasks
 
-    # ------------------------------------------------------------------ taking chunks
-    async def _taker(self) -> None:
-        """The chunk taker; a spool it cannot read, or any unexpected error, stops the sink
-        (data kept): a dead taker would otherwise leave the spool unsent, silently, until the
-        drain timeout, and the sink would exit 0."""
+    async def _guarded(self, doing: str, body: Coroutine[Any, Any, None]) -> None:
+        """Run a background task; a spool it cannot read, or any unexpected error, stops the
+        sink (data kept). A dead taker or ack poller would otherwise leave events unsent,
+        silently, until the drain timeout, and the sink would exit 0 (close() gathers the
+        tasks with return_exceptions)."""
         try:
-            await self._take_chunks()
+            await body
+        except Stopped:
+            return
         except SinkError as exc:
             with contextlib.suppress(Stopped):
                 self._shared.fail(str(exc))
         except Exception as exc:  # noqa: BLE001 - see the docstring
             with contextlib.suppress(Stopped):
-                self._shared.fail(_unexpected("taking from the spool", exc))
+                self._shared.fail(_unexpected(doing, exc))
+
+    # ------------------------------------------------------------------ taking chunks
 
     async def _take_chunks(self) -> None:
         """Takes chunks from the spool once a batch is due (bytes or time), cuts each into

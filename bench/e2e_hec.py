@@ -115,11 +115,12 @@ class Subject:
 
 
 class Watchdog(threading.Thread):
-    """While the senders run: if the receiver's count stops moving for ``STALL_S`` before all
-    events arrived, dump the senders' Python stacks (``py-spy dump``, if installed) and the
-    receiver's state once, to ``out``."""
+    """While the senders run: if the receiver's count stops moving for ``STALL_S`` after the
+    first events and before all arrived, dump the senders' Python stacks (``py-spy dump``, if
+    installed) and the receiver's state once, to ``out``. ``STALL_S`` stays under the sink's
+    drain timeout (5 s), or the stalled sink has exited before its stack is taken."""
 
-    STALL_S = 8.0
+    STALL_S = 3.0
 
     def __init__(self, rec: Receiver, pids: list[int], n: int, out: Path) -> None:
         super().__init__(daemon=True)
@@ -135,7 +136,7 @@ class Watchdog(threading.Thread):
             if c["events"] != last:
                 last, since = c["events"], time.monotonic()
                 continue
-            if c["events"] < self.n and time.monotonic() - since > self.STALL_S and not self.fired:
+            if 0 < c["events"] < self.n and time.monotonic() - since > self.STALL_S and not self.fired:
                 self.fired = True
                 with open(self.out, "w") as f:
                     f.write(f"stalled at {c} for {self.STALL_S} s\n")

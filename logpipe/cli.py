@@ -314,7 +314,7 @@ def collect(paths: tuple[str, ...], pm2_home: str | None, runs: tuple[str, ...],
 # --- sink ---------------------------------------------------------------------------------------
 @main.command(context_settings={"show_default": True},
               short_help="Deliver records from stdin to console, file, splunk or ndjson.")
-@click.argument("names", nargs=-1, required=True, metavar="NAME [NAME...]",
+@click.argument("names", nargs=-1, metavar="NAME [NAME...]",
                 type=click.Choice(["console", "file", "splunk", "ndjson"]))
 @state_dir_option
 @click.option("--service", help="service name for plain-text lines that do not say.")
@@ -329,11 +329,15 @@ def sink(names: tuple[str, ...], state_dir: str | None, service: str | None, **k
       splunk   Splunk HTTP Event Collector: batched, gzip, retried, spooled, --ack
       ndjson   the records as NDJSON on stdout
 
-    Exits non-zero only when records could not be delivered or spooled. EOF and SIGTERM flush
-    everything.
+    Each plain line is one record (a traceback printed as text is not joined: pipe such a
+    program into `logpipe collect - --to SINK` instead). Exits non-zero only when records could
+    not be delivered or spooled. EOF and SIGTERM flush everything.
     """
     from logpipe.runner import sink_main
 
+    if not names:  # click's own message lists the choices over five lines
+        raise UsageError("name at least one sink: console, file, splunk or ndjson "
+                         "(e.g. cmd | logpipe sink console)")
     check_sink_specs(list(names), kw.get("file_dir"))
     check_unused_sink_options(list(names), collect=False)
     sink_opts = build_sink_options(state_dir, kw)

@@ -99,7 +99,7 @@ MISTAKES: list[tuple[list[str], int, str]] = [
     (["collect", "--once", "-", "-"], 2, "given more than once"),
     (["collect", "--once", "app.log", "--state-dir", "blocker/state"], 2, "state dir"),
     (["collect", "--once", "app.log", "--max-line-bytes", "0"], 2, "greater than zero"),
-    (["sink"], 2, "Missing argument"),
+    (["sink"], 2, "name at least one sink: console, file, splunk or ndjson"),
     (["sink", "nonsense"], 2, "'nonsense' is not one of"),
     (["sink", "file"], 2, "needs a directory"),
     (["sink", "file", "--dir", "blocker"], 2, "is a file"),

@@ -329,9 +329,8 @@ def sink(names: tuple[str, ...], state_dir: str | None, service: str | None, **k
       splunk   Splunk HTTP Event Collector: batched, gzip, retried, spooled, --ack
       ndjson   the records as NDJSON on stdout
 
-    Each plain line is one record (a traceback printed as text is not joined: pipe such a
-    program into `logpipe collect - --to SINK` instead). Exits non-zero only when records could
-    not be delivered or spooled. EOF and SIGTERM flush everything.
+    Exits non-zero only when records could not be delivered or spooled. EOF and SIGTERM flush
+    everything.
     """
     from logpipe.runner import sink_main
 

@@ -335,8 +335,8 @@ def sink(names: tuple[str, ...], state_dir: str | None, service: str | None, **k
     from logpipe.runner import sink_main
 
     if not names:  # click's own message lists the choices over five lines
-        raise UsageError("name at least one sink: console, file, splunk or ndjson "
-                         "(e.g. cmd | logpipe sink console)")
+        raise click.UsageError("name at least one sink: console, file, splunk or ndjson "
+                               "(e.g. cmd | logpipe sink console)")
     check_sink_specs(list(names), kw.get("file_dir"))
     check_unused_sink_options(list(names), collect=False)
     sink_opts = build_sink_options(state_dir, kw)

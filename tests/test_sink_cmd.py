@@ -165,7 +165,7 @@ def test_reader_going_away_is_a_clear_error_not_a_traceback(tmp_path: Path) -> N
     [
         (["sink", "console", "--no-such-flag"], "No such option '--no-such-flag'"),
         (["sink", "nosuchsink"], "'nosuchsink' is not one of"),
-        (["sink"], "Missing argument"),
+        (["sink"], "name at least one sink: console, file, splunk or ndjson"),
     ],
 )
 def test_user_mistakes_are_one_click_error_line(args: list[str], expected: str) -> None:

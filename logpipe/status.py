@@ -2,8 +2,9 @@
 state dir alone — the files running processes publish (:mod:`logpipe._statusfile`) and the
 tail checkpoints compared with the files on disk — and an exit status for cron and monitors.
 
-A person is needed (exit 1) when: data is behind and no process is running to deliver it (a
-collector's checkpoint lock is free while its files have undelivered bytes; a process died, or
+A person is needed (exit 1) when: data is behind and no process is running to deliver it (no
+running collector's checkpoint holds a file with undelivered bytes — checkpoints merged by file
+identity, as the collector merges them; a process died, or
 stopped, with records left in its spool); the oldest undelivered line or spooled record is older
 than ``--max-lag``; a sink's last error is more recent than its last success.
 """
@@ -23,6 +24,7 @@ import orjson
 
 from logpipe import record
 from logpipe._statusfile import status_dir
+from logpipe.checkpoint import FileState, _head, _parse, fingerprint, merge, tail_dir
 
 #: lines counted at most per file (beyond, "records behind" is a lower bound)
 COUNT_CAP = 64 << 20
@@ -52,18 +54,22 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _lock_held(lock_path: str) -> bool:
+def _holder(lock_path: str) -> int | None:
+    """The pid of the running collector that holds the checkpoint lock ``lock_path`` (0 when it
+    wrote none); ``None`` when no collector holds it."""
     try:
         fd = os.open(lock_path, os.O_RDONLY)
     except OSError:
-        return False
+        return None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        return True
+    except OSError:  # held: its collector runs (it wrote its pid there)
+        with contextlib.suppress(OSError, ValueError):
+            return int(os.pread(fd, 32, 0).decode().strip() or 0)
+        return 0
     finally:
         os.close(fd)
-    return False
+    return None
 
 
 def _behind(path: str, offset: int, size: int, now: float) -> tuple[int, float | None]:
@@ -79,31 +85,64 @@ def _behind(path: str, offset: int, size: int, now: float) -> tuple[int, float |
     return data.count(b"\n"), (round(now - t, 3) if t is not None else None)
 
 
-def tailed_files(state_dir: str, now: float) -> list[dict[str, Any]]:
-    """Every file a collector tails (its checkpoints), with what is behind."""
-    out: list[dict[str, Any]] = []
-    for cp in sorted(glob.glob(os.path.join(state_dir, "tail", "*.json"))):
+def _checkpoints(state_dir: str) -> list[tuple[list[FileState], int | None]]:
+    """Each tail checkpoint file's entries, with its collector's pid while that one runs."""
+    out: list[tuple[list[FileState], int | None]] = []
+    for cp in sorted(glob.glob(os.path.join(glob.escape(tail_dir(state_dir)), "*.json"))):
         try:
             with open(cp, "rb") as fh:
-                doc = orjson.loads(fh.read())
-        except (OSError, orjson.JSONDecodeError):
+                entries = _parse(fh.read())
+        except (OSError, ValueError):  # orjson.JSONDecodeError is a ValueError
             continue
-        running = _lock_held(cp[:-5] + ".lock")
-        for e in doc.get("files", []) if isinstance(doc, dict) else []:
-            if not isinstance(e, dict) or e.get("retired") or not e.get("path"):
-                continue
-            path, offset = e["path"], int(e.get("offset", 0))
-            try:
-                st = os.stat(path)
-            except OSError:
-                continue  # rotated away and gone: nothing more to read there
-            if (st.st_dev, st.st_ino) != (e.get("dev"), e.get("ino")):
-                continue  # the path is a newer generation, with its own entry
-            size = st.st_size
-            records, age = _behind(path, offset, size, now) if size > offset else (0, None)
-            out.append({"path": path, "service": _service(path), "collector_running": running,
-                        "bytes_behind": max(0, size - offset), "records_behind": records,
-                        "oldest_undelivered_age": age, "last_read": e.get("seen")})
+        out.append((entries, _holder(cp[: -len(".json")] + ".lock")))
+    return out
+
+
+def _by_file(entries: list[FileState]) -> dict[str, tuple[int, list[FileState]]]:
+    """Path → (its size, the live entries that are the file now at that path: same (dev, inode) and a
+    fingerprint its first bytes still match — the tailer's rule (its fingerprint grows with a
+    short file, so one file can have entries of several lengths), as
+    :func:`logpipe.checkpoint.progress` applies it for ``logpipe rotate``."""
+    groups: dict[str, list[FileState]] = {}
+    for e in entries:
+        if not e.retired and e.path:
+            groups.setdefault(e.path, []).append(e)
+    out: dict[str, tuple[int, list[FileState]]] = {}
+    for path, group in groups.items():
+        try:
+            st = os.stat(path)
+        except OSError:
+            continue  # rotated away and gone: nothing more to read there
+        head = _head(path, st, max(e.fp_len for e in group)) or b""
+        mine = [e for e in group if (e.dev, e.ino) == (st.st_dev, st.st_ino)
+                and e.fp_len <= len(head) and fingerprint(head[: e.fp_len]) == e.fp]
+        if mine:  # else: the path is a newer generation, with its own entry
+            out[path] = (st.st_size, mine)
+    return out
+
+
+def tailed_files(state_dir: str, now: float) -> list[dict[str, Any]]:
+    """Every file a collector tails, once, as the collectors see it: the checkpoint files merged
+    (:func:`logpipe.checkpoint.merge`: per identity, the highest offset any command line
+    committed), then per file the highest offset of its entries — so a stopped command line's
+    stale offset is not shown beside the live one. The file has a collector running when a
+    running collector's checkpoint holds it (that collector's pid is shown)."""
+    entries: list[FileState] = []
+    live: dict[tuple[int, int, str, int], int] = {}  # identity -> pid of a running holder
+    for found, pid in _checkpoints(state_dir):
+        entries += found
+        if pid is not None:
+            for e in found:
+                live.setdefault((e.dev, e.ino, e.fp, e.fp_len), pid)
+    out: list[dict[str, Any]] = []
+    for path, (size, group) in sorted(_by_file(merge(entries)).items()):
+        offset = max(e.offset for e in group)
+        pids = [live[k] for e in group if (k := (e.dev, e.ino, e.fp, e.fp_len)) in live]
+        records, age = _behind(path, offset, size, now) if size > offset else (0, None)
+        out.append({"path": path, "service": _service(path), "collector_running": bool(pids),
+                    "collector_pid": next((p for p in pids if p), None),
+                    "bytes_behind": max(0, size - offset), "records_behind": records,
+                    "oldest_undelivered_age": age, "last_read": max(e.seen for e in group)})
     return out
 
 
@@ -161,6 +200,12 @@ def _ago(seconds: float | None) -> str:
     return "-" if seconds is None else f"{seconds:.0f}s"
 
 
+def _collector(f: dict[str, Any]) -> str:
+    if not f["collector_running"]:
+        return "NOT RUNNING"
+    return f"running (pid {f['collector_pid']})" if f.get("collector_pid") else "running"
+
+
 def render(rep: Report, now: float | None = None) -> str:
     """A short table for people."""
     now = time.time() if now is None else now
@@ -169,7 +214,7 @@ def render(rep: Report, now: float | None = None) -> str:
     for f in rep.files:
         lines.append(f"{f['path'][-40:]:<40} {f['service'][:12]:<12} {f['bytes_behind']:>9} "
                      f"{f['records_behind']:>7} {_ago(f['oldest_undelivered_age']):>7}  "
-                     f"{'running' if f['collector_running'] else 'NOT RUNNING'}")
+                     f"{_collector(f)}")
     lines.append("")
     lines.append("PROCESS              PID    STATE    SINK      DELIVERED RETRIED QUARANT. "
                  "SPOOLED  SPOOL-AGE LAST-ERROR")

@@ -1,7 +1,8 @@
 """``logpipe status`` end to end: a Splunk sink through a HEC outage (the strict HEC double
 stopped and restarted) — growing spool, last error, non-zero past --max-lag, then zero lag and
 exit 0 after recovery; a collector killed with kill -9 while lines are still undelivered is shown
-as not running with data behind."""
+as not running with data behind; a file two command lines' checkpoints hold is shown once, at the
+highest offset, attributed to the running collector."""
 
 from __future__ import annotations
 
@@ -107,3 +108,55 @@ def test_dead_collector_with_data_behind(tmp_path: Path) -> None:
     assert f["bytes_behind"] == os.path.getsize(log) - len('{"message": "one"}\n')
     assert not any(p["alive"] for p in doc["processes"])
     assert any("no collector running" in p for p in doc["problems"])
+
+
+def test_file_shown_once_across_command_lines(tmp_path: Path) -> None:
+    """Checkpoints are per file identity, shared by the command lines of a state dir: with
+    `collect A B` running and a `collect A` that was started (it left A to the first) and then
+    stopped — its checkpoint file stays, holding A at an older offset — status shows A once,
+    at the running collector's offset (0 bytes behind once that one caught up), attributed to
+    that collector's pid, and exits 0. Before the merge, A was listed twice, the stopped
+    command line's copy "17 bytes behind and no collector running", exit 1."""
+    a, b, state = tmp_path / "a.log", tmp_path / "b.log", tmp_path / "state"
+    a.write_text('{"message": "a1"}\n')
+    b.write_text('{"message": "b1"}\n')
+
+    def collect(*files: Path, err: str) -> subprocess.Popen[bytes]:
+        with open(tmp_path / err, "wb") as fh:  # the child keeps its own descriptor
+            return subprocess.Popen([*LOGPIPE, "collect", *map(str, files), "--to",
+                                     f"file:{tmp_path / err}.out", "--state-dir", str(state)],
+                                    stderr=fh)
+
+    def rows(path: Path) -> list[dict[str, Any]]:
+        return [f for f in _status(state)[1]["files"] if f["path"] == str(path)]
+
+    both = collect(a, b, err="both")
+    try:
+        wait_for(lambda: [f["bytes_behind"] for f in rows(a) + rows(b)] == [0, 0], timeout=60,
+                 message="collect A B caught up")
+        only_a = collect(a, err="only_a")
+        try:
+            wait_for(lambda: "not reading" in (tmp_path / "only_a").read_text(), timeout=60,
+                     message="collect A leaving A to collect A B")
+        finally:
+            only_a.send_signal(signal.SIGTERM)
+            assert only_a.wait(timeout=60) == 0
+        assert len(list((state / "tail").glob("*.json"))) == 2  # the stopped one's file stays
+        with open(a, "a") as fh:
+            fh.write('{"message": "a2"}\n')
+        wait_for(lambda: any(f["bytes_behind"] == 0 and f["collector_running"] for f in rows(a)),
+                 timeout=60, message="A delivered by collect A B")
+        code, doc = _status(state)
+        a_rows = [f for f in doc["files"] if f["path"] == str(a)]
+        assert len(a_rows) == 1, a_rows
+        row = a_rows[0]
+        assert row["bytes_behind"] == 0 and row["records_behind"] == 0
+        assert row["collector_running"] and row["collector_pid"] == both.pid
+        assert len(doc["files"]) == 2 and doc["problems"] == [] and code == 0
+        text = subprocess.run([*LOGPIPE, "status", "--state-dir", str(state)], capture_output=True,
+                              text=True, timeout=60).stdout
+        assert sum(str(a)[-40:] in line for line in text.splitlines()) == 1
+        assert f"running (pid {both.pid})" in text
+    finally:
+        both.send_signal(signal.SIGTERM)
+        both.wait(timeout=60)

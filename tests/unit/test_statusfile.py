@@ -78,3 +78,38 @@ def test_rules_for_a_person_needed(tmp_path: Path) -> None:
     assert "not running" in problem
     text = status.render(status.gather(str(tmp_path), max_lag=30))
     assert "stopped" in text and "PROBLEM:" in text
+
+
+def test_tailed_file_merged_across_checkpoint_files(tmp_path: Path) -> None:
+    """One file held by three command lines' checkpoint files — a stopped one's shorter
+    fingerprint at an older offset, a running one's (its .lock held, its pid in it) at the
+    end, and a ghost of an earlier file that had the inode (fingerprint not matching) at 0 —
+    is one row: 0 bytes behind, attributed to the running one's pid; no problem."""
+    import fcntl
+
+    from logpipe.checkpoint import fingerprint
+
+    log = tmp_path / "a.log"
+    data = b'{"message": "a1"}\n{"message": "a2"}\n'
+    log.write_bytes(data)
+    st = os.stat(log)
+    tail = tmp_path / "state" / "tail"
+    tail.mkdir(parents=True)
+
+    def entry(fp_len: int, offset: int, fp: str | None = None) -> dict[str, Any]:
+        return {"dev": st.st_dev, "ino": st.st_ino, "fp": fp or fingerprint(data[:fp_len]),
+                "fp_len": fp_len, "offset": offset, "path": str(log), "seen": 1.0}
+
+    for key, e in (("stopped", entry(18, 18)), ("running", entry(36, 36)),
+                   ("ghost", entry(36, 0, fp="0" * 16))):
+        (tail / f"{key}.json").write_text(json.dumps({"version": 1, "files": [e]}))
+        (tail / f"{key}.lock").write_text("4242\n" if key == "running" else "1\n")
+    fd = os.open(tail / "running.lock", os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        rep = status.gather(str(tmp_path / "state"), max_lag=30)
+    finally:
+        os.close(fd)
+    [row] = rep.files
+    assert (row["bytes_behind"], row["collector_running"], row["collector_pid"]) == (0, True, 4242)
+    assert rep.problems == []

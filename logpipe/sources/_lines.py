@@ -1,11 +1,14 @@
-"""Splitting byte chunks into lines (partial tail held, length capped) and lines into batches."""
+"""The line path of byte-stream sources: chunks → lines (partial tail held, length capped) →
+multiline groups → normalised batches."""
 
 from __future__ import annotations
 
 from collections.abc import Container, Iterator, Sequence
-from typing import Any
+from itertools import accumulate, repeat
+from typing import Any, NamedTuple
 
 from logpipe import record
+from logpipe.multiline import Joiner
 from logpipe.pipeline import BATCH_MAX_BYTES, BATCH_MAX_RECORDS
 
 #: Marker appended to a line cut at the length limit (the record also gets ``truncated: true``).
@@ -82,15 +85,6 @@ class LineSplitter:
             cut = shifted
         return parts, cut
 
-    def feed(self, chunk: bytes) -> tuple[list[bytes], list[bool]]:
-        """Returns (lines, truncated flags). Each line excludes its newline."""
-        lines, cut = self.split(chunk)
-        flags = [False] * len(lines)
-        if cut:
-            for i in cut:
-                flags[i] = True
-        return lines, flags
-
     def flush_flagged(self) -> tuple[bytes, bool] | None:
         """The held partial line (EOF, file gone, ``--once``) and whether it was cut; it counts
         as consumed from now on. ``None`` when nothing is held."""
@@ -106,11 +100,6 @@ class LineSplitter:
         tail, self._buf = self._buf, b""
         self.consumed += len(tail)
         return tail, False
-
-    def flush(self) -> bytes | None:
-        """Return the held partial line (at EOF / shutdown), counting it as consumed."""
-        res = self.flush_flagged()
-        return None if res is None else res[0]
 
 
 #: Rough per-record growth of a normalised line (spliced keys), for batch byte bounds.
@@ -130,15 +119,17 @@ def normalised_batches(
     normalise: record.LineNormaliser,
     lines: Sequence[bytes],
     truncated: Container[int] | None = None,
-) -> Iterator[tuple[list[dict[str, Any]], list[bytes]]]:
-    """Normalise ``lines`` into (records, NDJSON lines) batches of at most BATCH_MAX_RECORDS
-    records / about BATCH_MAX_BYTES bytes. ``truncated`` holds the indexes of lines cut at the
-    length limit: their records get ``truncated: true``. Dropped lines (blank, logpipe's own
-    diagnostics) are left out; empty batches are not yielded.
+    received: str | None = None,
+) -> Iterator[tuple[int, list[dict[str, Any]], list[bytes]]]:
+    """Normalise ``lines`` into (end, records, NDJSON lines) batches of at most
+    BATCH_MAX_RECORDS records / about BATCH_MAX_BYTES bytes; ``end`` is the index in ``lines``
+    just past the batch. ``truncated`` holds the indexes of lines cut at the length limit: their
+    records get ``truncated: true``. Dropped lines (blank, logpipe's own diagnostics) are left
+    out, so a batch may hold no record (its ``end`` still counts: an offset may be acked).
 
     The common case is one ``LineNormaliser.batch`` call per batch (no per-line calls).
     """
-    received = record.now()
+    received = received or record.now()
     n = len(lines)
     i = 0
     while i < n:
@@ -158,6 +149,134 @@ def normalised_batches(
                 outs.append(enc)
         else:
             recs, outs = normalise.batch(list(lines[i:j]), received)
-        if recs:
-            yield recs, outs
+        yield j, recs, outs
         i = j
+
+
+class LineBatch(NamedTuple):
+    """Normalised records of consecutive lines, their NDJSON lines, and ``end``: the stream
+    offset (bytes consumed by the splitter, from its start) just past the batch's last line."""
+
+    records: list[dict[str, Any]]
+    lines: list[bytes]
+    end: int
+
+
+class LineAssembler:
+    """The one line path of a byte-stream source: split chunks into lines (over-long ones cut
+    and marked), join multiline groups (when given a :class:`~logpipe.multiline.Joiner`),
+    normalise, batch.
+
+    ``feed(chunk)``, ``flush_idle()`` (the joiner's idle deadline passed) and ``finish()``
+    (EOF / stop: the partial last line and every held group) return :class:`LineBatch` es in
+    order; a batch may hold no record (every line dropped) — skip it unless its ``end`` is
+    acked. A cut line is never joined: it ends the group held before it and keeps its
+    ``truncated: true``. ``consumed`` is the offset through the last complete line read;
+    ``held`` is how many of those lines the joiner still holds (an ack must wait while > 0).
+    The splitter is reachable as ``split`` for sources that keep their own bookkeeping.
+    """
+
+    __slots__ = ("_joiner", "_normalise", "split")
+
+    def __init__(self, normalise: record.LineNormaliser, max_line: int = 1 << 20,
+                 joiner: Joiner | None = None) -> None:
+        self._normalise = normalise
+        self.split = LineSplitter(max_line)
+        self._joiner = joiner
+
+    @property
+    def consumed(self) -> int:
+        """Bytes behind every complete line read so far (a line boundary)."""
+        return self.split.consumed
+
+    @property
+    def pending(self) -> int:
+        """Bytes of a partial (or over-long) line read but not yet returned."""
+        return self.split.pending
+
+    @property
+    def held(self) -> int:
+        """Lines the multiline joiner holds (0 without one)."""
+        return 0 if self._joiner is None else self._joiner.pending
+
+    @property
+    def idle_deadline(self) -> float | None:
+        """``time.monotonic()`` value after which ``flush_idle()`` is due (None: nothing held)."""
+        return None if self._joiner is None else self._joiner.idle_deadline
+
+    def feed(self, chunk: bytes, received: str | None = None) -> Iterator[LineBatch]:
+        """The batches of the complete lines in ``chunk`` (split now; normalised as iterated)."""
+        start = self.split.consumed
+        lines, cut = self.split.split(chunk)
+        if not lines:
+            return iter(())
+        j = self._joiner
+        if j is None or (j.pending == 0 and all(map(bytes.startswith, lines, repeat(b"{")))):
+            # no joiner, or JSON with nothing held: the joiner would pass it through unchanged
+            return self._plain(lines, cut, start, received)
+        raws = [len(x) + 1 for x in lines]
+        if cut:
+            for k, raw in cut.items():
+                raws[k] = raw
+        pairs: list[tuple[bytes, int]] = []
+        flagged: set[int] = set()
+        push = j.push
+        for i, (line, end) in enumerate(zip(lines, _ends(raws, start), strict=True)):
+            if cut is not None and i in cut:
+                pairs += j.flush()
+                flagged.add(len(pairs))
+                pairs.append((line, end))
+            else:
+                pairs += push(line, end)
+        return self._pairs(pairs, flagged, received)
+
+    def flush_idle(self, received: str | None = None) -> Iterator[LineBatch]:
+        """The groups the joiner holds (its idle deadline passed)."""
+        if self._joiner is None:
+            return iter(())
+        return self._pairs(self._joiner.flush(), (), received)
+
+    def finish(self, received: str | None = None) -> Iterator[LineBatch]:
+        """EOF or shutdown: the partial last line (counted as consumed) and every held group."""
+        held = self.split.flush_flagged()
+        end = self.split.consumed
+        j = self._joiner
+        pairs: list[tuple[bytes, int]] = []
+        flagged: set[int] = set()
+        if held is not None and (held[1] or j is None):
+            if j is not None:
+                pairs += j.flush()
+            if held[1]:
+                flagged.add(len(pairs))
+            pairs.append((held[0], end))
+        elif held is not None and j is not None:
+            pairs += j.push(held[0], end)
+        if j is not None:
+            pairs += j.flush()
+        return self._pairs(pairs, flagged, received)
+
+    def _plain(self, lines: list[bytes], cut: dict[int, int] | None, start: int,
+               received: str | None) -> Iterator[LineBatch]:
+        pos = start
+        i = 0
+        for j, recs, outs in normalised_batches(self._normalise, lines, cut, received):
+            pos += sum(map(len, lines[i:j])) + (j - i)
+            if cut:
+                pos += sum(raw - len(lines[k]) - 1 for k, raw in cut.items() if i <= k < j)
+            yield LineBatch(recs, outs, pos)
+            i = j
+
+    def _pairs(self, pairs: list[tuple[bytes, int]], flagged: Container[int],
+               received: str | None) -> Iterator[LineBatch]:
+        if not pairs:
+            return
+        lines = [p[0] for p in pairs]
+        for j, recs, outs in normalised_batches(self._normalise, lines, flagged, received):
+            yield LineBatch(recs, outs, pairs[j - 1][1])
+
+
+def _ends(raws: list[int], start: int) -> Iterator[int]:
+    """Running end offsets of lines of raw lengths ``raws`` that begin at ``start``."""
+    ends = accumulate(raws, initial=start)
+    next(ends)
+    return ends

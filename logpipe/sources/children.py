@@ -35,7 +35,7 @@ import shlex
 import signal
 import subprocess
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,7 +43,7 @@ from logpipe import identity, record
 from logpipe.errors import UsageError
 from logpipe.multiline import Joiner
 from logpipe.pipeline import Batch, Source
-from logpipe.sources._lines import LineSplitter, normalised_batches
+from logpipe.sources._lines import LineAssembler, LineBatch
 
 READ_SIZE = 1 << 16
 BACKOFF_INITIAL = 1.0
@@ -147,21 +147,19 @@ def _signal_name(num: int) -> str:
 
 
 class _Stream:
-    """One pipe of one child run: split, join, normalise, emit in batches."""
+    """One pipe of one child run: its lines (joined, normalised, batched) emitted as read."""
 
-    __slots__ = ("_emit", "_joiner", "_normalise", "_split")
+    __slots__ = ("_emit", "_lines")
 
     def __init__(self, normaliser: record.LineNormaliser, max_line: int, emit: Emit) -> None:
-        self._normalise = normaliser
-        self._split = LineSplitter(max_line)
-        self._joiner = Joiner()
+        self._lines = LineAssembler(normaliser, max_line, Joiner())
         self._emit = emit
 
     async def pump(self, reader: asyncio.StreamReader) -> None:
         """Read until EOF; flush held lines when the joiner's idle deadline passes."""
-        joiner = self._joiner
+        lines = self._lines
         while True:
-            deadline = joiner.idle_deadline
+            deadline = lines.idle_deadline
             if deadline is None:
                 chunk = await reader.read(READ_SIZE)
             else:
@@ -169,41 +167,22 @@ class _Stream:
                     chunk = await asyncio.wait_for(reader.read(READ_SIZE),
                                                    max(0.0, deadline - time.monotonic()))
                 except TimeoutError:
-                    await self._send([(t, False) for t, _ in joiner.flush()])
+                    await self._send(lines.flush_idle())
                     continue
             if not chunk:
                 await self.finish()
                 return
-            lines, cut = self._split.split(chunk)
-            out: list[tuple[bytes, bool]] = []
-            push = joiner.push
-            for i, line in enumerate(lines):
-                if cut is not None and i in cut:
-                    # a cut line is never joined: it keeps its truncated flag
-                    out.extend((t, False) for t, _ in joiner.flush())
-                    out.append((line, True))
-                else:
-                    out.extend((t, False) for t, _ in push(line, 0))
-            if out:
-                await self._send(out)
+            await self._send(lines.feed(chunk))
 
     async def finish(self) -> None:
         """EOF or shutdown: emit the partial last line and whatever the joiner holds."""
-        out: list[tuple[bytes, bool]] = []
-        held = self._split.flush_flagged()
-        if held is not None and held[1]:
-            out.extend((t, False) for t, _ in self._joiner.flush())
-            out.append((held[0], True))
-        elif held is not None:
-            out.extend((t, False) for t, _ in self._joiner.push(held[0], 0))
-        out.extend((t, False) for t, _ in self._joiner.flush())
-        if out:
-            await self._send(out)
+        await self._send(self._lines.finish())
 
-    async def _send(self, lines: list[tuple[bytes, bool]]) -> None:
-        cut = {i for i, (_, c) in enumerate(lines) if c}
-        for recs, enc in normalised_batches(self._normalise, [t for t, _ in lines], cut):
-            await self._emit(Batch(recs, enc, source="children"))
+    async def _send(self, batches: Iterator[LineBatch]) -> None:
+        for b in batches:
+            if b.records:
+                await self._emit(Batch(b.records, b.lines, source="children"))
+
 
 class ChildrenSource(Source):
     """Runs every ``--run`` child under supervision and emits their output as records."""

@@ -10,7 +10,7 @@ import select
 import stat
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 from logpipe import diagnostics, identity, pipeack, record
@@ -18,7 +18,7 @@ from logpipe._zstdstream import CompressedInput
 from logpipe.errors import SourceError
 from logpipe.multiline import Joiner
 from logpipe.pipeline import Batch, Source
-from logpipe.sources._lines import LineSplitter, normalised_batches
+from logpipe.sources._lines import LineAssembler, LineBatch
 
 #: Bytes taken from stdin per turn (several pipe-buffers' worth, so batches are large).
 READ_SIZE = 1 << 20
@@ -64,9 +64,8 @@ class StdinSource(Source):
         if service:
             defaults[record.SERVICE] = service
         defaults.setdefault(record.HOST, identity.hostname())
-        self._normalise = record.LineNormaliser(defaults, plain_level=plain_level)
-        self._split = LineSplitter(max_line)
-        self._joiner = Joiner() if multiline else None
+        self._lines = LineAssembler(record.LineNormaliser(defaults, plain_level=plain_level),
+                                    max_line, Joiner() if multiline else None)
         self._compressed = CompressedInput()
         self._stopping = False
         self._wake: asyncio.Event | None = None
@@ -119,11 +118,11 @@ class StdinSource(Source):
                     eof = True  # EOF (or an unreadable input, already reported)
                     break
                 await self._feed(chunk, emit)
-            if not eof and self._split.pending:
+            if not eof and self._lines.pending:
                 # stopped in the middle of a line: read on to its newline (multilog's rule on
                 # TERM), so a record is never split between this run and whoever reads next
                 deadline = loop.time() + STOP_LINE_GRACE
-                while self._split.pending and loop.time() < deadline:
+                while self._lines.pending and loop.time() < deadline:
                     if pollable:
                         if not await self._readable(loop, fd, None, deadline - loop.time()):
                             break
@@ -137,10 +136,7 @@ class StdinSource(Source):
             poller.unregister(fd)
         self._eof = eof
         self._compressed.finish()
-        held = self._split.flush_flagged()
-        if held is not None:
-            await self._emit_joined([held[0]], {0: 0} if held[1] else None, emit)
-        await self._flush_joiner(emit)
+        await self._emit_batches(self._lines.finish(), emit)
         await self._emit_ack(emit)
 
     async def aclose(self) -> None:
@@ -150,55 +146,25 @@ class StdinSource(Source):
 
     async def _emit_ack(self, emit: Callable[[Batch], Awaitable[None]]) -> None:
         """An empty batch acking what was consumed so far, once all before it is accepted."""
-        if self._acks is not None and (self._joiner is None or self._joiner.pending == 0):
-            await emit(Batch([], ack=functools.partial(self._acks.ack, self._split.consumed),
+        if self._acks is not None and self._lines.held == 0:
+            await emit(Batch([], ack=functools.partial(self._acks.ack, self._lines.consumed),
                              source=self.name))
 
     def _idle_wait(self) -> float | None:
         """Seconds until the joiner's held lines are due (None: nothing held)."""
-        deadline = None if self._joiner is None else self._joiner.idle_deadline
+        deadline = self._lines.idle_deadline
         return None if deadline is None else max(0.0, deadline - time.monotonic())
 
     async def _flush_joiner(self, emit: Callable[[Batch], Awaitable[None]]) -> None:
-        if self._joiner is not None:
-            out = [t for t, _ in self._joiner.flush()]
-            if out:
-                await self._emit_lines(out, None, emit)
+        await self._emit_batches(self._lines.flush_idle(), emit)
 
     async def _feed(self, chunk: bytes, emit: Callable[[Batch], Awaitable[None]]) -> None:
         self.bytes_read += len(chunk)
         chunk = self._compressed.decode(chunk)
-        lines, cut = self._split.split(chunk)
-        if lines:
-            await self._emit_joined(lines, cut, emit)
+        before = self._lines.consumed
+        await self._emit_batches(self._lines.feed(chunk), emit)
+        if self._lines.consumed != before:
             await self._emit_ack(emit)
-
-    async def _emit_joined(self, lines: list[bytes], cut: dict[int, int] | None,
-                           emit: Callable[[Batch], Awaitable[None]]) -> None:
-        """Pass ``lines`` through the joiner (when multiline) and emit what comes out."""
-        j = self._joiner
-        if j is None or (j.pending == 0 and all(x.startswith(b"{") for x in lines)):
-            # no joiner, or JSON with nothing held: the joiner would pass it through unchanged
-            await self._emit_lines(lines, cut, emit)
-            return
-        out: list[bytes] = []
-        flagged: dict[int, int] = {}
-        push = j.push
-        for i, line in enumerate(lines):
-            if cut is not None and i in cut:
-                # a cut line is never joined: it keeps its truncated flag (as for children)
-                out.extend(t for t, _ in j.flush())
-                flagged[len(out)] = 0
-                out.append(line)
-                continue
-            done = push(line, 0)
-            if done:  # usually one line (the one held before), often none
-                if len(done) == 1:
-                    out.append(done[0][0])
-                else:
-                    out.extend(t for t, _ in done)
-        if out:
-            await self._emit_lines(out, flagged or None, emit)
 
     @staticmethod
     async def _readable(loop: asyncio.AbstractEventLoop, fd: int, wake: asyncio.Event | None,
@@ -224,12 +190,13 @@ class StdinSource(Source):
                     w.cancel()
         return ready.done()
 
-    async def _emit_lines(self, lines: list[bytes], cut: dict[int, int] | None,
-                          emit: Callable[[Batch], Awaitable[None]]) -> None:
-        """Normalise ``lines`` (``cut``: indexes of truncated ones) and emit them in batches."""
-        for recs, out in normalised_batches(self._normalise, lines, cut):
-            self.lines_read += len(recs)
-            await emit(Batch(recs, out, source=self.name))
+    async def _emit_batches(self, batches: Iterator[LineBatch],
+                            emit: Callable[[Batch], Awaitable[None]]) -> None:
+        for b in batches:
+            if b.records:
+                self.lines_read += len(b.records)
+                await emit(Batch(b.records, b.lines, source=self.name))
+
 
 def _can_poll(loop: asyncio.AbstractEventLoop, fd: int) -> bool:
     """True when the event loop can watch ``fd`` (epoll refuses regular files and /dev/null)."""

@@ -1,86 +1,18 @@
-"""Batches, the Source and Sink contracts, and the fan-out that carries acks back in order.
-
-The model (ARCHITECTURE.md)::
-
-    sources ──► Pipeline.put(batch) ──► one bounded buffer per sink ──► sink.write(batch)
-       ▲                                                                      │
-       └──── batch.ack() once every sink has accepted it, in put order ◄─────┘
-
-A source commits its checkpoint only from ``batch.ack`` — Vector's end-to-end
-acknowledgements, Filebeat's registry rule — so a record is never checkpointed before every
-sink holds it durably. Acks come in the order batches were put, never out of order, and none
-after a sink has failed fatally.
-
-``logpipe collect … | logpipe sink …`` keeps this rule across the pipe: the collector's ndjson
-sink settles a batch only once the reading ``logpipe sink`` acknowledges it, and that sink
-acknowledges from this very ack path (its stdin source's empty "position" batches) — the
-protocol, in MUST/SHOULD terms, is :mod:`logpipe.pipeack`'s docstring.
-
-The Sink contract
------------------
-Every sink subclasses :class:`Sink`. A sink:
-
-- MUST return from ``write(batch)`` only when the batch has reached one of these ends:
-  **delivered** (written to its destination: bytes in the OS for stdout/files, acknowledged by
-  the server for HEC), **spooled** (durable on local disk, to be delivered later in order), or
-  **rejected** (permanently undeliverable — e.g. a malformed event — and reported once through
-  ``diagnostics``, quarantined where that makes sense). It returns the matching
-  :class:`Outcome`. A batch never counts as delivered before it is durable or acknowledged.
-- MAY return, instead of an Outcome, an awaitable resolving to one (a *receipt*) when the batch
-  is handed over but its end is confirmed later — the ndjson sink on a pipe read by ``logpipe
-  sink`` (:mod:`logpipe.pipeack`): bytes written, the reader's ack awaited. The pipeline then
-  writes the next batch while it awaits the receipts one by one in write order, counts each
-  batch against the sink's buffer until its receipt resolves, and treats an exception from a
-  receipt as one from ``write``. Receipts MUST resolve in write order.
-- MUST treat transient failures (**failed**: network errors, 5xx, a full disk that may free up)
-  by retrying inside ``write`` (or inside its spool's sender) with backoff; ``write`` does not
-  return while it retries, which is how back-pressure reaches the sources. It MUST NOT drop
-  records silently.
-- MUST raise :class:`~logpipe.errors.SinkError` (one-line message, no secret) when it can
-  never succeed (bad token, unwritable directory): the pipeline then stops, the source does not
-  commit, the process exits non-zero, and data already spooled is kept.
-- MUST report a fatal error it finds *outside* ``write`` (a background sender told "bad token"
-  while input is idle) through :meth:`Sink.fail` at once, and raise it again from the next
-  ``write``/``close``: the pipeline then stops the sources without waiting for more input
-  (an idle stdin would otherwise never bring the next ``write``), so ``logpipe sink splunk``
-  exits promptly with its one-line error.
-- MUST make ``close()`` drain: everything accepted is delivered or durable when it returns.
-- SHOULD implement ``start()`` as a health check over the real path (open the file, ask the
-  HEC) and raise ``SinkError`` with a clear message when the destination is unusable, or warn
-  (diagnostics) and carry on when it is only unreachable for now.
-- MAY keep its own internal buffers, but they count against its bound: when full, ``write``
-  blocks. The pipeline gives each sink its own buffer, bounded in batches and in bytes, so a
-  stalled sink stalls the others only once its buffer is full.
-- MUST NOT mutate ``batch.records`` (or the dicts in it) or ``batch.lines``: the same batch
-  object goes to every sink, possibly at the same time.
-- SHOULD keep ``write`` cheap per record: use ``batch.lines`` (pre-encoded NDJSON) where bytes
-  are what it needs.
-
-The Source contract
--------------------
-A source produces batches by calling ``await emit(batch)`` from ``run()``; ``emit`` blocks
-while the pipeline is full (back-pressure). ``stop()`` asks it to finish (flush held partial
-state, stop reading) and make ``run()`` return. After the pipeline has drained, ``aclose()``
-commits the final checkpoint.
-"""
+"""The fan-out: one bounded buffer per sink, written by its own worker; ``batch.ack`` runs once
+every sink has accepted the batch, in put order, and never after a fatal sink error."""
 
 from __future__ import annotations
 
-import abc
 import asyncio
-import enum
 import inspect
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Sequence
 from typing import Any
 
-from logpipe import diagnostics, record
-from logpipe.errors import LogpipeError, PipelineAborted, SinkError, SourceError
+from logpipe import diagnostics
+from logpipe.errors import LogpipeError, PipelineAborted, SinkError
+from logpipe.pipeline._contracts import Batch, Outcome, Sink, batch_bytes, sink_labels
 
-#: Sources cap a batch at BATCH_MAX_RECORDS records / BATCH_MAX_BYTES bytes of NDJSON.
-BATCH_MAX_RECORDS = 2048
-BATCH_MAX_BYTES = 1 << 20
 #: Default per-sink buffer: whichever bound is reached first, batches or NDJSON bytes. 16 MiB
 #: per sink stays well under the 64 MiB in-memory queue research/collector.md §9 allows.
 SINK_BUFFER_BATCHES = 16
@@ -88,101 +20,6 @@ SINK_BUFFER_BYTES = 16 << 20
 #: After a fatal sink error, how long the healthy sinks may take to drain what they buffered.
 DRAIN_AFTER_FAILURE_SECONDS = 10.0
 
-
-class Outcome(enum.Enum):
-    """How a batch ended at one sink."""
-
-    DELIVERED = "delivered"
-    SPOOLED = "spooled"
-    REJECTED = "rejected"
-
-
-@dataclass(slots=True, eq=False)
-class Batch:
-    """Records from one source, in order, with an ack callback for the source's checkpoint.
-
-    ``lines`` (optional) are the records' NDJSON encodings without newlines, parallel to
-    ``records``; sources that already have them (the normaliser's fast path) pass them so byte
-    sinks need not re-encode.
-    """
-
-    records: list[dict[str, Any]]
-    lines: list[bytes] | None = None
-    ack: Callable[[], None] | None = None
-    source: str = ""
-    _pending: int = field(default=0, repr=False)
-
-    def encoded(self) -> list[bytes]:
-        """The records as NDJSON lines (no trailing newline), encoded once and cached."""
-        if self.lines is None:
-            self.lines = [record.dumps(r) for r in self.records]
-        return self.lines
-
-    def ndjson(self) -> bytes:
-        """All records as one NDJSON block, each line ending with a newline."""
-        lines = self.encoded()
-        if not lines:
-            return b""
-        return b"\n".join(lines) + b"\n"
-
-    def __len__(self) -> int:
-        return len(self.records)
-
-
-class Sink(abc.ABC):
-    """Base class of every sink; see the module docstring for the contract."""
-
-    #: short name used in messages (``console``, ``file``, ``splunk``, ``ndjson``)
-    name: str = "sink"
-    #: set by the Pipeline before ``start()``: where :meth:`fail` reports to
-    _on_fail: Callable[[BaseException], None] | None = None
-
-    def fail(self, exc: LogpipeError) -> None:
-        """Tell the pipeline, from outside ``write``, that this sink can never succeed: it stops
-        the sources now and exits with ``exc`` (one line, no secret). Without a pipeline (a sink
-        used on its own) this does nothing; the next ``write``/``close`` raises as usual."""
-        if self._on_fail is not None:
-            self._on_fail(exc)
-
-    async def start(self) -> None:  # noqa: B027 - optional hook
-        """Open resources and check health; raise SinkError when the sink can never work."""
-
-    @abc.abstractmethod
-    async def write(self, batch: Batch) -> Outcome | Awaitable[Outcome]:
-        """Deliver, spool or reject ``batch`` (or hand it over and return a receipt); see the
-        contract."""
-
-    async def close(self) -> None:  # noqa: B027 - optional hook
-        """Drain: when this returns, everything accepted is delivered or durable."""
-
-    def summary(self) -> str | None:
-        """One line for the end of a run (counts), or None."""
-        return None
-
-    def counts(self) -> dict[str, int]:
-        """The sink's own counts for the summary's JSON, where they say more than the pipeline's
-        outcomes (the Splunk sink: spooled vs delivered to HEC); keys as in its summary()."""
-        return {}
-
-    def stopping(self) -> None:  # noqa: B027 - optional hook
-        """A stop was asked (SIGTERM/SIGINT); called by the runner before the drain begins, so a
-        sink can bound how long it keeps delivering from that moment (``--drain-timeout``)."""
-
-
-class Source(abc.ABC):
-    """Base class of every source; see the module docstring for the contract."""
-
-    name: str = "source"
-
-    @abc.abstractmethod
-    async def run(self, emit: Callable[[Batch], Awaitable[None]]) -> None:
-        """Produce batches until the input ends (``--once``, EOF) or ``stop()`` is called."""
-
-    def stop(self) -> None:  # noqa: B027 - optional hook
-        """Ask ``run()`` to finish soon: flush held state, stop reading, return."""
-
-    async def aclose(self) -> None:  # noqa: B027 - optional hook
-        """After the pipeline drained: commit final checkpoints, release resources."""
 
 
 class _Lane:
@@ -511,25 +348,6 @@ def _drop_receipts(lane: _Lane) -> None:
             r.close()
 
 
-def sink_labels(sinks: Sequence[Sink]) -> list[str]:
-    """Each sink's name for outcomes and the summary: its ``name``, or, for sinks sharing a name,
-    ``name:DIR`` (a sink with a ``directory``) or ``name#k`` — one key per instance."""
-    names = [s.name for s in sinks]
-    labels = []
-    for k, sink in enumerate(sinks):
-        label = sink.name
-        if names.count(label) > 1:
-            where = getattr(sink, "directory", None)
-            label = f"{label}:{where}" if isinstance(where, str) else f"{label}#{k + 1}"
-        labels.append(label)
-    return labels
-
-
-def batch_bytes(batch: Batch) -> int:
-    """A batch's size as the buffers count it: its NDJSON bytes (encoded once, then cached)."""
-    return sum(map(len, batch.encoded())) + len(batch.records)
-
-
 async def _first(*aws: Awaitable[Any]) -> None:
     """Wait until the first of ``aws`` completes; cancel the rest."""
     futs = [asyncio.ensure_future(a) for a in aws]
@@ -538,59 +356,3 @@ async def _first(*aws: Awaitable[Any]) -> None:
     finally:
         for f in futs:
             f.cancel()
-
-
-async def run(
-    sources: Sequence[Source],
-    sinks: Sequence[Sink],
-    stop: asyncio.Event,
-    buffer_batches: int = SINK_BUFFER_BATCHES,
-    buffer_bytes: int = SINK_BUFFER_BYTES,
-    pipeline: Pipeline | None = None,
-) -> Pipeline:
-    """Run ``sources`` into ``sinks`` until every source finishes, ``stop`` is set, a sink fails
-    fatally or a source fails; then stop the sources, drain the pipeline, and let the sources
-    commit (``aclose``).
-
-    Returns the pipeline (for its outcomes); raises PipelineAborted after a fatal sink error and
-    the source's error when a source failed. Pass ``pipeline`` (built on ``sinks``) to watch it
-    while it runs.
-    """
-    if pipeline is None:
-        pipeline = Pipeline(sinks, buffer_batches=buffer_batches, buffer_bytes=buffer_bytes)
-    await pipeline.start()
-    tasks = [asyncio.create_task(src.run(pipeline.put), name=f"source:{src.name}") for src in sources]
-    stopper = asyncio.ensure_future(stop.wait())
-    failer = asyncio.ensure_future(pipeline.failed.wait())
-    try:
-        pending: set[asyncio.Future[Any]] = set(tasks)
-        while pending:
-            done, _ = await asyncio.wait({*pending, stopper, failer},
-                                         return_when=asyncio.FIRST_COMPLETED)
-            pending -= done
-            if stopper in done or failer in done:
-                break
-            if any(t.exception() is not None for t in done if not t.cancelled()):
-                break  # a source crashed: stop the others and drain what was read
-    finally:
-        for src in sources:
-            src.stop()
-        stopper.cancel()
-        failer.cancel()
-    results = await asyncio.gather(*tasks, return_exceptions=True)
-    try:
-        await pipeline.close()
-    finally:
-        for src in sources:
-            try:
-                await src.aclose()
-            except LogpipeError as exc:
-                diagnostics.error(str(exc), key=f"aclose:{src.name}")
-    for src, res in zip(sources, results, strict=True):
-        if isinstance(res, PipelineAborted):
-            continue
-        if isinstance(res, LogpipeError):
-            raise res
-        if isinstance(res, BaseException) and not isinstance(res, asyncio.CancelledError):
-            raise SourceError(f"source {src.name} failed unexpectedly: {res!r}") from res
-    return pipeline

@@ -1,4 +1,5 @@
-"""Linux ``/proc`` scans: which processes run, their parents, command lines and chosen env keys.
+"""Linux ``/proc`` scans: which processes run, their parents, command lines, chosen env keys, and
+who holds a pipe.
 
 One walk of ``/proc`` gives a :class:`ProcTable` that the feedback guard and PM2 attribution
 both read: ``pid → Proc(ppid, start, cmdline, env)``. Only the environment keys a caller names
@@ -136,3 +137,110 @@ class ProcTable:
                 out.append(child)
                 todo.append(child.pid)
         return out
+
+
+# --- who holds a pipe (the pipe-ack protocol's reader/writer discovery) ------------------------
+def holds_pipe(pid: int, ino: int) -> bool:
+    """True while ``pid`` lives with the pipe ``ino`` as its stdin (a zombie holds nothing)."""
+    try:
+        return os.readlink(f"/proc/{pid}/fd/0") == f"pipe:[{ino}]"
+    except PermissionError:
+        return pid_alive(pid)  # another user's process: its pid is all we can check
+    except OSError:
+        return False
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def pipe_readers(ino: int, everywhere: bool = True) -> list[tuple[int, list[str]]]:
+    """(pid, argv) of every other process holding the pipe ``ino`` open for reading."""
+    return pipe_holders(ino, write=False, everywhere=everywhere)
+
+
+def pipe_holders(ino: int, write: bool, everywhere: bool = True) -> list[tuple[int, list[str]]]:
+    """(pid, argv) of every other process holding the pipe ``ino`` open for writing (``write``)
+    or for reading. The other end of a pipe is nearly always a sibling (``a | b``, or two
+    children of one parent) or in our process group: those are scanned first, and every
+    process only when none of them holds it (one readlink per descriptor: thousands on a busy
+    host; ``everywhere=False`` stops there)."""
+    me = os.getpid()
+    try:
+        pids = [int(p) for p in os.listdir("/proc") if p.isdigit() and int(p) != me]
+    except OSError:
+        return []
+    near = [p for p in pids if _near(p, os.getppid(), os.getpgrp())]
+    found = _holders(near, ino, write)
+    if not found and everywhere:
+        near_set = set(near)
+        found = _holders([p for p in pids if p not in near_set], ino, write)
+    return found
+
+
+def _near(pid: int, ppid: int, pgrp: int) -> bool:
+    """A sibling of ours, or a member of our process group (from ``/proc/<pid>/stat``)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+        return int(fields[1]) == ppid or int(fields[2]) == pgrp
+    except (OSError, ValueError, IndexError):
+        return False
+
+
+def _holders(pids: list[int], ino: int, write: bool) -> list[tuple[int, list[str]]]:
+    want = os.O_WRONLY if write else os.O_RDONLY
+    target = f"pipe:[{ino}]"
+    found: list[tuple[int, list[str]]] = []
+    for pid in pids:
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                if os.readlink(f"/proc/{pid}/fd/{fd}") != target:
+                    continue
+                with open(f"/proc/{pid}/fdinfo/{fd}", "rb") as f:
+                    flags = next((int(x.split()[1], 8) for x in f if x.startswith(b"flags:")), -1)
+                if flags & os.O_ACCMODE != want:
+                    continue
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    argv = [a.decode("utf-8", "replace") for a in f.read().split(b"\0") if a]
+            except (OSError, ValueError, IndexError):
+                continue
+            found.append((pid, argv))
+            break
+    return found
+
+
+def program_name(argv: list[str]) -> str:
+    """A process's name for messages: ``cat``, ``jq``, ``logpipe collect``."""
+    for i, a in enumerate(argv[:3]):
+        if os.path.basename(a) == "logpipe":
+            return " ".join(["logpipe", *argv[i + 1 : i + 2]])
+    return os.path.basename(argv[0]) if argv else "?"
+
+
+_SHELLS = frozenset(("sh", "bash", "dash", "zsh", "ksh", "ash", "busybox"))
+
+
+def is_shell(argv: list[str]) -> bool:
+    return bool(argv) and os.path.basename(argv[0]).lstrip("-") in _SHELLS
+
+
+def is_logpipe(argv: list[str]) -> bool:
+    """True for ``logpipe sink …``: the console script (maybe behind its interpreter) or
+    ``python -m logpipe``, followed by the ``sink`` command (``logpipe collect -`` reads a
+    pipe too, but does not acknowledge)."""
+    return any(os.path.basename(a) == "logpipe" and argv[i + 1 : i + 2] == ["sink"]
+               for i, a in enumerate(argv[:3]))
+
+
+# --- record size --------------------------------------------------------------------------------

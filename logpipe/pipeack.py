@@ -78,6 +78,15 @@ from typing import Any
 import orjson
 
 from logpipe import diagnostics, record
+from logpipe._proc import (
+    holds_pipe,
+    is_logpipe,
+    is_shell,
+    pid_alive,
+    pipe_holders,
+    pipe_readers,
+    program_name,
+)
 from logpipe.errors import SinkError
 from logpipe.paths import pipes_dir
 
@@ -148,7 +157,7 @@ class PipeAcker:
             acker.ack(0)
         except OSError as exc:
             # only worth a word when a logpipe collector is the one writing into stdin
-            if any(_program(a).startswith("logpipe") for _, a in pipe_holders(pipe.ino, write=True)):
+            if any(program_name(a).startswith("logpipe") for _, a in pipe_holders(pipe.ino, write=True)):
                 diagnostics.warning(f"cannot acknowledge through {acker.path} ({exc.strerror}): "
                                     "the logpipe collector writing into stdin commits at write "
                                     "time", key="pipeack-reader")
@@ -188,7 +197,7 @@ def _sweep(directory: str) -> None:
                 continue
             with open(path, "rb") as f:
                 pid = int(orjson.loads(f.read()).get("pid", 0))
-            if pid <= 0 or not _alive(pid):
+            if pid <= 0 or not pid_alive(pid):
                 os.unlink(path)
 
 
@@ -234,7 +243,7 @@ class PipeWriter:
         readers = pipe_readers(self.pipe.ino, everywhere)  # looks again: the near ones only
         if any(is_logpipe(argv) for _, argv in readers):
             self._seen_logpipe = True
-        elif now >= self._probe_until or (readers and not all(_is_shell(a) for _, a in readers)):
+        elif now >= self._probe_until or (readers and not all(is_shell(a) for _, a in readers)):
             self._write_mode(readers)
             return False
         return True
@@ -258,7 +267,7 @@ class PipeWriter:
         self.mode = "write"
         self._next_check = time.monotonic() + RECHECK_SECONDS
         if why is None and readers:
-            names = ", ".join(sorted({_program(a) for _, a in readers}))
+            names = ", ".join(sorted({program_name(a) for _, a in readers}))
             why = f"stdout is read by {names}, not by a logpipe sink"
         elif why is None:
             why = "no process reading stdout was found (another user's?)"
@@ -348,111 +357,6 @@ class PipeWriter:
                 os.unlink(self.path)
 
 
-# --- /proc --------------------------------------------------------------------------------------
-def holds_pipe(pid: int, ino: int) -> bool:
-    """True while ``pid`` lives with the pipe ``ino`` as its stdin (a zombie holds nothing)."""
-    try:
-        return os.readlink(f"/proc/{pid}/fd/0") == f"pipe:[{ino}]"
-    except PermissionError:
-        return _alive(pid)  # another user's process: its pid is all we can check
-    except OSError:
-        return False
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def pipe_readers(ino: int, everywhere: bool = True) -> list[tuple[int, list[str]]]:
-    """(pid, argv) of every other process holding the pipe ``ino`` open for reading."""
-    return pipe_holders(ino, write=False, everywhere=everywhere)
-
-
-def pipe_holders(ino: int, write: bool, everywhere: bool = True) -> list[tuple[int, list[str]]]:
-    """(pid, argv) of every other process holding the pipe ``ino`` open for writing (``write``)
-    or for reading. The other end of a pipe is nearly always a sibling (``a | b``, or two
-    children of one parent) or in our process group: those are scanned first, and every
-    process only when none of them holds it (one readlink per descriptor: thousands on a busy
-    host; ``everywhere=False`` stops there)."""
-    me = os.getpid()
-    try:
-        pids = [int(p) for p in os.listdir("/proc") if p.isdigit() and int(p) != me]
-    except OSError:
-        return []
-    near = [p for p in pids if _near(p, os.getppid(), os.getpgrp())]
-    found = _holders(near, ino, write)
-    if not found and everywhere:
-        near_set = set(near)
-        found = _holders([p for p in pids if p not in near_set], ino, write)
-    return found
-
-
-def _near(pid: int, ppid: int, pgrp: int) -> bool:
-    """A sibling of ours, or a member of our process group (from ``/proc/<pid>/stat``)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            fields = f.read().rsplit(b")", 1)[1].split()
-        return int(fields[1]) == ppid or int(fields[2]) == pgrp
-    except (OSError, ValueError, IndexError):
-        return False
-
-
-def _holders(pids: list[int], ino: int, write: bool) -> list[tuple[int, list[str]]]:
-    want = os.O_WRONLY if write else os.O_RDONLY
-    target = f"pipe:[{ino}]"
-    found: list[tuple[int, list[str]]] = []
-    for pid in pids:
-        try:
-            fds = os.listdir(f"/proc/{pid}/fd")
-        except OSError:
-            continue
-        for fd in fds:
-            try:
-                if os.readlink(f"/proc/{pid}/fd/{fd}") != target:
-                    continue
-                with open(f"/proc/{pid}/fdinfo/{fd}", "rb") as f:
-                    flags = next((int(x.split()[1], 8) for x in f if x.startswith(b"flags:")), -1)
-                if flags & os.O_ACCMODE != want:
-                    continue
-                with open(f"/proc/{pid}/cmdline", "rb") as f:
-                    argv = [a.decode("utf-8", "replace") for a in f.read().split(b"\0") if a]
-            except (OSError, ValueError, IndexError):
-                continue
-            found.append((pid, argv))
-            break
-    return found
-
-
-def _program(argv: list[str]) -> str:
-    """A process's name for messages: ``cat``, ``jq``, ``logpipe collect``."""
-    for i, a in enumerate(argv[:3]):
-        if os.path.basename(a) == "logpipe":
-            return " ".join(["logpipe", *argv[i + 1 : i + 2]])
-    return os.path.basename(argv[0]) if argv else "?"
-
-
-_SHELLS = frozenset(("sh", "bash", "dash", "zsh", "ksh", "ash", "busybox"))
-
-
-def _is_shell(argv: list[str]) -> bool:
-    return bool(argv) and os.path.basename(argv[0]).lstrip("-") in _SHELLS
-
-
-def is_logpipe(argv: list[str]) -> bool:
-    """True for ``logpipe sink …``: the console script (maybe behind its interpreter) or
-    ``python -m logpipe``, followed by the ``sink`` command (``logpipe collect -`` reads a
-    pipe too, but does not acknowledge)."""
-    return any(os.path.basename(a) == "logpipe" and argv[i + 1 : i + 2] == ["sink"]
-               for i, a in enumerate(argv[:3]))
-
-
-# --- record size --------------------------------------------------------------------------------
 def fit(rec: dict[str, Any], encoded: bytes, limit: int = RECORD_MAX_BYTES) -> bytes:
     """``encoded`` if it fits ``limit`` bytes, else a copy of ``rec`` whose longest strings are
     cut (message first) until it does, with ``truncated: true``. A record whose bulk is not in

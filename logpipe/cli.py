@@ -169,22 +169,36 @@ def state_dir_option(f: F) -> F:
     )(f)
 
 
-def build_sink_options(state_dir: str | None, kw: dict[str, Any]) -> Any:
-    """Click keyword arguments → SinkOptions (pops the sink keys from ``kw``)."""
+def build_sink_options(state_dir: str | None, kw: dict[str, Any], specs: list[str]) -> Any:
+    """Click keyword arguments → SinkOptions (pops the sink keys from ``kw``): a config object
+    for each of the console and file sinks that ``specs`` name, the Splunk flags as given."""
     from logpipe.sinks import SinkOptions, default_state_dir
 
+    names = {spec.partition(":")[0] for spec in specs}
+    console_format = kw.pop("console_format")
+    file_fields = {k.removeprefix("file_"): kw.pop(k) for k in list(kw) if k.startswith("file_")}
     url = kw.pop("splunk_url")
-    no_compress = kw.pop("file_no_compress")
-    fields = {k: kw.pop(k) for k in list(kw) if k.startswith(("console_", "file_", "splunk_"))}
-    for key in ("file_dir", "splunk_spool_dir", "splunk_token_file"):
+    fields = {k: kw.pop(k) for k in list(kw) if k.startswith("splunk_")}
+    for key in ("splunk_spool_dir", "splunk_token_file"):
         if fields.get(key):
             fields[key] = os.path.expanduser(fields[key])
-    return SinkOptions(
+    options = SinkOptions(
         state_dir=_expand_home(state_dir) or default_state_dir(),
         splunk_urls=[u.strip() for u in (url or "").split(",") if u.strip()],
-        file_compress=not no_compress,
         **{k: v for k, v in fields.items() if v is not None},
     )
+    if "console" in names:
+        from logpipe.sinks.console import ConsoleConfig
+
+        options.console = ConsoleConfig(format=console_format)
+    if "file" in names:
+        from logpipe.sinks.file import FileConfig
+
+        options.file = FileConfig(directory=_expand_home(file_fields["dir"]),
+                                  max_size=file_fields["max_size"], daily=file_fields["daily"],
+                                  retain=file_fields["retain"],
+                                  compress=not file_fields["no_compress"])
+    return options
 
 
 def _expand_home(path: str | None) -> str | None:
@@ -296,7 +310,7 @@ def collect(paths: tuple[str, ...], pm2_home: str | None, runs: tuple[str, ...],
     check_pm2_home(pm2_home)
     check_sink_specs(list(to), kw.get("file_dir"))
     check_unused_sink_options(list(to), collect=True)
-    sink_opts = build_sink_options(state_dir, kw)
+    sink_opts = build_sink_options(state_dir, kw, list(to))
     opts = CollectOptions(
         paths=list(paths),
         pm2_home=pm2_home,
@@ -339,7 +353,7 @@ def sink(names: tuple[str, ...], state_dir: str | None, service: str | None, **k
                                "(e.g. cmd | logpipe sink console)")
     check_sink_specs(list(names), kw.get("file_dir"))
     check_unused_sink_options(list(names), collect=False)
-    sink_opts = build_sink_options(state_dir, kw)
+    sink_opts = build_sink_options(state_dir, kw, list(names))
     _run(lambda: sink_main(list(names), sink_opts, service=service))
 
 

@@ -1,4 +1,4 @@
-"""The sink registry: names → Sink classes, and the options every sink reads.
+"""The sink registry: names → Sink classes, built from the options the CLI gathered.
 
 Sinks are imported lazily so ``logpipe sink console`` never imports httpx.
 """
@@ -6,7 +6,7 @@ Sinks are imported lazily so ``logpipe sink console`` never imports httpx.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import import_module
 from typing import TYPE_CHECKING
 
@@ -15,6 +15,8 @@ from logpipe.paths import default_state_dir as default_state_dir  # re-exported:
 
 if TYPE_CHECKING:
     from logpipe.pipeline import Sink
+    from logpipe.sinks.console import ConsoleConfig
+    from logpipe.sinks.file import FileConfig
 
 #: name → "module:Class"
 REGISTRY: dict[str, str] = {
@@ -27,17 +29,14 @@ REGISTRY: dict[str, str] = {
 
 @dataclass
 class SinkOptions:
-    """Every sink's options, filled by the CLI (flags, else ``LOGPIPE_*`` environment)."""
+    """What the CLI gathered for the sinks (flags, else ``LOGPIPE_*`` environment): the state
+    dir, each named sink's own config (None: that sink is not used, or its defaults), and the
+    Splunk flags :meth:`logpipe.sinks.splunk.config.SplunkConfig.from_options` turns into its
+    config (there, so that ``logpipe sink console`` never imports the Splunk sink)."""
 
     state_dir: str = field(default_factory=default_state_dir)
-    # console
-    console_format: str = "text"  # "text" or "json"
-    # file
-    file_dir: str | None = None
-    file_max_size: int | None = None
-    file_daily: bool = False
-    file_retain: int | None = None
-    file_compress: bool = True
+    console: ConsoleConfig | None = None
+    file: FileConfig | None = None
     # splunk
     splunk_urls: list[str] = field(default_factory=list)
     splunk_token_file: str | None = None
@@ -65,15 +64,12 @@ def build(spec: str, options: SinkOptions) -> Sink:
     if arg:
         if name != "file":
             raise UsageError(f"sink {name!r} takes no ':' argument (only file:DIR does)")
+        from logpipe.sinks.file import FileConfig
+
         # `--to file:~/logs` is one word to the shell, which expands ~ only at a word's start
-        options = _replace(options, file_dir=os.path.expanduser(arg))
+        cfg = replace(options.file or FileConfig(), directory=os.path.expanduser(arg))
+        options = replace(options, file=cfg)
     module_name, _, cls_name = target.partition(":")
     cls = getattr(import_module(module_name), cls_name)
     sink: Sink = cls.from_options(options)
     return sink
-
-
-def _replace(options: SinkOptions, **changes: object) -> SinkOptions:
-    from dataclasses import replace
-
-    return replace(options, **changes)  # type: ignore[arg-type]

@@ -8,14 +8,25 @@ respected.
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from logpipe._console import ConsoleFormatter, format_value, use_colour, visible
 from logpipe.errors import UsageError
 from logpipe.pipeline import Batch, Outcome, Sink
-from logpipe.sinks import SinkOptions
 from logpipe.sinks.ndjson import stdout_fd, write_all
 
+if TYPE_CHECKING:
+    from logpipe.sinks import SinkOptions
+
 __all__ = ["ConsoleFormatter", "ConsoleSink", "format_value", "use_colour", "visible"]
+
+
+@dataclass(frozen=True, slots=True)
+class ConsoleConfig:
+    """The console sink's settings, built by the CLI (``--format``, ``LOGPIPE_CONSOLE_FORMAT``)."""
+
+    format: str = "text"  # "text" or "json"
 
 
 class ConsoleSink(Sink):
@@ -33,8 +44,8 @@ class ConsoleSink(Sink):
 
     @classmethod
     def from_options(cls, options: SinkOptions) -> ConsoleSink:
-        """Standard output, in ``options.console_format``."""
-        return cls(fmt=options.console_format)
+        """Standard output, in ``options.console``'s format."""
+        return cls(fmt=(options.console or ConsoleConfig()).format)
 
     async def start(self) -> None:
         """Resolve the descriptor (stdout unless given) and the colour decision."""

@@ -42,12 +42,15 @@ import re
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from logpipe import diagnostics, rotate
 from logpipe.errors import DiskFullError, SinkConfigError, SinkError, UsageError
 from logpipe.pipeline import Batch, Outcome, Sink
-from logpipe.sinks import SinkOptions
+
+if TYPE_CHECKING:
+    from logpipe.sinks import SinkOptions
 
 try:
     from logpipe.feedback import SINK_DIR_MARKER
@@ -157,6 +160,18 @@ class _Compressor:
             self.deleted += len(deleted)
 
 
+@dataclass(frozen=True, slots=True)
+class FileConfig:
+    """The file sink's settings, built by the CLI (``--dir``/``file:DIR``, ``--max-size``,
+    ``--daily``, ``--retain``, ``--no-compress``, or their ``LOGPIPE_FILE_*`` variables)."""
+
+    directory: str | None = None
+    max_size: int | None = None
+    daily: bool = False
+    retain: int | None = None
+    compress: bool = True
+
+
 class FileSink(Sink):
     """Writes ``DIR/<service>.log`` (NDJSON), self-rotating; see the module docstring."""
 
@@ -183,12 +198,12 @@ class FileSink(Sink):
     @classmethod
     def from_options(cls, options: SinkOptions) -> FileSink:
         """``--dir`` (required), ``--max-size``, ``--daily``, ``--retain``, ``--no-compress``."""
-        if not options.file_dir:
+        cfg = options.file or FileConfig()
+        if not cfg.directory:
             raise UsageError("the file sink needs a directory: --dir DIR (or LOGPIPE_FILE_DIR, "
                              "or --to file:DIR)")
-        return cls(options.file_dir, max_size=options.file_max_size, daily=options.file_daily,
-                   retain=options.file_retain, compress=options.file_compress,
-                   state_dir=options.state_dir)
+        return cls(cfg.directory, max_size=cfg.max_size, daily=cfg.daily, retain=cfg.retain,
+                   compress=cfg.compress, state_dir=options.state_dir)
 
     # --- lifecycle ------------------------------------------------------------------------------
     async def start(self) -> None:

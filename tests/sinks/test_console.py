@@ -16,7 +16,7 @@ import pytest
 
 from logpipe.pipeline import Batch
 from logpipe.sinks import SinkOptions
-from logpipe.sinks.console import ConsoleFormatter, ConsoleSink, format_value, use_colour
+from logpipe.sinks.console import ConsoleConfig, ConsoleFormatter, ConsoleSink, format_value, use_colour
 from tests._sink_cmd_helpers import child_env
 from tests.helpers import LOGPIPE
 
@@ -180,7 +180,7 @@ def test_json_format_prints_the_records_as_ndjson() -> None:
     recs = [dict(RECORD), {"message": "second", "nested": {"a": 1}}]
 
     async def scenario() -> None:
-        sink = ConsoleSink.from_options(SinkOptions(console_format="json"))
+        sink = ConsoleSink.from_options(SinkOptions(console=ConsoleConfig("json")))
         sink._fd = w  # write to our pipe instead of the test runner's stdout
         await sink.start()
         await sink.write(Batch(recs))

@@ -26,7 +26,6 @@ RATE_LIMIT_SECONDS = 10.0
 _lock = threading.Lock()
 _last: dict[str, tuple[float, int]] = {}
 _stream: IO[bytes] | None = None
-_quiet = False
 _listeners: list[Callable[[dict[str, Any]], None]] = []
 
 
@@ -48,12 +47,6 @@ def set_stream(stream: IO[bytes] | None) -> None:
     _stream = stream
 
 
-def set_quiet(quiet: bool) -> None:
-    """Suppress ``info`` diagnostics (warnings and errors still go out)."""
-    global _quiet
-    _quiet = quiet
-
-
 def emit(level: str, message: str, *, key: str | None = None, **fields: Any) -> None:
     """Write one diagnostic line, unless ``key`` (default: the message) was emitted recently.
 
@@ -64,8 +57,6 @@ def emit(level: str, message: str, *, key: str | None = None, **fields: Any) -> 
         for fn in list(_listeners):
             with contextlib.suppress(Exception):
                 fn(seen)
-    if _quiet and level in ("debug", "info"):
-        return
     k = key or message
     now = time.monotonic()
     with _lock:

@@ -138,18 +138,6 @@ class EnvelopeEncoder:
             meta["fields"] = fields
         return meta
 
-    def envelope(self, rec: Mapping[str, Any], line: bytes | None = None) -> dict[str, Any]:
-        """The envelope as a dict (``event`` is an orjson Fragment of ``line`` when given) — the
-        reference form; :meth:`encode_many` produces the same JSON from cached pieces."""
-        meta = self.metadata(rec)
-        env: dict[str, Any] = {}
-        if "source" in meta:
-            env["source"] = meta.pop("source")
-        env["time"] = orjson.Fragment(self.epoch_text(rec.get(record.TIME)))
-        env.update(meta)
-        env["event"] = orjson.Fragment(line) if line is not None else dict(rec)
-        return env
-
     def _head(self, rec: Mapping[str, Any]) -> tuple[bytes, bytes, int]:
         """(``{"source":…,"time":``, ``,"host":…,"event":``, source group) around the time."""
         meta = self.metadata(rec)

@@ -144,7 +144,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--max-size", default="16M")
     args = ap.parse_args()
-    from logpipe.cli import parse_size
+    from logpipe._cli_options import parse_size
 
     work = tempfile.mkdtemp(prefix="logpipe-bench-sink-")
     try:

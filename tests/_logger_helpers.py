@@ -19,7 +19,7 @@ from logpipe import _emit, bindings
 TIME_RE = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$"
 
 
-def child_env(**extra: str) -> dict[str, str]:
+def logger_child_env(**extra: str) -> dict[str, str]:
     """This process's environment (already cleaned of LOGPIPE_/PM2 keys by conftest) plus extra."""
     env = {k: v for k, v in os.environ.items() if k not in ("name", "NO_COLOR")}
     env.pop("PYTHONUNBUFFERED", None)  # the logger must not depend on it
@@ -39,7 +39,7 @@ def run_py(
     popen.setdefault("stdout", subprocess.PIPE)
     popen.setdefault("stderr", subprocess.PIPE)
     cmd = [sys.executable, "-c", textwrap.dedent(code), *(args or [])]
-    return subprocess.run(cmd, env=dict(env) if env is not None else child_env(), timeout=timeout,
+    return subprocess.run(cmd, env=dict(env) if env is not None else logger_child_env(), timeout=timeout,
                           check=False, **popen)
 
 

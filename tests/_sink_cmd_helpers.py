@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 
-def child_env(**overrides: str | None) -> dict[str, str]:
+def env_without_colour(**overrides: str | None) -> dict[str, str]:
     """The test's environment without colour overrides, plus ``overrides`` (None removes)."""
     env = {k: v for k, v in os.environ.items() if k not in ("NO_COLOR", "FORCE_COLOR")}
     for key, value in overrides.items():

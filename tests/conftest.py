@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -41,3 +42,12 @@ def small_tmpfs(tmp_path: Path) -> Iterator[Path]:
         yield mnt
     finally:
         subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+@pytest.fixture
+def diag() -> Iterator[io.BytesIO]:
+    """logpipe's diagnostics captured in memory (JSON lines) for the test, then restored."""
+    buf = io.BytesIO()
+    diagnostics.set_stream(buf)
+    yield buf
+    diagnostics.set_stream(None)

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 import logpipe
 from logpipe import _emit
 from logpipe.errors import UsageError
-from tests._logger_helpers import TIME_RE, capture, child_env, lines, run_py
+from tests._logger_helpers import TIME_RE, capture, lines, logger_child_env, run_py
 from tests.helpers import wait_for
 
 _ANY = st.recursive(
@@ -47,7 +47,7 @@ def test_line_has_spec_keys_in_order_from_env(tmp_path: Path) -> None:
         logpipe.bind(feature="store")
         logger.info("order placed", order_id=123, amount=9.99, user="bob")
         """,
-        env=child_env(LOGPIPE_SERVICE="api", LOGPIPE_INSTANCE_ID="3"),
+        env=logger_child_env(LOGPIPE_SERVICE="api", LOGPIPE_INSTANCE_ID="3"),
     )
     assert proc.returncode == 0, proc.stderr
     (rec,) = lines(proc.stdout)
@@ -77,7 +77,7 @@ def test_service_defaults_to_program_name(tmp_path: Path) -> None:
     """Without LOGPIPE_SERVICE or PM2, ``service`` is the program's name and ``instance_id`` "0"."""
     script = tmp_path / "billing_worker.py"
     script.write_text("from logpipe import logger\nlogger.info('hi')\n")
-    proc = subprocess.run([sys.executable, str(script)], env=child_env(), capture_output=True,
+    proc = subprocess.run([sys.executable, str(script)], env=logger_child_env(), capture_output=True,
                           timeout=30, check=False)
     (rec,) = lines(proc.stdout)
     assert rec["service"] == "billing_worker" and rec["instance_id"] == "0"
@@ -97,7 +97,7 @@ def test_service_defaults_to_program_name(tmp_path: Path) -> None:
 def test_pm2_environment(env: dict[str, str], service: str, instance: str, pm_id: int) -> None:
     """Under PM2 (``name`` + ``pm_id`` in the env) service ← LOGPIPE_SERVICE else PM2's name,
     instance_id ← LOGPIPE_INSTANCE_ID else NODE_APP_INSTANCE else pm_id, and pm_id is bound."""
-    proc = run_py("from logpipe import logger; logger.info('x')", env=child_env(**env))
+    proc = run_py("from logpipe import logger; logger.info('x')", env=logger_child_env(**env))
     (rec,) = lines(proc.stdout)
     assert (rec["service"], rec["instance_id"], rec["pm_id"]) == (service, instance, pm_id)
 
@@ -243,10 +243,10 @@ def test_env_level_and_bad_env_value() -> None:
     """LOGPIPE_LEVEL=debug enables debug; an unknown LOGPIPE_LEVEL does not stop the service: it
     says so in one warning line and uses info."""
     proc = run_py("from logpipe import logger; logger.debug('dbg')",
-                  env=child_env(LOGPIPE_LEVEL="DEBUG"))
+                  env=logger_child_env(LOGPIPE_LEVEL="DEBUG"))
     assert [r["message"] for r in lines(proc.stdout)] == ["dbg"]
     proc = run_py("from logpipe import logger; logger.debug('dbg'); logger.info('inf')",
-                  env=child_env(LOGPIPE_LEVEL="loud"))
+                  env=logger_child_env(LOGPIPE_LEVEL="loud"))
     assert proc.returncode == 0
     warn, inf = lines(proc.stdout)
     assert warn["level"] == "warning" and "LOGPIPE_LEVEL" in warn["message"]
@@ -261,7 +261,7 @@ def _run_on_tty(code: str, **env: str) -> bytes:
     master, slave = os.openpty()
     try:
         proc = subprocess.Popen([sys.executable, "-c", code], stdout=slave, stderr=subprocess.PIPE,
-                                env=child_env(**env))
+                                env=logger_child_env(**env))
         os.close(slave)
         out = b""
         deadline = time.monotonic() + 30
@@ -294,7 +294,7 @@ def test_tty_gets_coloured_console_pipe_gets_json() -> None:
     plain = re.sub(r"\x1b\[[0-9;]*m", "", tty)
     assert "\x1b[" in tty and "api[0]" in plain and "disk low" in plain and "free_mb=12" in plain
     assert "WARN" in tty and not tty.lstrip().startswith("{")
-    proc = run_py(code, env=child_env(LOGPIPE_SERVICE="api"))
+    proc = run_py(code, env=logger_child_env(LOGPIPE_SERVICE="api"))
     assert lines(proc.stdout)[0]["message"] == "disk low"
 
 
@@ -536,7 +536,7 @@ def test_lines_survive_kill_9_right_after_logging(kind: str) -> None:
         else:
             r, w = (s.detach() for s in socket.socketpair())
         proc = subprocess.Popen([sys.executable, "-c", KILL_SELF.format(setup=setup, log=log)],
-                                stdout=w, env=child_env())
+                                stdout=w, env=logger_child_env())
         os.close(w)
         try:
             out = _read_all(r, proc)
@@ -566,7 +566,7 @@ def test_threads_never_interleave_lines() -> None:
          "        logger.info('bulk', t=t, i=i, pad=pad)\n"
          "ts = [threading.Thread(target=run, args=(t,)) for t in range(8)]\n"
          "[t.start() for t in ts]; [t.join() for t in ts]\n"],
-        stdout=subprocess.PIPE, env=child_env())
+        stdout=subprocess.PIPE, env=logger_child_env())
     assert proc.stdout is not None
     with proc.stdout:
         out = _read_all(proc.stdout.fileno(), proc)
@@ -595,7 +595,7 @@ def test_processes_sharing_a_pipe_never_interleave_lines() -> None:
          "    kids.append(pid)\n"
          "for pid in kids:\n"
          "    os.waitpid(pid, 0)\n"],
-        stdout=subprocess.PIPE, env=child_env())
+        stdout=subprocess.PIPE, env=logger_child_env())
     assert proc.stdout is not None
     with proc.stdout:
         out = _read_all(proc.stdout.fileno(), proc)
@@ -664,7 +664,7 @@ def test_stdout_is_not_block_buffered_while_child_lives() -> None:
     proc = subprocess.Popen(
         [sys.executable, "-c",
          "import sys, time\nfrom logpipe import logger\nlogger.info('ready')\nsys.stdin.read()\n"],
-        stdout=subprocess.PIPE, stdin=subprocess.PIPE, env=child_env())
+        stdout=subprocess.PIPE, stdin=subprocess.PIPE, env=logger_child_env())
     assert proc.stdout is not None and proc.stdin is not None
     try:
         line = wait_for(lambda: select.select([proc.stdout], [], [], 0.2)[0] and proc.stdout.readline(),
@@ -688,7 +688,7 @@ def test_example_runs_a_bounded_loop_and_exits_0(script: str) -> None:
     service from LOGPIPE_SERVICE and a feature; the API's request lines carry a request id from
     ``context()``, the worker logs at least one failure with its traceback in ``exception``."""
     proc = subprocess.run([sys.executable, str(EXAMPLES / script), "--count", "12", "--interval", "0"],
-                          env=child_env(LOGPIPE_SERVICE="svc", LOGPIPE_INSTANCE_ID="1"),
+                          env=logger_child_env(LOGPIPE_SERVICE="svc", LOGPIPE_INSTANCE_ID="1"),
                           capture_output=True, timeout=60, check=False)
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr == b""
@@ -708,7 +708,7 @@ def test_example_stops_cleanly_on_sigterm() -> None:
     """SIGTERM (what ``logpipe collect`` sends its children) ends the example with exit 0 and a
     last "stopped" line."""
     proc = subprocess.Popen([sys.executable, str(EXAMPLES / "worker.py"), "--count", "100000",
-                             "--interval", "0.01"], stdout=subprocess.PIPE, env=child_env())
+                             "--interval", "0.01"], stdout=subprocess.PIPE, env=logger_child_env())
     assert proc.stdout is not None
     with proc.stdout:
         first = proc.stdout.readline()

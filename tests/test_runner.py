@@ -8,11 +8,10 @@ import io
 import json
 import os
 import signal
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 
 import pytest
 
-from logpipe import diagnostics
 from logpipe.errors import DiskFullError
 from logpipe.pipeline import Batch, Outcome, Pipeline
 from logpipe.runner import EXIT_OK, EXIT_UNDELIVERED, run_command, summary_line
@@ -20,15 +19,6 @@ from tests._pipeline_helpers import ListSource, MemorySink, numbered
 
 #: a hang must fail fast, not eat the suite's budget
 pytestmark = pytest.mark.timeout(120)
-
-
-@pytest.fixture
-def diag() -> Iterator[io.BytesIO]:
-    """Capture logpipe's diagnostics for the test."""
-    buf = io.BytesIO()
-    diagnostics.set_stream(buf)
-    yield buf
-    diagnostics.set_stream(None)
 
 
 def test_everything_delivered_or_spooled_exits_0() -> None:

@@ -23,7 +23,7 @@ import orjson
 import pytest
 
 from logpipe import pipeack
-from tests._sink_cmd_helpers import child_env, read_ndjson, split_stderr
+from tests._sink_cmd_helpers import env_without_colour, read_ndjson, split_stderr
 from tests.hec_double import HecDouble
 from tests.helpers import LOGPIPE, wait_for
 from tests.sinks._splunk_helpers import TOKEN, sink_env
@@ -115,7 +115,7 @@ def hec() -> Iterator[HecDouble]:
 def _chain(tmp_path: Path, hec: HecDouble, tag: str) -> Chain:
     state = tmp_path / "state"
     return Chain(tmp_path, tag, [str(tmp_path / "logs" / "*.log")], ["splunk"],
-                 child_env(LOGPIPE_STATE_DIR=str(state)), sink_env(state, hec.url))
+                 env_without_colour(LOGPIPE_STATE_DIR=str(state)), sink_env(state, hec.url))
 
 
 def _wait_exit(proc: subprocess.Popen[bytes], what: str, timeout: float = 30.0) -> int:
@@ -205,7 +205,7 @@ def test_non_logpipe_reader_keeps_write_time_commit(tmp_path: Path) -> None:
     log = tmp_path / "app.log"
     log.write_bytes(b"".join(b'{"seq":%d}\n' % i for i in range(200)))
     out = tmp_path / "out.ndjson"
-    env = child_env(LOGPIPE_STATE_DIR=str(tmp_path / "state"))
+    env = env_without_colour(LOGPIPE_STATE_DIR=str(tmp_path / "state"))
     for run, upto in ((1, 200), (2, 250)):
         r, w = os.pipe()
         with open(out, "ab") as sink_out, open(tmp_path / f"err{run}", "wb") as err:
@@ -240,7 +240,7 @@ def test_5mb_line_reaches_the_sink_as_one_whole_record(tmp_path: Path) -> None:
     log = tmp_path / "big.log"
     log.write_bytes(b'{"seq":0}\n' + b"x" * (5 << 20) + b'\n{"seq":2}\n')
     out = tmp_path / "out.ndjson"
-    env = child_env(LOGPIPE_STATE_DIR=str(tmp_path / "state"))
+    env = env_without_colour(LOGPIPE_STATE_DIR=str(tmp_path / "state"))
     with open(out, "wb") as sink_out:
         chain = Chain(tmp_path, "big", [str(log), "--once"], ["ndjson"], env, env, sink_stdout=sink_out)
         try:
@@ -268,7 +268,7 @@ def test_idle_collector_notices_its_sink_died_and_exits_non_zero(tmp_path: Path)
     log = tmp_path / "app.log"
     log.write_bytes(b"".join(b'{"seq":%d}\n' % i for i in range(100)))
     out = tmp_path / "out.ndjson"
-    env = child_env(LOGPIPE_STATE_DIR=str(tmp_path / "state"))
+    env = env_without_colour(LOGPIPE_STATE_DIR=str(tmp_path / "state"))
     with open(out, "wb") as sink_out:
         chain = Chain(tmp_path, "idle", [str(log)], ["console", "--format", "json"], env, env,
                       sink_stdout=sink_out)

@@ -222,9 +222,9 @@ def test_import_logpipe_alone_then_structlog_is_bridged() -> None:
 
 
 def _env() -> dict[str, str]:
-    from tests._logger_helpers import child_env
+    from tests._logger_helpers import logger_child_env
 
-    return child_env()
+    return logger_child_env()
 
 
 # --- an application that configured structlog itself -----------------------------------------

@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import orjson
 
-from tests._logger_helpers import child_env, lines, run_py
+from tests._logger_helpers import lines, logger_child_env, run_py
 from tests.helpers import wait_for
 
 BOUND = {"service": "api", "feature": "store"}
@@ -34,7 +34,7 @@ class _Server:
         self.fd = self.sock.fileno()
         self.out: list[bytes] = []
         self.proc = subprocess.Popen(
-            [a.replace("{fd}", str(self.fd)) for a in argv], cwd=cwd, env=child_env(**env),
+            [a.replace("{fd}", str(self.fd)) for a in argv], cwd=cwd, env=logger_child_env(**env),
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, pass_fds=(self.fd,))
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -258,7 +258,7 @@ def test_celery_worker_logs_records_with_task_fields(tmp_path: Path) -> None:
     worker = subprocess.Popen(
         [sys.executable, "-m", "celery", "-A", "tasks", "worker", "--pool=solo", "-l", "INFO",
          "--without-heartbeat", "--without-mingle", "--without-gossip"],
-        cwd=tmp_path, env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        cwd=tmp_path, env=logger_child_env(), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     out: list[bytes] = []
     reader = threading.Thread(target=lambda: out.extend(worker.stdout or []), daemon=True)
     reader.start()
@@ -270,7 +270,7 @@ def test_celery_worker_logs_records_with_task_fields(tmp_path: Path) -> None:
         wait_for(lambda: any(m.endswith("ready.") for m in messages()), timeout=60,
                  message="the worker to be ready")
         sent = run_py("import tasks; print(tasks.add.delay(2, 3).id)", cwd=tmp_path,
-                      env=child_env(PYTHONPATH=str(tmp_path)))
+                      env=logger_child_env(PYTHONPATH=str(tmp_path)))
         assert sent.returncode == 0, sent.stderr
         task_id = sent.stdout.decode().strip().splitlines()[-1]
         wait_for(lambda: any("succeeded" in m for m in messages()), timeout=60,

@@ -17,7 +17,7 @@ import pytest
 from logpipe.pipeline import Batch
 from logpipe.sinks import SinkOptions
 from logpipe.sinks.console import ConsoleConfig, ConsoleFormatter, ConsoleSink, format_value, use_colour
-from tests._sink_cmd_helpers import child_env
+from tests._sink_cmd_helpers import env_without_colour
 from tests.helpers import LOGPIPE
 
 #: a hang must fail fast, not eat the suite's budget
@@ -65,7 +65,7 @@ LINE = json.dumps(RECORD).encode() + b"\n"
 
 def test_colour_on_a_terminal_not_on_a_pipe() -> None:
     """On a pty the level is coloured (ANSI SGR); on a pipe the same record has no escape."""
-    env = child_env(TERM="xterm-256color")
+    env = env_without_colour(TERM="xterm-256color")
     on_tty = run_console(env, tty=True, data=LINE)
     on_pipe = run_console(env, tty=False, data=LINE)
     assert b"\x1b[31mERROR\x1b[0m" in on_tty
@@ -77,8 +77,8 @@ def test_colour_on_a_terminal_not_on_a_pipe() -> None:
 def test_no_color_disables_colour_on_a_terminal() -> None:
     """``NO_COLOR=1`` (no-color.org) removes every escape even on a terminal, and wins over
     FORCE_COLOR."""
-    for env in (child_env(TERM="xterm", NO_COLOR="1"),
-                child_env(TERM="xterm", NO_COLOR="1", FORCE_COLOR="1")):
+    for env in (env_without_colour(TERM="xterm", NO_COLOR="1"),
+                env_without_colour(TERM="xterm", NO_COLOR="1", FORCE_COLOR="1")):
         out = run_console(env, tty=True, data=LINE)
         assert b"order failed" in out
         assert ESC not in out
@@ -86,8 +86,8 @@ def test_no_color_disables_colour_on_a_terminal() -> None:
 
 def test_force_color_colours_a_pipe() -> None:
     """``FORCE_COLOR=1`` colours output on a pipe; ``FORCE_COLOR=0`` keeps a terminal plain."""
-    assert b"\x1b[31mERROR\x1b[0m" in run_console(child_env(FORCE_COLOR="1"), tty=False, data=LINE)
-    plain = run_console(child_env(TERM="xterm", FORCE_COLOR="0"), tty=True, data=LINE)
+    assert b"\x1b[31mERROR\x1b[0m" in run_console(env_without_colour(FORCE_COLOR="1"), tty=False, data=LINE)
+    plain = run_console(env_without_colour(TERM="xterm", FORCE_COLOR="0"), tty=True, data=LINE)
     assert b"order failed" in plain and ESC not in plain
 
 
@@ -208,7 +208,7 @@ def test_zstd_on_stdin_is_decompressed_gzip_refused() -> None:
     import zstandard
 
     frame = zstandard.ZstdCompressor().compress(LINE * 3)
-    out = run_console(child_env(), tty=False, data=frame + frame)
+    out = run_console(env_without_colour(), tty=False, data=frame + frame)
     assert out.decode().count("order failed order_id=7") == 6
     assert len(out.splitlines()) == 6
     import gzip
@@ -216,7 +216,7 @@ def test_zstd_on_stdin_is_decompressed_gzip_refused() -> None:
     for data, says in ((gzip.compress(LINE), b"gzip-compressed"),
                        (frame[:4] + b"damaged" * 10, b"damaged zstd data")):
         res = subprocess.run([*LOGPIPE, "sink", "console"], input=data, capture_output=True,
-                             env=child_env(), timeout=30)
+                             env=env_without_colour(), timeout=30)
         assert res.returncode == 1 and res.stdout == b""
         assert says in res.stderr and b"Traceback" not in res.stderr
 
@@ -231,7 +231,7 @@ def test_traceback_on_stdin_is_one_record() -> None:
           b"KeyError: 'sku'\n")
     data = b"starting\n" + tb + LINE + b"done\n"
     res = subprocess.run([*LOGPIPE, "sink", "console"], input=data, capture_output=True,
-                         env=child_env(), timeout=30)
+                         env=env_without_colour(), timeout=30)
     assert res.returncode == 0, res.stderr
     lines = res.stdout.decode().splitlines()
     heads = [line for line in lines if not line.startswith(" ")]

@@ -321,7 +321,7 @@ def test_copytruncate_of_the_sinks_files_loses_nothing(tmp_path: Path) -> None:
     for _ in range(40):
         assert rotate.main(RotateOptions(paths=[str(d / "*.log")], retain=10_000, copytruncate=True,
                                          state_dir=str(tmp_path / "_state")), out=io.StringIO()) == 0
-        time.sleep(0.02)
+        time.sleep(0.02)  # pacing: rotate repeatedly while the writer writes
     writer.stop.set()
     writer.join()
     proc.stdin.close()

@@ -7,7 +7,6 @@ in-process otherwise. Every HEC here is ``tests/hec_double.py`` on 127.0.0.1.
 from __future__ import annotations
 
 import asyncio
-import io
 import os
 import pty
 import select
@@ -22,7 +21,6 @@ from typing import Any
 import orjson
 import pytest
 
-from logpipe import diagnostics
 from logpipe.errors import SinkConfigError, UsageError
 from logpipe.pipeline import Batch
 from logpipe.sinks import SinkOptions
@@ -77,15 +75,6 @@ def assert_per_source_order(events: list[dict[str, Any]]) -> None:
         per[e["event"]["source"]].append(e["event"]["n"])
     for src, ns in per.items():
         assert ns == list(range(len(ns))), f"source {src} out of order"
-
-
-@pytest.fixture
-def diag() -> Any:
-    """Diagnostics captured in memory (lines of JSON)."""
-    buf = io.BytesIO()
-    diagnostics.set_stream(buf)
-    yield buf
-    diagnostics.set_stream(None)
 
 
 # --- the must-exist scenarios -------------------------------------------------------------------

@@ -8,31 +8,21 @@ import io
 import os
 import signal
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 
-from logpipe import diagnostics, pipeack, record
+from logpipe import pipeack, record
 from logpipe.errors import SinkError
 from logpipe.pipeline import Pipeline, run
 from logpipe.sources.stdin import StdinSource
 from tests._pipeline_helpers import MemorySink, arun, settle
-from tests._sink_cmd_helpers import child_env
-from tests.helpers import LOGPIPE, wait_for
+from tests._sink_cmd_helpers import env_without_colour
+from tests.helpers import LOGPIPE, until, wait_for
 
 pytestmark = pytest.mark.timeout(120)
-
-
-@pytest.fixture
-def diag() -> Iterator[io.BytesIO]:
-    """Diagnostics captured in memory."""
-    buf = io.BytesIO()
-    diagnostics.set_stream(buf)
-    yield buf
-    diagnostics.set_stream(None)
 
 
 def _acked(path: str) -> int | None:
@@ -41,15 +31,6 @@ def _acked(path: str) -> int | None:
             return int(orjson.loads(f.read())["acked"])
     except FileNotFoundError:
         return None
-
-
-async def poll(pred: Any) -> None:
-    """Wait in the event loop until ``pred()`` holds (fails after 15 s)."""
-    for _ in range(1500):
-        if pred():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("timed out")
 
 
 # --- the reader's side ----------------------------------------------------------------------------
@@ -71,11 +52,12 @@ def test_reader_acks_only_bytes_every_sink_accepted_and_removes_its_file_at_eof(
         task = asyncio.create_task(run([StdinSource(fd=r, acks=acker)], [fast, slow], stop,
                                        pipeline=pipeline))
         os.write(w, data + b'{"n":"partial')
-        await poll(lambda: len(fast.records) >= 100)
+        await until(timeout=15, predicate=lambda: len(fast.records) >= 100)
         await settle()
         assert _acked(acker.path) == 0  # the slow sink holds nothing yet
         slow.resume()
-        await poll(lambda: _acked(acker.path) == len(data))  # the partial line never is
+        # the partial line never is
+        await until(timeout=15, predicate=lambda: _acked(acker.path) == len(data))
         os.write(w, b'"}\n')
         os.close(w)
         await task
@@ -93,7 +75,7 @@ def _reader(state: Path, r: int, *extra: str) -> subprocess.Popen[bytes]:
     """`logpipe sink ndjson` reading the pipe ``r`` with ``state`` as its state dir."""
     return subprocess.Popen([*LOGPIPE, "sink", "ndjson", *extra], stdin=r,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env=child_env(LOGPIPE_STATE_DIR=str(state)))
+                            env=env_without_colour(LOGPIPE_STATE_DIR=str(state)))
 
 
 def test_writer_waits_for_a_real_sinks_acks_and_fails_when_it_dies(tmp_path: Path) -> None:
@@ -165,7 +147,7 @@ def test_sink_still_a_shell_when_the_collector_looks_is_waited_for(
     script = ("i=0; while [ $i -lt 300000 ]; do i=$((i+1)); done; exec "
               + " ".join(shlex.quote(a) for a in [sys.executable, "-m", "logpipe", "sink", "ndjson"]))
     proc = subprocess.Popen(["sh", "-c", script], stdin=r, stdout=subprocess.DEVNULL,
-                            env=child_env(LOGPIPE_STATE_DIR=str(state)))
+                            env=env_without_colour(LOGPIPE_STATE_DIR=str(state)))
     os.close(r)
     try:
         pipe = pipeack.pipe_id(w)

@@ -1,4 +1,5 @@
-"""The Splunk HEC protocol without I/O: event envelopes, reply classification, backoff, acks.
+"""The Splunk HEC protocol without I/O: paths, reply classification, backoff, acks (event
+envelopes: :mod:`._envelope`, re-exported here).
 
 Everything here is pure (no sockets, no files, no clock except where passed in), so the sink in
 the rest of the package stays about delivery and these rules are unit-tested in isolation. Citations:
@@ -12,28 +13,27 @@ the rest of the package stays about delivery and these rules are unit-tested in 
 from __future__ import annotations
 
 import enum
-import hashlib
 import random
 import re
 import time as _time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC
 from email.utils import parsedate_to_datetime
 from typing import Any
 
 import orjson
 
-from logpipe import record
+from logpipe.sinks.splunk._envelope import INDEXED_FIELDS as INDEXED_FIELDS  # re-exported
+from logpipe.sinks.splunk._envelope import EnvelopeEncoder as EnvelopeEncoder
+from logpipe.sinks.splunk._envelope import join_body as join_body
+from logpipe.sinks.splunk._envelope import source_group as source_group
+from logpipe.sinks.splunk._envelope import source_key as source_key
 
 EVENT_PATH = "/services/collector/event"
 HEALTH_PATH = "/services/collector/health"
 ACK_PATH = "/services/collector/ack"
 CHANNEL_HEADER = "X-Splunk-Request-Channel"
-
-#: Indexed fields sent with every event (SPEC §4). HEC ``fields`` must be a flat object whose
-#: values are strings (or arrays of strings); a nested value is rejected with code 15.
-INDEXED_FIELDS = (record.SERVICE, record.FEATURE, record.INSTANCE_ID, record.LEVEL)
 
 #: Bodies smaller than this go uncompressed: gzip's header and CPU cost are not worth it for a
 #: few events (the OTel Splunk exporter uses the same 1500-byte threshold).
@@ -42,200 +42,6 @@ GZIP_MIN_BYTES = 1500
 #: A ``Retry-After`` larger than this is capped: the data is spooled on disk, so we keep
 #: probing rather than go silent for hours because of one odd header.
 RETRY_AFTER_MAX = 300.0
-
-
-# --- envelopes ----------------------------------------------------------------------------------
-class EnvelopeEncoder:
-    """Record (+ its NDJSON line) → one HEC ``/event`` envelope, as bytes.
-
-    Envelope keys are exactly ``time``, ``host``, ``source``, ``sourcetype``, ``index``,
-    ``fields``, ``event``: inside a batch, an object with an unknown top-level key is silently
-    skipped by Splunk (research/hec.md §3), so nothing else is ever added. Metadata never
-    carries over from one object to the next, so every envelope states its own.
-    """
-
-    __slots__ = ("_default_host", "_heads", "_host", "_index", "_source", "_sourcetype", "_tcache")
-
-    def __init__(self, *, host: str | None = None, source: str | None = None,
-                 sourcetype: str | None = "_json", index: str | None = None,
-                 default_host: str = "localhost") -> None:
-        self._host = host or None
-        self._source = source or None
-        self._sourcetype = sourcetype or None
-        self._index = index or None
-        self._default_host = default_host
-        #: "2026-11-23T14:01:51" → b"1795442511." (one datetime parse per second of log time)
-        self._tcache: dict[str, bytes] = {}
-        #: (host, source, service, feature, instance_id, level) → the envelope bytes between
-        #: ``time`` and ``event`` (a handful of distinct values per run)
-        self._heads: dict[tuple[Any, ...], tuple[bytes, bytes, int]] = {}
-
-    def epoch_text(self, value: Any) -> bytes:
-        """A record's ``time`` → epoch seconds with microseconds, as JSON number text.
-
-        HEC wants ``<sec>.<fraction>`` seconds (Splunk "Format events"); Splunk keeps
-        microseconds, so we send exactly six decimals. The canonical RFC 3339 form is converted
-        exactly (no float rounding); other forms go through :func:`record.to_epoch`; a record
-        without a usable time gets the current time.
-        """
-        if record.is_canonical_time(value):
-            frac = value[20:26]
-            if frac.isdigit():
-                prefix = value[:19]
-                secs = self._tcache.get(prefix)
-                if secs is None:
-                    try:
-                        n = int(datetime.fromisoformat(prefix).replace(tzinfo=UTC).timestamp())
-                    except ValueError:
-                        n = -1
-                    if n >= 0:
-                        if len(self._tcache) > 4096:
-                            self._tcache.clear()
-                        secs = self._tcache[prefix] = f"{n}.".encode()
-                if secs is not None:
-                    return secs + frac.encode()
-        epoch = record.to_epoch(value) if value is not None else None
-        if epoch is None:
-            epoch = _time.time()
-        return f"{epoch:.6f}".encode()
-
-    def metadata(self, rec: Mapping[str, Any]) -> dict[str, Any]:
-        """``source``, ``host``, ``sourcetype``, ``index``, ``fields`` for ``rec`` (what is set).
-
-        ``source`` comes first (the envelope opens with it) so the sender can find an event's
-        source without parsing (see :func:`source_key`).
-        """
-        meta: dict[str, Any] = {}
-        source = self._source
-        if source is None:
-            s = rec.get(record.SOURCE)
-            if isinstance(s, str) and s:
-                source = s
-            else:
-                svc = rec.get(record.SERVICE)
-                if isinstance(svc, str) and svc:
-                    source = svc
-        if source is not None:
-            meta["source"] = source
-        host = self._host
-        if host is None:
-            h = rec.get(record.HOST)
-            host = h if isinstance(h, str) and h else self._default_host
-        meta["host"] = host
-        if self._sourcetype is not None:
-            meta["sourcetype"] = self._sourcetype
-        if self._index is not None:
-            meta["index"] = self._index
-        fields: dict[str, str] = {}
-        for key in INDEXED_FIELDS:
-            v = rec.get(key)
-            if isinstance(v, str):
-                if v:
-                    fields[key] = v
-            elif isinstance(v, int | float) and not isinstance(v, bool):
-                fields[key] = str(v)  # HEC indexed fields are strings (code 15 otherwise)
-        if fields:
-            meta["fields"] = fields
-        return meta
-
-    def _head(self, rec: Mapping[str, Any]) -> tuple[bytes, bytes, int]:
-        """(``{"source":…,"time":``, ``,"host":…,"event":``, source group) around the time."""
-        meta = self.metadata(rec)
-        source = meta.pop("source", None)
-        if source is None:
-            pre, group = b'{"time":', source_group(b"")
-        else:
-            text = orjson.dumps(source)
-            pre, group = b'{"source":' + text + b',"time":', source_group(text[1:-1])
-        return pre, b"," + orjson.dumps(meta)[1:-1] + b',"event":', group
-
-    def encode(self, rec: Mapping[str, Any], line: bytes | None = None) -> bytes:
-        """One envelope as compact JSON bytes (the record's own NDJSON bytes reused as ``event``)."""
-        return self.encode_many([rec], None if line is None else [line])[0]
-
-    def encode_many(self, records: Sequence[Mapping[str, Any]],
-                    lines: Sequence[bytes] | None = None) -> list[bytes]:
-        """Envelopes for a batch, in order."""
-        return self._encode(records, lines, grouped=False)[0]
-
-    def encode_grouped(self, records: Sequence[Mapping[str, Any]],
-                       lines: Sequence[bytes] | None = None) -> dict[int, list[bytes]]:
-        """Envelopes for a batch grouped by :func:`source_group` of their ``source``, each group
-        in record order (what the sink spools: one item per group)."""
-        return self._encode(records, lines, grouped=True)
-
-    def _encode(self, records: Sequence[Mapping[str, Any]], lines: Sequence[bytes] | None,
-                grouped: bool) -> dict[int, list[bytes]]:
-        """Cached metadata around the time, then ``"event":`` and the record's own NDJSON
-        line — no per-record dict or JSON encoding (the hot path)."""
-        if lines is None:
-            lines = [record.dumps(r) for r in records]
-        heads = self._heads
-        tcache = self._tcache
-        epoch_text = self.epoch_text
-        out: dict[int, list[bytes]] = {}
-        flat: list[bytes] = []
-        if not grouped:
-            out[0] = flat
-        for rec, line in zip(records, lines, strict=True):
-            get = rec.get
-            t = get("time")
-            tb = None
-            if record.is_canonical_time(t):
-                secs = tcache.get(t[:19])
-                frac = t[20:26]
-                if secs is not None and frac.isdigit():
-                    tb = secs + frac.encode()
-            if tb is None:
-                tb = epoch_text(t)
-            key = (get("host"), get("source"), get("service"), get("feature"), get("instance_id"),
-                   get("level"))
-            try:
-                head = heads.get(key)
-            except TypeError:  # an unhashable value (a list, a dict)
-                head = None
-            if head is None:
-                head = self._head(rec)
-                # Only keys of strings (or None) are cached: 1 == 1.0 == True would otherwise
-                # share a slot. A lookup can then only hit with equal strings, never with
-                # numbers or booleans (no str equals them), so hits need no type check.
-                if all(v is None or isinstance(v, str) for v in key):
-                    if len(heads) > 4096:
-                        heads.clear()
-                    heads[key] = head
-            env = b"".join((head[0], tb, head[1], line, b"}"))
-            if grouped:
-                bucket = out.get(head[2])
-                if bucket is None:
-                    bucket = out[head[2]] = []
-                bucket.append(env)
-            else:
-                flat.append(env)
-        return out
-
-
-def source_key(envelope: bytes) -> bytes:
-    """The raw JSON text of an envelope's ``source`` (b"" when it has none), found without
-    parsing: the envelope opens with ``{"source":"…",`` and, since every ``"`` inside a JSON
-    string is escaped, the first raw ``","time":`` is where that string ends."""
-    if not envelope.startswith(b'{"source":"'):
-        return b""
-    end = envelope.find(b'","time":', 11)
-    return envelope[11:end] if end > 0 else b""
-
-
-def source_group(source_text: bytes) -> int:
-    """A stable 32-bit hash of a source's JSON text (as :func:`source_key` returns it): the
-    sink sends one group's events through one lane, in order. Stable across processes
-    (blake2b, not ``hash``) because it is stored with spooled events."""
-    return int.from_bytes(hashlib.blake2b(source_text, digest_size=4).digest(), "big")
-
-
-def join_body(items: Iterable[bytes]) -> bytes:
-    """Envelopes (or bundles: newline-joined runs of them) → one request body: the JSON objects one
-    after another, no array, newlines between them (Splunk "Format events for HEC": a batch is
-    objects concatenated; whitespace between them is allowed)."""
-    return b"\n".join(items)
 
 
 # --- reply classification -----------------------------------------------------------------------

@@ -37,9 +37,7 @@ import contextlib
 import errno
 import fcntl
 import os
-import queue
 import re
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -48,6 +46,7 @@ from typing import TYPE_CHECKING, Any
 from logpipe import diagnostics, rotate
 from logpipe.errors import DiskFullError, SinkConfigError, SinkError, UsageError
 from logpipe.pipeline import Batch, Outcome, Sink
+from logpipe.sinks._file_compressor import Compressor
 
 if TYPE_CHECKING:
     from logpipe.sinks import SinkOptions
@@ -99,67 +98,6 @@ class _Log:
         self.rotate_after = 0.0
 
 
-class _Compressor:
-    """One background thread: compress rotated files of a log and apply retention."""
-
-    def __init__(self, compress: bool, retain: int | None, state_dir: str) -> None:
-        self.compress = compress
-        self.retain = retain
-        self.state_dir = state_dir
-        self._q: queue.Queue[str | None] = queue.Queue()
-        self._queued: set[str] = set()
-        self._mu = threading.Lock()
-        self.compressed = 0
-        self.bytes_in = 0
-        self.bytes_out = 0
-        self.deleted = 0
-        self._thread = threading.Thread(target=self._run, name="logpipe-file-zstd", daemon=True)
-        self._thread.start()
-
-    def submit(self, log_path: str) -> None:
-        with self._mu:
-            if log_path in self._queued:
-                return
-            self._queued.add(log_path)
-        self._q.put(log_path)
-
-    def finish(self) -> None:
-        """Process everything queued, then stop (blocking)."""
-        self._q.put(None)
-        self._thread.join()
-
-    def _run(self) -> None:
-        while True:
-            log_path = self._q.get()
-            if log_path is None:
-                return
-            with self._mu:
-                self._queued.discard(log_path)
-            try:
-                self._maintain(log_path)
-            except Exception as exc:  # noqa: BLE001 - never kill the thread; files stay for later
-                diagnostics.warning(f"file sink: cannot compress/retain {log_path}: {exc}",
-                                    key=f"file-zstd:{log_path}")
-
-    def _maintain(self, log_path: str) -> None:
-        directory = os.path.dirname(log_path)
-        with rotate.dir_lock(directory, None):
-            rotate.clean_stale_temps(log_path)
-            now = time.time()
-            if self.compress:
-                doomed = {f.path for f in rotate.retention_victims(log_path, self.retain, None, now)}
-                for f in rotate.rotated_files(log_path):
-                    if f.compressed or f.path in doomed:
-                        continue
-                    res = rotate.compress_rotated(f.path, long_matching=False)
-                    if res is not None:
-                        self.compressed += 1
-                        self.bytes_in += res.bytes_in
-                        self.bytes_out += res.bytes_out
-            deleted, _ = rotate.apply_retention(log_path, self.retain, None, now, self.state_dir)
-            self.deleted += len(deleted)
-
-
 @dataclass(frozen=True, slots=True)
 class FileConfig:
     """The file sink's settings, built by the CLI (``--dir``/``file:DIR``, ``--max-size``,
@@ -188,7 +126,7 @@ class FileSink(Sink):
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="logpipe-file")
         self._logs: collections.OrderedDict[str, _Log] = collections.OrderedDict()
         self._names: dict[Any, str] = {}
-        self._compressor: _Compressor | None = None
+        self._compressor: Compressor | None = None
         self._ticker: asyncio.Task[None] | None = None
         self._last_fsync = time.monotonic()
         self.records = 0
@@ -209,7 +147,7 @@ class FileSink(Sink):
     async def start(self) -> None:
         """Create the directory and its marker (a health check of the real path)."""
         await asyncio.get_running_loop().run_in_executor(self._io, self._start_sync)
-        self._compressor = _Compressor(self.compress, self.retain, self.state_dir)
+        self._compressor = Compressor(self.compress, self.retain, self.state_dir)
         self._ticker = asyncio.create_task(self._tick_forever(), name="file-sink-tick")
 
     def _start_sync(self) -> None:

@@ -22,11 +22,11 @@ DRAIN_AFTER_FAILURE_SECONDS = 10.0
 
 
 
-class _Lane:
+class _SinkBuffer:
     """One sink's bounded FIFO buffer of batches it has not accepted yet, and its worker.
 
     The bound counts the batch being written too, so a stalled sink holds at most
-    ``max_batches`` batches / ``max_bytes`` bytes; an empty lane still admits one oversize
+    ``max_batches`` batches / ``max_bytes`` bytes; an empty buffer still admits one oversize
     batch so nothing can deadlock on a batch larger than the byte bound.
     """
 
@@ -39,7 +39,7 @@ class _Lane:
         self.max_bytes = max_bytes
         self.items: deque[tuple[Batch, int]] = deque()
         self.bytes = 0
-        self.ready = asyncio.Event()  # set when an item arrives or the lane closes
+        self.ready = asyncio.Event()  # set when an item arrives or the buffer closes
         self.room = asyncio.Event()  # set when an item leaves
         self.closed = False
         self.dead = False  # the sink failed fatally: nothing more goes to it
@@ -71,9 +71,9 @@ class _Lane:
 class Pipeline:
     """Fans batches out to sinks over bounded per-sink buffers; acks batches in put order.
 
-    Each sink has its own lane bounded by ``buffer_batches`` batches and ``buffer_bytes`` bytes
+    Each sink has its own buffer bounded by ``buffer_batches`` batches and ``buffer_bytes`` bytes
     (research/collector.md §9: a dead Splunk must not stall the console or the files beyond
-    its own buffer). ``put`` blocks only while some lane is full, which is how back-pressure
+    its own buffer). ``put`` blocks only while some buffer is full, which is how back-pressure
     reaches the sources. A batch is acked once every sink has accepted it and every earlier
     batch has been acked; after a fatal sink error nothing more is acked (the healthy sinks
     still get what is already buffered, so ``logpipe sink`` loses nothing it read that they
@@ -87,7 +87,7 @@ class Pipeline:
         if buffer_batches < 1 or buffer_bytes < 1:
             raise ValueError("sink buffers must hold at least one batch and one byte")
         self.sinks = list(sinks)
-        self._lanes = [_Lane(s, buffer_batches, buffer_bytes) for s in self.sinks]
+        self._buffers = [_SinkBuffer(s, buffer_batches, buffer_bytes) for s in self.sinks]
         self._inflight: deque[Batch] = deque()
         self._put_lock = asyncio.Lock()
         self._error: BaseException | None = None
@@ -115,9 +115,9 @@ class Pipeline:
 
     def buffered(self, sink: Sink) -> tuple[int, int]:
         """(batches, bytes) that ``sink`` has not accepted yet, the one being written included."""
-        for lane in self._lanes:
-            if lane.sink is sink:
-                return len(lane.items), lane.bytes
+        for sbuf in self._buffers:
+            if sbuf.sink is sink:
+                return len(sbuf.items), sbuf.bytes
         raise ValueError("not a sink of this pipeline")
 
     async def start(self) -> None:
@@ -138,8 +138,8 @@ class Pipeline:
                     diagnostics.error(f"closing sink {sink.name} after a failed start: {exc}",
                                       key=f"close:{sink.name}")
             raise
-        for lane in self._lanes:
-            lane.task = asyncio.create_task(self._work(lane), name=f"sink:{lane.sink.name}")
+        for sbuf in self._buffers:
+            sbuf.task = asyncio.create_task(self._work(sbuf), name=f"sink:{sbuf.sink.name}")
         self._started = True
 
     async def put(self, batch: Batch) -> None:
@@ -151,7 +151,7 @@ class Pipeline:
             raise RuntimeError("pipeline is closed")
         if not self._started:
             raise RuntimeError("pipeline is not started")
-        # One put at a time, so every lane and the ack queue see batches in the same order
+        # One put at a time, so every buffer and the ack queue see batches in the same order
         # (asyncio.Lock is FIFO, so concurrent sources take turns).
         async with self._put_lock:
             self._raise_if_failed()
@@ -164,113 +164,113 @@ class Pipeline:
                     self._ack_ready()
                 return
             size = batch_bytes(batch)
-            for lane in self._lanes:
-                while not lane.has_room(size):
-                    lane.room.clear()
-                    await _first(lane.room.wait(), self._failed.wait())
+            for sbuf in self._buffers:
+                while not sbuf.has_room(size):
+                    sbuf.room.clear()
+                    await _first(sbuf.room.wait(), self._failed.wait())
                     self._raise_if_failed()
-            batch._pending = len(self._lanes)
+            batch._pending = len(self._buffers)
             self._inflight.append(batch)
-            for lane in self._lanes:
-                if lane.dead:
+            for sbuf in self._buffers:
+                if sbuf.dead:
                     batch._pending -= 1
                 else:
-                    lane.push(batch, size)
+                    sbuf.push(batch, size)
 
     def _raise_if_failed(self) -> None:
         if self._error is not None:
             raise PipelineAborted(str(self._error)) from self._error
 
-    async def _work(self, lane: _Lane) -> None:
-        sink = lane.sink
+    async def _work(self, sbuf: _SinkBuffer) -> None:
+        sink = sbuf.sink
         try:
             while True:
-                if lane.written >= len(lane.items):  # everything in hand is written
-                    if lane.closed or lane.dead:
-                        if lane.settler is not None:
-                            await asyncio.wait({lane.settler})  # the receipts still out
+                if sbuf.written >= len(sbuf.items):  # everything in hand is written
+                    if sbuf.closed or sbuf.dead:
+                        if sbuf.settler is not None:
+                            await asyncio.wait({sbuf.settler})  # the receipts still out
                         return
-                    lane.ready.clear()
-                    await lane.ready.wait()
+                    sbuf.ready.clear()
+                    await sbuf.ready.wait()
                     continue
-                batch, _ = lane.items[lane.written]
+                batch, _ = sbuf.items[sbuf.written]
                 try:
                     res = await sink.write(batch)
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:  # noqa: BLE001 - see _write_failed
-                    self._write_failed(lane, exc)
+                    self._write_failed(sbuf, exc)
                     return
-                if lane.dead:  # a receipt failed meanwhile: this batch is moot too
+                if sbuf.dead:  # a receipt failed meanwhile: this batch is moot too
                     if inspect.iscoroutine(res):
                         res.close()
                     return
-                if isinstance(res, Outcome) and not lane.written:
-                    self._settle(lane, res)  # the common case: the batch reached its end
+                if isinstance(res, Outcome) and not sbuf.written:
+                    self._settle(sbuf, res)  # the common case: the batch reached its end
                 elif isinstance(res, Outcome) or inspect.isawaitable(res):
-                    lane.written += 1
-                    lane.receipts.append(res)
-                    if lane.settler is None or lane.settler.done():
-                        lane.settler = asyncio.create_task(self._settle_receipts(lane),
+                    sbuf.written += 1
+                    sbuf.receipts.append(res)
+                    if sbuf.settler is None or sbuf.settler.done():
+                        sbuf.settler = asyncio.create_task(self._settle_receipts(sbuf),
                                                            name=f"settle:{sink.name}")
                 else:
-                    self._sink_failed(lane, SinkError(
+                    self._sink_failed(sbuf, SinkError(
                         f"{sink.name} sink returned {res!r} instead of an Outcome"))
                     return
         finally:
-            if lane.settler is not None and not lane.settler.done():
-                lane.settler.cancel()
-                await asyncio.gather(lane.settler, return_exceptions=True)
-            _drop_receipts(lane)
+            if sbuf.settler is not None and not sbuf.settler.done():
+                sbuf.settler.cancel()
+                await asyncio.gather(sbuf.settler, return_exceptions=True)
+            _drop_receipts(sbuf)
 
-    async def _settle_receipts(self, lane: _Lane) -> None:
-        """Await the lane's receipts in write order; settle each batch as its receipt resolves."""
-        while lane.receipts and not lane.dead:
-            head = lane.receipts.popleft()
+    async def _settle_receipts(self, sbuf: _SinkBuffer) -> None:
+        """Await the buffer's receipts in write order; settle each batch as its receipt resolves."""
+        while sbuf.receipts and not sbuf.dead:
+            head = sbuf.receipts.popleft()
             try:
                 outcome = head if isinstance(head, Outcome) else await head
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - see _write_failed
-                self._write_failed(lane, exc)
+                self._write_failed(sbuf, exc)
                 return
-            if lane.dead:
+            if sbuf.dead:
                 return
-            lane.written -= 1
+            sbuf.written -= 1
             if not isinstance(outcome, Outcome):
-                self._sink_failed(lane, SinkError(
-                    f"{lane.sink.name} sink's receipt gave {outcome!r} instead of an Outcome"))
+                self._sink_failed(sbuf, SinkError(
+                    f"{sbuf.sink.name} sink's receipt gave {outcome!r} instead of an Outcome"))
                 return
-            self._settle(lane, outcome)
-        lane.ready.set()  # a closing worker may be waiting for the last receipt
+            self._settle(sbuf, outcome)
+        sbuf.ready.set()  # a closing worker may be waiting for the last receipt
 
-    def _settle(self, lane: _Lane, outcome: Outcome) -> None:
-        """The batch at the head of ``lane`` reached ``outcome``: count it, ack what is ready."""
-        batch, _ = lane.items[0]
-        self.outcomes[self.labels[self._lanes.index(lane)]][outcome] += len(batch.records)
-        lane.pop()
+    def _settle(self, sbuf: _SinkBuffer, outcome: Outcome) -> None:
+        """The batch at the head of ``sbuf`` reached ``outcome``: count it, ack what is ready."""
+        batch, _ = sbuf.items[0]
+        self.outcomes[self.labels[self._buffers.index(sbuf)]][outcome] += len(batch.records)
+        sbuf.pop()
         batch._pending -= 1
         self._ack_ready()
 
-    def _write_failed(self, lane: _Lane, exc: BaseException) -> None:
+    def _write_failed(self, sbuf: _SinkBuffer, exc: BaseException) -> None:
         """A write or receipt raised: a LogpipeError is the sink's one-line fatal error; anything
         else is a sink bug, which must stop the pipeline, not hang it."""
-        name = lane.sink.name
+        name = sbuf.sink.name
         if not isinstance(exc, LogpipeError):
             diagnostics.error(f"sink {name} failed: {exc!r}", key=f"sink-bug:{name}")
             exc = SinkError(f"{name} sink failed unexpectedly: {exc!r}")
-        self._sink_failed(lane, exc)
+        self._sink_failed(sbuf, exc)
 
-    def _sink_failed(self, lane: _Lane, exc: BaseException) -> None:
-        lane.dead = True
-        settler = lane.settler
+    def _sink_failed(self, sbuf: _SinkBuffer, exc: BaseException) -> None:
+        sbuf.dead = True
+        settler = sbuf.settler
         if settler is not None and settler is not asyncio.current_task():
             settler.cancel()  # its receipt is moot: nothing of this sink commits any more
-        _drop_receipts(lane)
-        lane.written = 0
-        lane.items.clear()
-        lane.bytes = 0
-        lane.room.set()
+        _drop_receipts(sbuf)
+        sbuf.written = 0
+        sbuf.items.clear()
+        sbuf.bytes = 0
+        sbuf.room.set()
         if self._error is None:
             self._error = exc
             self._failed.set()
@@ -295,10 +295,10 @@ class Pipeline:
         closed first)."""
         if not self._closed:
             self._closed = True
-            for lane in self._lanes:
-                lane.closed = True
-                lane.ready.set()
-            tasks = [lane.task for lane in self._lanes if lane.task is not None]
+            for sbuf in self._buffers:
+                sbuf.closed = True
+                sbuf.ready.set()
+            tasks = [sbuf.task for sbuf in self._buffers if sbuf.task is not None]
             if tasks:
                 await self._join(tasks)
             for sink in self.sinks:
@@ -340,10 +340,10 @@ class Pipeline:
             self._failed.set()
 
 
-def _drop_receipts(lane: _Lane) -> None:
+def _drop_receipts(sbuf: _SinkBuffer) -> None:
     """Forget receipts never awaited (after a failure or cancel), closing coroutines cleanly."""
-    while lane.receipts:
-        r = lane.receipts.popleft()
+    while sbuf.receipts:
+        r = sbuf.receipts.popleft()
         if inspect.iscoroutine(r):
             r.close()
 

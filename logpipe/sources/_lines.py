@@ -167,7 +167,8 @@ class LineAssembler:
     and marked), join multiline groups (when given a :class:`~logpipe.multiline.Joiner`),
     normalise, batch.
 
-    ``feed(chunk)``, ``flush_idle()`` (the joiner's idle deadline passed) and ``finish()``
+    ``feed(chunk)``, ``flush_groups()`` (the joiner's idle deadline passed, or the stream was
+    cut under it) and ``finish()``
     (EOF / stop: the partial last line and every held group) return :class:`LineBatch` es in
     order; a batch may hold no record (every line dropped) — skip it unless its ``end`` is
     acked. A cut line is never joined: it ends the group held before it and keeps its
@@ -201,7 +202,7 @@ class LineAssembler:
 
     @property
     def idle_deadline(self) -> float | None:
-        """``time.monotonic()`` value after which ``flush_idle()`` is due (None: nothing held)."""
+        """``time.monotonic()`` value after which ``flush_groups()`` is due (None: nothing held)."""
         return None if self._joiner is None else self._joiner.idle_deadline
 
     def feed(self, chunk: bytes, received: str | None = None) -> Iterator[LineBatch]:
@@ -230,8 +231,8 @@ class LineAssembler:
                 pairs += push(line, end)
         return self._pairs(pairs, flagged, received)
 
-    def flush_idle(self, received: str | None = None) -> Iterator[LineBatch]:
-        """The groups the joiner holds (its idle deadline passed)."""
+    def flush_groups(self, received: str | None = None) -> Iterator[LineBatch]:
+        """The groups the joiner holds (its idle deadline passed; a copytruncate cut the file)."""
         if self._joiner is None:
             return iter(())
         return self._pairs(self._joiner.flush(), (), received)

@@ -167,7 +167,7 @@ class _Stream:
                     chunk = await asyncio.wait_for(reader.read(READ_SIZE),
                                                    max(0.0, deadline - time.monotonic()))
                 except TimeoutError:
-                    await self._send(lines.flush_idle())
+                    await self._send(lines.flush_groups())
                     continue
             if not chunk:
                 await self.finish()

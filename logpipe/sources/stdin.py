@@ -156,7 +156,7 @@ class StdinSource(Source):
         return None if deadline is None else max(0.0, deadline - time.monotonic())
 
     async def _flush_joiner(self, emit: Callable[[Batch], Awaitable[None]]) -> None:
-        await self._emit_batches(self._lines.flush_idle(), emit)
+        await self._emit_batches(self._lines.flush_groups(), emit)
 
     async def _feed(self, chunk: bytes, emit: Callable[[Batch], Awaitable[None]]) -> None:
         self.bytes_read += len(chunk)

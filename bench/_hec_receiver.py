@@ -5,7 +5,7 @@ It answers what a sender needs and nothing more, so that it is never the bottlen
 ``Content-Encoding: gzip``, counts envelopes, answers ``{"text":"Success","code":0}``), ``POST
 /services/collector/ack`` (no acks), ``Expect: 100-continue`` (libcurl, i.e. syslog-ng, sends it
 for larger bodies and would otherwise wait 1 s per request). It does NOT validate envelopes: the
-strict double is ``tests/hec_double.py``; this one measures senders.
+strict double is ``tests/doubles/hec_double.py``; this one measures senders.
 
 Control (GET): ``/count`` → ``{"events", "requests", "wire_bytes", "raw_bytes"}``; ``/reset``;
 ``/lat`` → the latencies recorded since the last ``/lat`` (``--latency``: every envelope's

@@ -149,7 +149,7 @@ def _tick(sec: int) -> _Clock:
 # --- the emit paths ---------------------------------------------------------------------------
 #: structlog's registry of its context variables (``"structlog_<key>"`` → ContextVar): empty until
 #: the application first calls ``structlog.contextvars.bind_contextvars``, so the common call pays
-#: one truth test for merging them. (Private to structlog; tests/test_structlog_bridge.py would
+#: one truth test for merging them. (Private to structlog; tests/e2e/test_python_bridges.py would
 #: catch a rename.)
 sl_vars: dict[str, ContextVar[Any]] = getattr(structlog.contextvars, "_CONTEXT_VARS", {})
 _SL_PREFIX = len(structlog.contextvars.STRUCTLOG_KEY_PREFIX)

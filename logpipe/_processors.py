@@ -4,7 +4,7 @@ Each processor is a small callable configured once in ``__init__`` (structlog's 
 ``TimeStamper`` + ``_make_stamper``, ``EventRenamer``, ``JSONRenderer``), with the signature
 structlog gives processors — ``(logger, method_name, event_dict) -> event_dict`` — so the chain
 in :mod:`logpipe.bindings` is an ordinary structlog chain. ``bindings`` also has a fused fast path
-for the common call; it must produce exactly what this chain produces (tests/test_processors.py
+for the common call; it must produce exactly what this chain produces (tests/unit/test_processors_renderers.py
 checks both against each other).
 
 Nothing here raises on bad input: the renderers fall back to ``repr`` (structlog's

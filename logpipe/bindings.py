@@ -16,7 +16,7 @@ How it stays fast and still sees later changes (ARCHITECTURE "Ten examples" 2 an
 * The common call (JSON format, string message, no secret/clashing/nested keys, no exception)
   takes that fused fast path (:mod:`logpipe._emit`); everything else runs the structlog
   processor chain from :mod:`logpipe._processors`. Both produce the same line
-  (tests/test_processors.py).
+  (tests/unit/test_processors_renderers.py).
 * ``structlog.get_logger()`` returns this same class (:mod:`logpipe._structlog`), and the
   standard ``logging`` module's records take the chain too (:mod:`logpipe._stdlib`); lines go
   out through :mod:`logpipe._output`.

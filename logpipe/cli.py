@@ -257,8 +257,9 @@ def logs(args: tuple[str, ...], directory: str | None, pm2_home: str | None, lin
     """Print collected logs: the file sink's directory (live files and their rotated .zst
     history), PM2's logs, or the FILEs named — merged in time order across files and services.
 
-    Arguments: a SERVICE name (api), a FILE (anything with a '/' or that exists), or KEY=VALUE
-    to match any field (status=500, user.id=7).
+    Arguments: a SERVICE name (api), a DIR (the file sink's directory, as --dir), a FILE
+    (anything else with a '/' or that exists), or KEY=VALUE to match any field (status=500,
+    user.id=7).
 
     \b
     Examples:
@@ -275,14 +276,22 @@ def logs(args: tuple[str, ...], directory: str | None, pm2_home: str | None, lin
     from logpipe.logs import LogsOptions
     from logpipe.logs import main as logs_main
 
-    services, files, fields = [], [], []
+    services, files, fields, dirs = [], [], [], []
     for arg in args:
         if "=" in arg and not os.path.exists(arg):
             fields.append(arg)
+        elif os.path.isdir(os.path.expanduser(arg)):
+            dirs.append(os.path.expanduser(arg))  # `logpipe logs demo-logs`: the directory to read
         elif os.sep in arg or os.path.exists(arg):
             files.append(os.path.expanduser(arg))
         else:
             services.append(arg)
+    if dirs:
+        given = click.get_current_context().get_parameter_source("directory")
+        if len(dirs) > 1 or given == click.core.ParameterSource.COMMANDLINE or files:
+            raise UsageError(f"logs: {dirs[0]} is a directory; name one directory (as DIR or --dir), "
+                             "or files, not both")
+        directory = dirs[0]
     opts = LogsOptions(
         services=services, files=files, directory=expand_home(directory),
         pm2_home=resolve_pm2_home(pm2_home) if pm2_home is not None else None,

@@ -51,3 +51,7 @@ def diag() -> Iterator[io.BytesIO]:
     diagnostics.set_stream(buf)
     yield buf
     diagnostics.set_stream(None)
+
+
+# Real PM2, installed once per version from npm (tests/_pm2_helpers.py); shared by every PM2 test.
+from tests._pm2_helpers import pm2_bin  # noqa: E402,F401

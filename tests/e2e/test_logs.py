@@ -76,6 +76,19 @@ def test_reads_every_record_exactly_in_time_order(history: Path) -> None:
                    f"host={json.loads(res.stdout.splitlines()[-1])['host']} source=stdin\n"
 
 
+def test_a_directory_argument_is_read_as_the_dir(history: Path) -> None:
+    """`logpipe logs DIR` reads the directory as --dir does (it printed nothing, silently, when
+    DIR was taken for a file); a directory together with --dir or files is a one-line usage
+    error."""
+    as_arg = _logs(str(history), "--format", "json", "-n", "5")
+    as_opt = _logs("--dir", str(history), "--format", "json", "-n", "5")
+    assert as_arg.returncode == 0 and as_arg.stdout == as_opt.stdout
+    assert [json.loads(line)["n"] for line in as_arg.stdout.splitlines()] == list(range(N - 5, N))
+    both = _logs(str(history), "--dir", str(history))
+    assert both.returncode == 2 and both.stdout == b""
+    assert both.stderr.decode().count("\n") == 1 and "is a directory" in both.stderr.decode()
+
+
 def test_since_until_across_rotation_boundaries(history: Path) -> None:
     """A window that starts in one rotated file and ends in a later one (or the live file)
     gives exactly the records inside it; LOGPIPE_FILE_DIR is the default directory."""

@@ -24,9 +24,9 @@ import pytest
 
 from logpipe import pipeack
 from tests._sink_cmd_helpers import env_without_colour, read_ndjson, split_stderr
-from tests.hec_double import HecDouble
+from tests._splunk_helpers import TOKEN, sink_env
+from tests.doubles.hec_double import HecDouble
 from tests.helpers import LOGPIPE, wait_for
-from tests.sinks._splunk_helpers import TOKEN, sink_env
 
 #: lines per second the writer appends (the issue's load)
 RATE = 3000

@@ -17,11 +17,9 @@ from pathlib import Path
 import pytest
 
 from logpipe.rotate import CREATED_XATTR
-from tests.hec_double import HecDouble
+from tests._pm2_helpers import Pm2
+from tests.doubles.hec_double import HecDouble
 from tests.helpers import wait_for
-from tests.test_pm2 import Pm2, pm2_bin
-
-__all__ = ["pm2_bin"]  # a fixture, used by name
 
 ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent

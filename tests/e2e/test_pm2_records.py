@@ -17,9 +17,7 @@ import pytest
 
 from logpipe import record
 from tests._collect_helpers import Collector
-from tests.test_pm2 import Pm2, pm2_bin
-
-__all__ = ["pm2_bin"]  # a fixture, used by name
+from tests._pm2_helpers import Pm2
 
 pytestmark = pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs Linux /proc")
 

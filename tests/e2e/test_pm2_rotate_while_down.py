@@ -16,11 +16,9 @@ from pathlib import Path
 import orjson
 
 from tests._collect_helpers import Collector
+from tests._pm2_helpers import Pm2
 from tests._rotate_helpers import read_bytes, run_rotate
 from tests.helpers import wait_for
-from tests.test_pm2 import Pm2, pm2_bin  # the PM2 tests' installer (shared, cached)
-
-__all__ = ["pm2_bin"]  # a fixture, used by name
 
 APP = """\
 import itertools, json, time

@@ -19,11 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.hec_double import HecDouble
+from tests._pm2_helpers import Pm2
+from tests.doubles.hec_double import HecDouble
 from tests.helpers import wait_for
-from tests.test_pm2 import Pm2, pm2_bin
-
-__all__ = ["pm2_bin"]  # a fixture, used by name
 
 pytestmark = pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs Linux /proc")
 

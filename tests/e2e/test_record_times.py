@@ -20,9 +20,9 @@ import pytest
 
 from tests._collect_helpers import run_collect
 from tests._sink_cmd_helpers import split_stderr
-from tests.hec_double import HecDouble
+from tests._splunk_helpers import TOKEN, sink_env
+from tests.doubles.hec_double import HecDouble
 from tests.helpers import LOGPIPE
-from tests.sinks._splunk_helpers import TOKEN, sink_env
 
 pytestmark = pytest.mark.timeout(120)
 

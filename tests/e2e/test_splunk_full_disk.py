@@ -12,9 +12,9 @@ from pathlib import Path
 
 import orjson
 
-from tests.hec_double import HecDouble
+from tests._splunk_helpers import TOKEN, diag_lines, free_port, sink_env
+from tests.doubles.hec_double import HecDouble
 from tests.helpers import LOGPIPE, wait_for
-from tests.sinks._splunk_helpers import TOKEN, diag_lines, free_port, sink_env
 
 N = 6000  # ~1.6 MiB of envelopes: over the 1 MiB disk more than once
 

@@ -12,9 +12,7 @@ from typing import Any
 import orjson
 import pytest
 
-from tests.hec_double import HecDouble
-from tests.helpers import LOGPIPE, wait_for
-from tests.sinks._splunk_helpers import (
+from tests._splunk_helpers import (
     TOKEN,
     count_spooled,
     diag_lines,
@@ -25,6 +23,8 @@ from tests.sinks._splunk_helpers import (
     sink_env,
     spawn_sink,
 )
+from tests.doubles.hec_double import HecDouble
+from tests.helpers import LOGPIPE, wait_for
 
 #: the bound issue 9 sets for a stop with HEC unreachable and everything durable
 STOP_BOUND = 2.0

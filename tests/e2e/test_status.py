@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
-from tests.hec_double import HecDouble
+from tests._splunk_helpers import TOKEN, ndjson, records, sink_env, spawn_sink
+from tests.doubles.hec_double import HecDouble
 from tests.helpers import LOGPIPE, wait_for
-from tests.sinks._splunk_helpers import TOKEN, ndjson, records, sink_env, spawn_sink
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -1,7 +1,7 @@
 """The Splunk HEC sink against the strict HEC double: nothing lost, nothing leaked.
 
 Real processes (``logpipe sink splunk``) where exit codes, signals and stderr matter; the sink
-in-process otherwise. Every HEC here is ``tests/hec_double.py`` on 127.0.0.1.
+in-process otherwise. Every HEC here is ``tests/doubles/hec_double.py`` on 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -25,9 +25,7 @@ from logpipe.errors import SinkConfigError, UsageError
 from logpipe.pipeline import Batch
 from logpipe.sinks import SinkOptions
 from logpipe.sinks.splunk import Secret, SplunkSink, parse_endpoint, read_token
-from tests.hec_double import HecDouble
-from tests.helpers import LOGPIPE, until, wait_for
-from tests.sinks._splunk_helpers import (
+from tests._splunk_helpers import (
     TOKEN,
     all_files_text,
     count_spooled,
@@ -39,6 +37,8 @@ from tests.sinks._splunk_helpers import (
     sink_env,
     spawn_sink,
 )
+from tests.doubles.hec_double import HecDouble
+from tests.helpers import LOGPIPE, until, wait_for
 
 
 # --- helpers ------------------------------------------------------------------------------------

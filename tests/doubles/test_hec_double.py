@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.hec_double import DEFAULT_TOKEN, HecDouble
+from tests.doubles.hec_double import DEFAULT_TOKEN, HecDouble
 from tests.helpers import wait_for
 
 EVENT = "/services/collector/event"
@@ -459,11 +459,12 @@ def test_tls_with_trustme_ca() -> None:
 
 
 def test_subprocess_mode(tmp_path: Path) -> None:
-    """`python -m tests.hec_double --port 0 --events-file F` prints its port, logs events, stops on TERM."""
+    """`python -m tests.doubles.hec_double --port 0 --events-file F` prints its port, logs events,
+    stops on TERM."""
     events = tmp_path / "events.ndjson"
-    with subprocess.Popen([sys.executable, "-m", "tests.hec_double", "--port", "0", "--ack",
+    with subprocess.Popen([sys.executable, "-m", "tests.doubles.hec_double", "--port", "0", "--ack",
                            "--events-file", str(events)], stdout=subprocess.PIPE,
-                          cwd=Path(__file__).resolve().parent.parent) as proc:
+                          cwd=Path(__file__).resolve().parents[2]) as proc:
         try:
             assert proc.stdout is not None
             port = int(proc.stdout.readline())

@@ -21,7 +21,7 @@ from tests.helpers import wait_for
 #: a hang must fail fast, not eat the suite's budget
 pytestmark = pytest.mark.timeout(120)
 
-DEMO = Path(__file__).resolve().parent.parent / "examples" / "demo.py"
+DEMO = Path(__file__).resolve().parents[2] / "examples" / "demo.py"
 REPORT_LINE = re.compile(r"^  (\S+)\s+(\d+) records$")
 
 

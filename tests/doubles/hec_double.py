@@ -10,7 +10,7 @@ and rejects what Splunk rejects — unlike Fluent Bit's ``in_splunk``, which acc
         hec.wait_for_events(10)
         assert [e["event"] for e in hec.events()] == [...]
 
-or as a subprocess (``python -m tests.hec_double --port 0 --token T [--ack] [--tls]
+or as a subprocess (``python -m tests.doubles.hec_double --port 0 --token T [--ack] [--tls]
 [--ca-file F] [--events-file F]``), which prints its port on the first stdout line and serves
 until SIGTERM; with ``--events-file`` every accepted envelope is appended there as one JSON line.
 
@@ -760,7 +760,8 @@ def _reject_constant(name: str) -> Any:
 
 def main(argv: list[str] | None = None) -> int:
     """Subprocess mode: print the port, serve until SIGTERM/SIGINT."""
-    p = argparse.ArgumentParser(prog="python -m tests.hec_double", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m tests.doubles.hec_double",
+                                description=__doc__.splitlines()[0])
     p.add_argument("--port", type=int, default=0)
     p.add_argument("--token", default=DEFAULT_TOKEN)
     p.add_argument("--ack", action="store_true")

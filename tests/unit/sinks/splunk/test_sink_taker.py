@@ -13,10 +13,10 @@ import pytest
 
 from logpipe.errors import SinkConfigError
 from logpipe.spool import Spool
-from tests.hec_double import HecDouble
+from tests._splunk_helpers import TOKEN, records
+from tests.doubles.hec_double import HecDouble
 from tests.helpers import until
-from tests.sinks._splunk_helpers import TOKEN, records
-from tests.sinks.test_splunk import assert_exactly_once_in_order, feed, make_sink
+from tests.unit.sinks.splunk.test_sink import assert_exactly_once_in_order, feed, make_sink
 
 
 def pending_in_spool(spool_dir: Path) -> int:

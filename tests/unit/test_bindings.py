@@ -679,7 +679,7 @@ def test_stdout_is_not_block_buffered_while_child_lives() -> None:
 
 # --- the examples the README demo runs ----------------------------------------------------------
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
 @pytest.mark.parametrize("script", ["api.py", "worker.py"])
@@ -740,7 +740,7 @@ def test_under_real_pm2_defaults_and_kill_9(tmp_path: Path) -> None:
     import shutil
     import tempfile
 
-    from tests.test_pm2 import Pm2, pm2_bin
+    from tests._pm2_helpers import Pm2, pm2_bin
 
     binary = pm2_bin.__wrapped__()  # type: ignore[attr-defined]  # the installer, not the fixture
     base = Path(tempfile.mkdtemp(prefix="lp-lg-"))  # short: PM2's sockets live in PM2_HOME

@@ -417,7 +417,7 @@ def test_unreadable_file_and_unwritable_dirs(work: Path) -> None:
 def test_splunk_token_never_printed(work: Path) -> None:
     """The HEC token (from the environment or --token-file) appears in no output: not in
     errors, not in --help, not in the summary of a HEC that refuses it."""
-    from tests.hec_double import HecDouble
+    from tests.doubles.hec_double import HecDouble
 
     outputs: list[bytes] = []
     with HecDouble(token="the-right-token") as hec:
@@ -581,7 +581,7 @@ def test_demo_report_lists_files_oldest_first(tmp_path: Path, capsys: pytest.Cap
     it listed ``….1.zst`` before ``….zst``, by name."""
     import zstandard
 
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "examples"))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "examples"))
     monkeypatch.chdir(tmp_path)
     try:
         import demo  # examples/demo.py

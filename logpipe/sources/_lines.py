@@ -174,16 +174,23 @@ class LineAssembler:
     acked. A cut line is never joined: it ends the group held before it and keeps its
     ``truncated: true``. ``consumed`` is the offset through the last complete line read;
     ``held`` is how many of those lines the joiner still holds (an ack must wait while > 0).
-    The splitter is reachable as ``split`` for sources that keep their own bookkeeping.
+    The splitter is reachable as ``split`` for sources that keep their own bookkeeping;
+    ``last_line`` is the last complete line ``feed`` split (None when it was cut, or none yet).
     """
 
-    __slots__ = ("_joiner", "_normalise", "split")
+    __slots__ = ("_joiner", "_normalise", "last_line", "split")
 
     def __init__(self, normalise: record.LineNormaliser, max_line: int = 1 << 20,
                  joiner: Joiner | None = None) -> None:
         self._normalise = normalise
         self.split = LineSplitter(max_line)
         self._joiner = joiner
+        self.last_line: bytes | None = None
+
+    @property
+    def normalise(self) -> record.LineNormaliser:
+        """The normaliser (a source that restarts a stream builds a new assembler with it)."""
+        return self._normalise
 
     @property
     def consumed(self) -> int:
@@ -211,6 +218,7 @@ class LineAssembler:
         lines, cut = self.split.split(chunk)
         if not lines:
             return iter(())
+        self.last_line = None if cut is not None and len(lines) - 1 in cut else lines[-1]
         j = self._joiner
         if j is None or (j.pending == 0 and all(map(bytes.startswith, lines, repeat(b"{")))):
             # no joiner, or JSON with nothing held: the joiner would pass it through unchanged

@@ -76,6 +76,7 @@ from typing import Any
 from logpipe import diagnostics
 from logpipe.checkpoint import FORGET_AFTER, CheckpointStore
 from logpipe.errors import CheckpointError, UsageError
+from logpipe.multiline import Joiner
 from logpipe.pipeline import Batch, Source
 from logpipe.sources.tail.discovery import (
     ARCHIVE_SUFFIXES,
@@ -122,8 +123,8 @@ class TailSource(Discovery, Source):
     :func:`default_origin`); ``is_excluded(path, st)`` vetoes files before they are opened (the
     feedback guard) and, with ``recheck(path, st)``, stops reading an open file that turned
     out to be excluded; ``decoder_for(path, start)`` gives a file a format decoder (PM2's
-    formats; None for plain files); ``joiner_factory()`` gives each file a multiline joiner
-    (``push(line, end_offset)``, ``flush()``, ``idle_deadline``).
+    formats; None for plain files); ``joiner_factory()`` gives each file a multiline
+    :class:`~logpipe.multiline.Joiner` (its :class:`~logpipe.sources._lines.LineAssembler` uses it).
     """
 
     name = "tail"
@@ -138,7 +139,7 @@ class TailSource(Discovery, Source):
         rescan_interval: float = 1.0,
         origin_for: Callable[[str], tuple[dict[str, Any], str]] | None = None,
         is_excluded: Callable[[str, os.stat_result], bool] | None = None,
-        joiner_factory: Callable[[], Any] | None = None,
+        joiner_factory: Callable[[], Joiner] | None = None,
         max_open: int | None = None,
         recheck: Callable[[str, os.stat_result], bool] | None = None,
         decoder_for: Callable[[str, int], Any] | None = None,
@@ -230,14 +231,12 @@ class TailSource(Discovery, Source):
                     progressed = progressed or got
                     f.polled(got, time.monotonic())
                 soonest = min(soonest, f.next_poll)
-                j = f.joiner
-                if j is not None and j.idle_deadline is not None and f.gen is not None:
-                    if time.monotonic() >= j.idle_deadline:
-                        pairs = j.flush()
-                        if pairs:
-                            await self._emit_pairs(f, f.gen, pairs, emit)
+                deadline = f.lines.idle_deadline
+                if deadline is not None and f.gen is not None:
+                    if time.monotonic() >= deadline:
+                        await self._flush_groups(f, emit)
                     else:
-                        soonest = min(soonest, j.idle_deadline)
+                        soonest = min(soonest, deadline)
             if progressed:
                 await asyncio.sleep(0)
                 continue

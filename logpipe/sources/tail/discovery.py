@@ -13,7 +13,6 @@ from collections.abc import Callable
 from typing import Any
 
 from logpipe import diagnostics, identity, record
-from logpipe.sources._lines import LineSplitter
 from logpipe.sources.tail.generations import COPY_WAIT, FP_MAX, Generation, is_rotated_name
 from logpipe.sources.tail.reader import _COLD, Reader, TailFile
 
@@ -275,9 +274,7 @@ class Discovery(Reader):
         gen, pos, shadow = found
         self._open += 1
         defaults, level = self._origin_for(path)
-        f = TailFile(key, path, fd, gen, pos, record.LineNormaliser(defaults, level),
-                  LineSplitter(self.max_line_bytes),
-                  self._joiner_factory() if self._joiner_factory is not None else None)
+        f = TailFile(key, path, fd, gen, pos, self._assembler(record.LineNormaliser(defaults, level)))
         f.size_seen = fst.st_size
         if self._decoder_for is not None:
             f.decoder = self._decoder_for(path, pos)

@@ -19,9 +19,11 @@ from typing import TYPE_CHECKING, Any
 
 from logpipe import diagnostics
 from logpipe.checkpoint import CheckpointStore, FileState, fingerprint
-from logpipe.sources._lines import LineSplitter
+from logpipe.sources._lines import LineAssembler
 
 if TYPE_CHECKING:
+    from logpipe import record
+    from logpipe.multiline import Joiner
     from logpipe.sources.tail.reader import TailFile
 
 #: Fingerprint length: Filebeat's default ``fingerprint.length``.
@@ -114,11 +116,16 @@ class Generations:
     _dirty: bool
     _stopping: bool
     _open: int
-    _joiner_factory: Callable[[], Any] | None
+    _joiner_factory: Callable[[], Joiner] | None
     _decoder_for: Callable[[str, int], Any] | None
     lines_read: int
     truncations: int
     _resumed: list[tuple[str, int]]  # files resumed at an offset this scan (said at its end)
+
+    def _assembler(self, norm: record.LineNormaliser) -> LineAssembler:
+        """A file's line path for a new stream (open, copytruncate, shadow released)."""
+        joiner = self._joiner_factory() if self._joiner_factory is not None else None
+        return LineAssembler(norm, self.max_line_bytes, joiner)
 
     def _add_gen(self, g: Generation) -> None:
         self._gens[id(g)] = g
@@ -368,7 +375,7 @@ class Generations:
                 start = min(start, os.fstat(f.fd).st_size)
         f.gen = self._new_gen(f.key, prefix, start, f.path or sg.path)
         f.pos = f.base = start
-        f.split = LineSplitter(self.max_line_bytes)
+        f.lines = self._assembler(f.lines.normalise)
         f.poke()
         if start:
             diagnostics.info(f"{f.path or sg.path}: {sg.path} was truncated, so this is its "

@@ -1,9 +1,10 @@
 """Reading one tailed file: its state (``TailFile``), polling, truncation, lines to batches.
 
 Raw bytes come from ``os.pread`` in :meth:`Reader._pump` and go to :meth:`Reader._process`, which
-splits them into lines (offsets in the file's bytes: what checkpoints store), joins multiline
-groups and emits batches. A file's format decoder (``TailFile.decoder``, PM2's formats: raw
-bytes → the app's bytes, ``raw_offset`` maps offsets back) sits between the two, in ``_pump``.
+feeds them to the file's :class:`~logpipe.sources._lines.LineAssembler` (split, multiline join,
+normalise, batch; offsets in the file's bytes: what checkpoints store) and emits its batches.
+A file's format decoder (``TailFile.decoder``, PM2's formats: raw bytes → the app's bytes,
+``raw_offset`` maps offsets back) sits between the two, in ``_pump``.
 """
 
 from __future__ import annotations
@@ -11,16 +12,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import itertools
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
-from logpipe import diagnostics, record
+from logpipe import diagnostics
 from logpipe.checkpoint import fingerprint
-from logpipe.pipeline import BATCH_MAX_RECORDS, Batch
-from logpipe.sources._lines import TRUNCATION_MARKER, LineSplitter, batch_end
+from logpipe.pipeline import Batch
+from logpipe.sources._lines import LineAssembler, LineBatch
 from logpipe.sources.tail.generations import FP_MAX, SAMPLE_BYTES, Generation, Generations
 
 #: One read; lines are split in memory (research: large chunks, not per-line I/O).
@@ -40,21 +40,19 @@ DETACHED_IDLE_CLOSE = 60.0
 class TailFile:
     """An open (or idle-closed) file being read."""
 
-    __slots__ = ("base", "decoder", "detached_at", "fd", "gen", "held_since", "interval", "joiner",
-                 "key", "last_data", "next_poll", "norm", "path", "pos", "shadow_file", "shadow_gen",
-                 "size_seen", "split")
+    __slots__ = ("base", "decoder", "detached_at", "fd", "gen", "held_since", "interval", "key",
+                 "last_data", "lines", "next_poll", "path", "pos", "shadow_file", "shadow_gen",
+                 "size_seen")
 
     def __init__(self, key: tuple[int, int], path: str, fd: int, gen: Generation | None, pos: int,
-                 norm: record.LineNormaliser, split: LineSplitter, joiner: Any) -> None:
+                 lines: LineAssembler) -> None:
         self.key = key
         self.path: str | None = path  # None once renamed away / deleted (detached)
         self.fd: int | None = fd
         self.gen = gen  # None only while shadowing a live original (see _identify)
         self.pos = pos  # next byte to read
-        self.base = pos  # file offset where ``split.consumed`` counts from
-        self.norm = norm
-        self.split = split
-        self.joiner = joiner
+        self.base = pos  # file offset where ``lines.consumed`` counts from
+        self.lines = lines  # split → multiline join → normalise → batch (new one per stream)
         self.shadow_gen: Generation | None = None
         self.shadow_file: TailFile | None = None
         self.size_seen = -1
@@ -178,10 +176,7 @@ class Reader(Generations):
         # Complete lines the joiner holds go out; a partial last line is dropped: its end was
         # cut off by the truncate (it is in the copy, if a glob matches one — which then
         # resumes at the last line boundary we delivered, ``old.emitted``).
-        if f.joiner is not None:
-            pairs = f.joiner.flush()
-            if pairs:
-                await self._emit_pairs(f, old, pairs, emit)
+        await self._emit_batches(f, old, f.lines.flush_groups(self._held_time(f)), emit)
         old.retired = True
         self._dirty = True
         prefix = b""
@@ -191,8 +186,7 @@ class Reader(Generations):
         f.gen = self._new_gen(f.key, prefix, 0, f.path or old.path)
         shadows = [x for x in self._files.values() if x.shadow_gen is old]
         f.pos = f.base = 0
-        f.split = LineSplitter(self.max_line_bytes)
-        f.joiner = self._joiner_factory() if self._joiner_factory is not None else None
+        f.lines = self._assembler(f.lines.normalise)
         if self._decoder_for is not None:
             f.decoder = self._decoder_for(f.path or old.path, 0)
         for x in shadows:
@@ -222,112 +216,38 @@ class Reader(Generations):
                 self._release_shadow(other)
 
     async def _flush_held(self, f: TailFile, emit: Callable[[Batch], Awaitable[None]]) -> None:
-        """Emit what the splitter and the joiner hold (partial last line, pending group)."""
-        gen = f.gen
-        if gen is None:
-            return
-        held = f.split.flush_flagged()
-        out: list[tuple[bytes, int]] = []
-        end = f.base + f.split.consumed
-        if f.joiner is not None:
-            if held is not None:
-                out.extend(f.joiner.push(held[0], end))
-            out.extend(f.joiner.flush())
-        elif held is not None:
-            out.append((held[0], end))
-        if out:
-            await self._emit_pairs(f, gen, out, emit)
-        elif held is not None:
-            gen.emitted = max(gen.emitted, end if f.decoder is None else f.decoder.raw_offset(end))
+        """Emit what the assembler holds (partial last line, pending group)."""
+        if f.gen is not None:
+            await self._emit_batches(f, f.gen, f.lines.finish(self._held_time(f)), emit)
+
+    async def _flush_groups(self, f: TailFile, emit: Callable[[Batch], Awaitable[None]]) -> None:
+        """Emit the multiline groups the assembler holds (the joiner's idle deadline passed)."""
+        if f.gen is not None:
+            await self._emit_batches(f, f.gen, f.lines.flush_groups(self._held_time(f)), emit)
+
+    @staticmethod
+    def _held_time(f: TailFile) -> str | None:
+        # a group held past a read (flushed when idle) takes the decoder's last time
+        return getattr(f.decoder, "last_time", None)
 
     async def _process(self, f: TailFile, gen: Generation, data: bytes,
                        emit: Callable[[Batch], Awaitable[None]], received: str | None = None) -> None:
-        split = f.split
-        c0 = split.consumed
-        lines, cut = split.split(data)
-        if not lines:
-            return
-        start = f.base + c0
-        if f.decoder is None and (not cut or (len(lines) - 1) not in cut):
-            last = lines[-1]
-            gen.sample = last[-(SAMPLE_BYTES - 1):] + b"\n"
-            gen.sample_end = f.base + split.consumed
-        j = f.joiner
-        if j is not None and not (getattr(j, "pending", None) == 0
-                                  and all(map(bytes.startswith, lines, itertools.repeat(b"{")))):
-            # (a chunk of JSON lines with nothing held passes a Joiner unchanged — multiline.py's
-            # documented hot path — so it takes the batch path below without a call per line)
-            if cut:
-                raws = [len(x) + 1 for x in lines]
-                for k, raw in cut.items():
-                    raws[k] = raw
-                ends = itertools.accumulate(raws, initial=start)
-            else:
-                ends = itertools.accumulate((len(x) + 1 for x in lines), initial=start)
-            next(ends)
-            push = f.joiner.push
-            out: list[tuple[bytes, int]] = []
-            for line, end in zip(lines, ends, strict=False):
-                out += push(line, end)
-            if out:
-                await self._emit_pairs(f, gen, out, emit, received)
-            return
-        received = received or record.now()
-        n = len(lines)
-        i = 0
-        pos = start
-        while i < n:
-            j = batch_end(lines, i)
-            seg = lines[i:j]
-            pos += sum(map(len, seg)) + (j - i)
-            flagged: list[int] = []
-            if cut:
-                for k, raw in cut.items():
-                    if i <= k < j:
-                        pos += raw - len(lines[k]) - 1
-                        flagged.append(k - i)
-            await self._emit_lines(f, gen, seg, flagged, pos, received, emit)
-            i = j
+        lines = f.lines
+        batches = lines.feed(data, received)
+        if f.decoder is None and lines.last_line is not None:
+            gen.sample = lines.last_line[-(SAMPLE_BYTES - 1):] + b"\n"
+            gen.sample_end = f.base + lines.consumed
+        await self._emit_batches(f, gen, batches, emit)
 
-    async def _emit_pairs(self, f: TailFile, gen: Generation, pairs: list[tuple[bytes, int]],
-                          emit: Callable[[Batch], Awaitable[None]],
-                          received: str | None = None) -> None:
-        # a group the joiner held past a read (flushed when idle) takes the decoder's last time
-        received = received or getattr(f.decoder, "last_time", None) or record.now()
-        # a joined line carries the marker if one of its lines was cut; look only when this
-        # file has cut a line at all (no per-line work otherwise)
-        check_cut = f.split.truncated_lines > 0
-        n = len(pairs)
-        i = 0
-        while i < n:
-            seg = [p[0] for p in pairs[i : i + BATCH_MAX_RECORDS]]
-            seg = seg[: batch_end(seg, 0)]
-            j = i + len(seg)
-            flagged = ([k for k, line in enumerate(seg) if line.endswith(TRUNCATION_MARKER)]
-                       if check_cut else [])
-            await self._emit_lines(f, gen, seg, flagged, pairs[j - 1][1], received, emit)
-            i = j
-
-    async def _emit_lines(self, f: TailFile, gen: Generation, seg: list[bytes], flagged: list[int],
-                          end: int, received: str, emit: Callable[[Batch], Awaitable[None]]) -> None:
-        norm = f.norm
-        if flagged:
-            res = [norm(line, received) for line in seg]
-            for k in flagged:
-                r = res[k]
-                if r is not None:
-                    rec = r[0]
-                    rec[record.TRUNCATED] = True
-                    res[k] = (rec, record.dumps(rec))
-            res2 = [r for r in res if r is not None]
-            recs = [r[0] for r in res2]
-            outs = [r[1] for r in res2]
-        else:
-            recs, outs = norm.batch(seg, received)  # the hot path: one call per chunk
-        self.lines_read += len(recs)
-        if f.decoder is not None:
-            end = f.decoder.raw_offset(end)
-        if end > gen.emitted:
-            gen.emitted = end
-        await emit(Batch(recs, outs, ack=functools.partial(self._ack, gen, end),
-                         source=gen.path))
+    async def _emit_batches(self, f: TailFile, gen: Generation, batches: Iterable[LineBatch],
+                            emit: Callable[[Batch], Awaitable[None]]) -> None:
+        # every batch goes out, a batch with no record too: its ack moves the checkpoint
+        for b in batches:
+            self.lines_read += len(b.records)
+            end = f.base + b.end
+            if f.decoder is not None:
+                end = f.decoder.raw_offset(end)
+            if end > gen.emitted:
+                gen.emitted = end
+            await emit(Batch(b.records, b.lines, ack=functools.partial(self._ack, gen, end),
+                             source=gen.path))

@@ -525,6 +525,10 @@ def test_multiline_joiner_commits_only_lines_that_left_it(tmp_path: Path) -> Non
             self.held: tuple[bytes, int] | None = None
             self.idle_deadline: float | None = None
 
+        @property
+        def pending(self) -> int:
+            return 0 if self.held is None else 1
+
         def push(self, line: bytes, end: int) -> list[tuple[bytes, int]]:
             if self.held is not None:
                 joined = (self.held[0] + b"\n" + line, end)

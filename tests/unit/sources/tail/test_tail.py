@@ -356,6 +356,28 @@ def test_5mb_line_is_truncated_and_flagged_and_the_next_100_arrive_once(tmp_path
     assert run_once([str(log)], str(state)) == []
 
 
+def test_a_cut_line_ends_the_multiline_group_held_before_it(tmp_path: Path) -> None:
+    """With the multiline joiner, a line cut at max_line_bytes is never joined: the traceback
+    held before it goes out as one record (not flagged), the cut line is its own record with
+    ``truncated: true`` and the marker, the lines after it are read normally, and the
+    checkpoint ends at the file's end (a second run reads nothing)."""
+    log = tmp_path / "tb.log"
+    state = tmp_path / "state"
+    long = b"  " + b"z" * 200
+    log.write_bytes(b"Traceback (most recent call last):\n"
+                    + b'  File "app.py", line 1, in <module>\n'
+                    + long + b"\n" + b"ValueError: boom\n" + b"done\n")
+    recs = run_once([str(log)], str(state), joiner_factory=Joiner, max_line_bytes=64)
+    assert messages(recs) == [
+        'Traceback (most recent call last):\n  File "app.py", line 1, in <module>',
+        (long[:64] + TRUNCATION_MARKER).decode(),
+        "ValueError: boom",
+        "done",
+    ]
+    assert [x.get(record.TRUNCATED, False) for x in recs] == [False, True, False, False]
+    assert run_once([str(log)], str(state), joiner_factory=Joiner, max_line_bytes=64) == []
+
+
 def test_invalid_utf8_and_nul_bytes_are_kept_never_fatal(tmp_path: Path) -> None:
     """Invalid UTF-8 becomes U+FFFD, NUL bytes survive inside messages, a JSON line with a bad
     byte still parses — and the lines after them are read."""

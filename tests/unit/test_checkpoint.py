@@ -7,27 +7,17 @@ import io
 import os
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
 import pytest
 
-from logpipe import checkpoint, diagnostics
+from logpipe import checkpoint
 from logpipe.checkpoint import CheckpointStore, FileState
 from logpipe.errors import UsageError
 from logpipe.sources import tail as tail_mod
 from tests._tail_helpers import run_once
 from tests.helpers import LOGPIPE
-
-
-@pytest.fixture
-def diag() -> Iterator[io.BytesIO]:
-    """Capture logpipe's diagnostics."""
-    buf = io.BytesIO()
-    diagnostics.set_stream(buf)
-    yield buf
-    diagnostics.set_stream(None)
 
 
 def test_roundtrip_is_versioned_json_with_identity_and_offset(tmp_path: Path) -> None:

@@ -51,9 +51,18 @@ CURSOR_INTERVAL = 0.2
 class Spool:
     """A bounded, ordered, crash-safe queue of opaque byte items in ``directory``."""
 
-    def __init__(self, directory: str, max_bytes: int = 1 << 30, segment_bytes: int = 16 << 20) -> None:
-        if max_bytes <= 0 or segment_bytes <= 0:
+    def __init__(self, directory: str, max_bytes: int = 1 << 30, segment_bytes: int = 16 << 20,
+                 reserve_bytes: int = 0) -> None:
+        if max_bytes <= 0 or segment_bytes <= 0 or reserve_bytes < 0:
             raise UsageError("spool: max_bytes and segment_bytes must be positive")
+        if reserve_bytes and reserve_bytes * 2 > max_bytes:
+            raise UsageError(f"spool: the maximum size ({max_bytes} bytes) must be at least twice the "
+                             f"reserve for records read but not yet spooled ({reserve_bytes} bytes)")
+        #: bytes preallocated in the file ``reserve``, counted toward ``max_bytes``: released on a
+        #: full disk (or at a stop) so that every record already read can still be spooled
+        self.reserve_bytes = reserve_bytes
+        self._reserve_held = False
+        self._use_reserve = False
         self.directory = os.path.abspath(directory)
         self.max_bytes = max_bytes
         self.segment_bytes = segment_bytes
@@ -143,6 +152,8 @@ class Spool:
         self._files.lock()
         try:
             self._recover()
+            if self.reserve_bytes:
+                self._reserve_held = self._files.make_reserve(self.reserve_bytes)
         except BaseException:
             self._files.unlock()
             raise
@@ -170,9 +181,7 @@ class Spool:
             if self._disk_full:
                 await self._reclaim_drained()
             try:
-                if self._write_offset >= self.segment_bytes:
-                    await self._start_next_segment()
-                await asyncio.to_thread(self._write, data)
+                await self._write_or_release(data)
             except DiskFullError:
                 self._disk_full = True
                 raise
@@ -183,8 +192,13 @@ class Spool:
             self._appended_bytes += len(data)
             self._data.set()
 
+    @property
+    def _data_bound(self) -> int:
+        """Record bytes allowed: ``max_bytes`` less the reserve, until a stop hands it over."""
+        return self.max_bytes if self._use_reserve else self.max_bytes - self.reserve_bytes
+
     async def _wait_for_room(self, nbytes: int, nitems: int) -> None:
-        while self.pending_bytes > 0 and self.pending_bytes + nbytes > self.max_bytes:
+        while self.pending_bytes > 0 and self.pending_bytes + nbytes > self._data_bound:
             if self._closed:
                 raise SpoolFullError(f"spool {self.directory} is full and closing; "
                                      f"{nitems} items not spooled")
@@ -200,6 +214,53 @@ class Spool:
             self._paused = False
             diagnostics.info(f"spool {self.directory} has room again; input resumed",
                              key=f"spool-room:{self.directory}")
+
+    @property
+    def reserve_held(self) -> bool:
+        """The reserve file is in place (always True without a reserve): taking new input is safe."""
+        return self._reserve_held or not self.reserve_bytes
+
+    def use_reserve(self) -> None:
+        """A stop: everything already read must go in now — release the reserve's bytes to the
+        data (``max_bytes`` counts them) and wake appends waiting for room."""
+        self._use_reserve = True
+        if self._opened and not self._closed:
+            self._space.set()
+
+    async def restore_reserve(self) -> bool:
+        """Re-create the reserve once there is room (reclaiming drained segments first, as after
+        a disk-full append); True when it is in place."""
+        self._check_open()
+        if self.reserve_held:
+            return True
+        async with self._append_lock:
+            if self._disk_full:
+                await self._reclaim_drained()
+            self._reserve_held = await asyncio.to_thread(self._files.make_reserve, self.reserve_bytes)
+            if self._reserve_held:
+                self._disk_full = False
+                diagnostics.info(f"spool {self.directory}: its reserve of {self.reserve_bytes} bytes is "
+                                 "in place again", key=f"spool-reserve:{self.directory}")
+        return self._reserve_held
+
+    async def _write_or_release(self, data: bytes) -> None:
+        """Write; on a full disk release the reserve (once) and write into the space it frees."""
+        try:
+            await self._write_at_end(data)
+        except DiskFullError:
+            if not self._reserve_held:
+                raise
+            self._reserve_held = False
+            await asyncio.to_thread(self._files.release_reserve)
+            diagnostics.warning(f"spool {self.directory}: disk full; released its reserve of "
+                                f"{self.reserve_bytes} bytes to keep what was already read",
+                                key=f"spool-reserve-released:{self.directory}")
+            await self._write_at_end(data)
+
+    async def _write_at_end(self, data: bytes) -> None:
+        if self._write_offset >= self.segment_bytes:
+            await self._start_next_segment()
+        await asyncio.to_thread(self._write, data)
 
     @property
     def disk_full(self) -> bool:

@@ -34,6 +34,8 @@ HDR_SIZE = RECORD_HEADER.size
 assert len(MAGIC) == HDR_SIZE
 SEGMENT_NAME = re.compile(r"^(\d{16})\.seg$")
 DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+#: the preallocated file whose space is kept for records read but not yet spooled
+RESERVE_NAME = "reserve"
 
 Position = tuple[int, int]  # (segment number, byte offset of a record start)
 
@@ -153,6 +155,36 @@ class SegmentFiles:
             raise_write_error(self.directory, e)
             raise  # unreachable: raise_write_error always raises
 
+    # ---------------------------------------------------------------- reserve
+    def make_reserve(self, nbytes: int) -> bool:
+        """Preallocate the ``reserve`` file to ``nbytes`` (durable); False when the disk has no
+        room for it (any partial file is removed). Other errors: SinkError."""
+        path = os.path.join(self.directory, RESERVE_NAME)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+            try:
+                if os.fstat(fd).st_size != nbytes:
+                    os.ftruncate(fd, 0)
+                    _fill(fd, nbytes)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            fsync_dir(self.directory)
+        except OSError as e:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+            if e.errno in DISK_FULL_ERRNOS:
+                return False
+            raise SinkError(f"spool {self.directory}: cannot create its reserve: {e.strerror}") from None
+        return True
+
+    def release_reserve(self) -> None:
+        """Delete the ``reserve`` file: its blocks are free for the records held in memory."""
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(os.path.join(self.directory, RESERVE_NAME))
+        with contextlib.suppress(OSError):
+            fsync_dir(self.directory)
+
     # ---------------------------------------------------------------- cursor
     def read_cursor(self) -> Position | None:
         """The saved cursor, or None (none yet, or unreadable: everything is sent again)."""
@@ -269,6 +301,22 @@ class SegmentFiles:
         if from_off > off:
             boundary = True  # the cursor is past what survived: all of it was done already
         return records, nbytes, off, boundary
+
+
+def _fill(fd: int, nbytes: int) -> None:
+    """Allocate ``nbytes`` real blocks to ``fd`` (posix_fallocate; zeros where unsupported)."""
+    if nbytes <= 0:
+        return
+    try:
+        os.posix_fallocate(fd, 0, nbytes)
+        return
+    except OSError as e:
+        if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
+            raise
+    zeros = bytes(1 << 16)
+    done = 0
+    while done < nbytes:
+        done += os.pwrite(fd, zeros[:min(len(zeros), nbytes - done)], done)
 
 
 def _walk(data: bytes, from_off: int) -> tuple[int, int, int, bool]:

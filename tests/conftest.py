@@ -31,11 +31,23 @@ def _isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[N
 def small_tmpfs(tmp_path: Path) -> Iterator[Path]:
     """A 1 MiB tmpfs mounted under ``tmp_path`` (a real disk that fills up); skips when mount is
     refused (not root); unmounted afterwards."""
+    yield from _tmpfs(tmp_path, "1m")
+
+
+@pytest.fixture
+def spool_tmpfs(tmp_path: Path) -> Iterator[Path]:
+    """A 40 MiB tmpfs: room for the Splunk sink's ~29 MiB spool reserve (sinks/splunk/reserve.py)
+    and about 11 MiB of records, so it fills up in seconds."""
+    yield from _tmpfs(tmp_path, "40m")
+
+
+def _tmpfs(tmp_path: Path, size: str) -> Iterator[Path]:
     import subprocess
 
     mnt = tmp_path / "tmpfs"
     mnt.mkdir()
-    res = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], capture_output=True)
+    res = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mnt)],
+                         capture_output=True)
     if res.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {res.stderr.decode(errors='replace').strip()}")
     try:

@@ -112,6 +112,9 @@ class Sink(abc.ABC):
     name: str = "sink"
     #: set by the Pipeline before ``start()``: where :meth:`fail` reports to
     _on_fail: Callable[[BaseException], None] | None = None
+    #: (batches, bytes): a tighter bound for this sink's buffer than the pipeline's (None: its own).
+    #: The Splunk sink keeps a disk reserve for what it holds, so what it holds must be bounded.
+    buffer_limits: tuple[int, int] | None = None
 
     def fail(self, exc: LogpipeError) -> None:
         """Tell the pipeline, from outside ``write``, that this sink can never succeed: it stops

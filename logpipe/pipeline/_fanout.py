@@ -87,7 +87,7 @@ class Pipeline:
         if buffer_batches < 1 or buffer_bytes < 1:
             raise ValueError("sink buffers must hold at least one batch and one byte")
         self.sinks = list(sinks)
-        self._buffers = [_SinkBuffer(s, buffer_batches, buffer_bytes) for s in self.sinks]
+        self._buffers = [_SinkBuffer(s, *_limits(s, buffer_batches, buffer_bytes)) for s in self.sinks]
         self._inflight: deque[Batch] = deque()
         self._put_lock = asyncio.Lock()
         self._error: BaseException | None = None
@@ -346,6 +346,12 @@ def _drop_receipts(sbuf: _SinkBuffer) -> None:
         r = sbuf.receipts.popleft()
         if inspect.iscoroutine(r):
             r.close()
+
+
+def _limits(sink: Sink, batches: int, nbytes: int) -> tuple[int, int]:
+    """The buffer bound for ``sink``: the pipeline's, tightened by the sink's ``buffer_limits``."""
+    own = sink.buffer_limits
+    return (batches, nbytes) if own is None else (min(batches, own[0]), min(nbytes, own[1]))
 
 
 async def _first(*aws: Awaitable[Any]) -> None:

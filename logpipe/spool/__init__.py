@@ -234,9 +234,11 @@ class Spool:
         if self.reserve_held:
             return True
         async with self._append_lock:
-            if self._disk_full:
+            make = self._files.make_reserve
+            self._reserve_held = await asyncio.to_thread(make, self.reserve_bytes)
+            if not self._reserve_held:  # the space of what was delivered may be all there is
                 await self._reclaim_drained()
-            self._reserve_held = await asyncio.to_thread(self._files.make_reserve, self.reserve_bytes)
+                self._reserve_held = await asyncio.to_thread(make, self.reserve_bytes)
             if self._reserve_held:
                 self._disk_full = False
                 diagnostics.info(f"spool {self.directory}: its reserve of {self.reserve_bytes} bytes is "

@@ -26,6 +26,7 @@ from logpipe.sinks.splunk.endpoints import (
 from logpipe.sinks.splunk.health import check_endpoints
 from logpipe.sinks.splunk.items import cut_group, to_item
 from logpipe.sinks.splunk.quarantine import Quarantine
+from logpipe.sinks.splunk.reserve import LANE_BATCHES, LANE_BYTES, reserve_bytes
 from logpipe.sinks.splunk.sender import Sender
 from logpipe.sinks.splunk.state import Shared
 from logpipe.spool import Spool
@@ -35,6 +36,8 @@ class SplunkSink(Sink):
     """Splunk HTTP Event Collector sink (see the package docstring)."""
 
     name = "splunk"
+    #: what the sink holds unspooled is bounded, so the spool's reserve can cover it (reserve.py)
+    buffer_limits = (LANE_BATCHES, LANE_BYTES)
 
     def __init__(self, urls: list[str], token: Secret, *, encoder: _hec.EnvelopeEncoder | None = None,
                  **settings: Any) -> None:
@@ -126,7 +129,7 @@ class SplunkSink(Sink):
                                            config.concurrency + len(self.endpoints) + 1)
         try:
             await check_endpoints(self.endpoints, client, self._shared)
-            spool = Spool(config.spool_dir, max_bytes=config.spool_max)
+            spool = Spool(config.spool_dir, max_bytes=config.spool_max, reserve_bytes=self._reserve_size())
             try:
                 await spool.open()
             except OSError as exc:
@@ -145,10 +148,64 @@ class SplunkSink(Sink):
             sender.first_unread = time.monotonic() - config.batch_timeout
         self._started = True
         self._tasks = sender.tasks()
+        if not spool.reserve_held:
+            await self._reserve_before_input(spool)
         show = config.progress if config.progress is not None else _stderr_is_tty()
         if show:
             self._progress_shown = True
             self._tasks.append(asyncio.create_task(self._progress(), name="splunk-progress"))
+
+    def _reserve_size(self) -> int:
+        """The spool reserve (reserve.py), or 0 with a warning when --spool-max is too small for it."""
+        size = reserve_bytes(self._encoder, identity.hostname())
+        if self.config.spool_max >= 2 * size:
+            return size
+        diagnostics.warning(
+            f"splunk: --spool-max {self.config.spool_max} is under twice the {size}-byte reserve kept for "
+            "records read but not yet spooled; running without it: a stop on a full disk may lose "
+            "what was read from a plain pipe (it says so)", key="splunk-no-reserve")
+        return 0
+
+    async def _reserve_before_input(self, spool: Spool) -> None:
+        """At start on a full disk: read no input until the reserve is in place (the senders run
+        meanwhile and free space). A stop meanwhile ends the run before anything is read."""
+        try:
+            while not await spool.restore_reserve():
+                self._say_disk_paused(f"spool disk full: no room for its reserve ({spool.reserve_bytes} "
+                                      "bytes, kept for records read but not yet spooled)")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), 0.25)
+                if self._stopping.is_set() or self._shared.fatal is not None:
+                    await self.close()
+                    raise SinkError("splunk: stopped while the spool's disk was full; no input was "
+                                    "read (it is still in the pipe)")
+        except BaseException:
+            if not self._closed:
+                await self.close()
+            raise
+        self._say_disk_resumed()
+
+    def _say_disk_paused(self, why: object) -> None:
+        if not self._disk_paused:
+            self._disk_paused = True
+            diagnostics.warning(f"splunk: {why}; input paused until Splunk has taken what is "
+                                "spooled and its space is reused (nothing is dropped)",
+                                key="splunk-disk-full")
+
+    def _say_disk_resumed(self) -> None:
+        if self._disk_paused:
+            self._disk_paused = False
+            diagnostics.info("splunk: the spool has disk space again; input resumed",
+                             key="splunk-disk-room")
+
+    async def _wait_for_reserve(self, spool: Spool) -> None:
+        """The reserve was spent on a full disk: take no more input (this write waits, the lane
+        fills, the pipeline stops reading) until it is back — or a stop lets what is held in."""
+        while not self._stopping.is_set() and not await spool.restore_reserve():
+            self._say_disk_paused("spool disk full (its reserve was used for records already read)")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), 0.25)
+            self._raise_if_fatal()
 
     def _error_verdict(self, exc: BaseException, ep: Endpoint) -> _hec.Verdict:
         """A transport error → its Verdict (kept for callers of the old method)."""
@@ -160,6 +217,8 @@ class SplunkSink(Sink):
         spool, sender = self._spool, self._sender
         if spool is None or sender is None:
             raise SinkError("splunk: write before start")
+        if not spool.reserve_held:
+            await self._wait_for_reserve(spool)
         groups = self._encoder.encode_grouped(batch.records, batch.encoded())
         items: list[tuple[bytes, int]] = []  # (spool item, its events)
         for g, envelopes in groups.items():
@@ -193,18 +252,12 @@ class SplunkSink(Sink):
                     if not left:
                         break
                 await self._wait_for_disk(exc, records)
-        if self._disk_paused:
-            self._disk_paused = False
-            diagnostics.info("splunk: the spool has disk space again; input resumed",
-                             key="splunk-disk-room")
+        if spool.reserve_held:
+            self._say_disk_resumed()
 
     async def _wait_for_disk(self, exc: DiskFullError, records: int) -> None:
         """One pause step on a full disk (says so the first time); raises at the stop deadline."""
-        if not self._disk_paused:
-            self._disk_paused = True
-            diagnostics.warning(f"splunk: {exc}; input paused until Splunk has taken what is "
-                                "spooled and its space is reused (nothing is dropped)",
-                                key="splunk-disk-full")
+        self._say_disk_paused(exc)
         deadline = self._stop_deadline
         if deadline is not None and (time.monotonic() >= deadline or self.endpoints.all_unreachable()):
             raise DiskFullError(
@@ -221,6 +274,8 @@ class SplunkSink(Sink):
         if self._stop_deadline is None:
             self._stop_deadline = time.monotonic() + self.config.drain_timeout
             self._stopping.set()
+            if self._spool is not None:
+                self._spool.use_reserve()
             self._shared.wake.set()
 
     async def _append(self, spool: Spool, items: list[bytes]) -> None:

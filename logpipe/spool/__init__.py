@@ -6,6 +6,7 @@ On disk, in the spool directory (the files are :mod:`logpipe.spool._segments`)::
     0000000000000001.seg      segments: 8-byte magic, then records  <u32 len><u32 crc32><item>
     0000000000000002.seg      (the last one is appended to; a new one starts past segment_bytes)
     cursor                    {"version":1,"segment":S,"offset":O} — first record not yet done
+    reserve                   preallocated bytes (``reserve_bytes``), kept for records already read
 
 Durability rules (the same ones Vector's disk buffer and Fluent Bit's filesystem storage follow):
 
@@ -23,6 +24,11 @@ Durability rules (the same ones Vector's disk buffer and Fluent Bit's filesystem
 Three positions move forward through the records: the *write end* (where ``append`` writes),
 the *read position* (the next record to hand out) and the *done position* (the first record
 not yet done; the cursor file saves it, lagging by at most ``CURSOR_INTERVAL``).
+
+The reserve: a full disk (ENOSPC) releases it and the append is written into its space;
+``reserve_held`` is then False until ``restore_reserve`` makes it again, and a caller that keeps
+taking input only while it is held can always spool what it has read. ``max_bytes`` counts it:
+records may use ``max_bytes - reserve_bytes`` until ``use_reserve`` (a stop).
 
 The bound (``max_bytes``) counts record bytes not yet done; ``append`` blocks while the spool
 is over it (back-pressure, Vector's ``when_full = "block"``) and says so once. Disk usage can

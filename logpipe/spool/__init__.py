@@ -211,7 +211,8 @@ class Spool:
             if not self._paused:
                 self._paused = True
                 diagnostics.warning(
-                    f"spool {self.directory} is full ({self.pending_bytes} of {self.max_bytes} bytes): "
+                    f"spool {self.directory} is full ({self.pending_bytes} of {self._data_bound} bytes"
+                    f"{f'; {self.reserve_bytes} more are its reserve' if self.reserve_bytes else ''}): "
                     "pausing input until Splunk catches up (back-pressure; nothing is dropped)",
                     key=f"spool-full:{self.directory}")
             self._space.clear()

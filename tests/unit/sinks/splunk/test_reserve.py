@@ -17,7 +17,7 @@ def _spool_bytes(encoder: _hec.EnvelopeEncoder, lines: list[bytes]) -> tuple[int
     """(spool bytes, NDJSON bytes) of ``lines`` read from stdin and written by the sink."""
     normalise = record.LineNormaliser({record.SOURCE: "stdin", record.HOST: identity.hostname()})
     spool = ndjson = 0
-    for recs, outs in normalised_batches(normalise, lines):
+    for _end, recs, outs in normalised_batches(normalise, lines):
         ndjson += sum(map(len, outs)) + len(outs)
         for g, envs in encoder.encode_grouped(recs, outs).items():
             spool += sum(len(to_item(g, b)) + HDR_SIZE for b in cut_group(envs))

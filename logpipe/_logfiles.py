@@ -242,6 +242,17 @@ def first_line(f: rotate.RotatedFile) -> bytes:
         return fh.read(64 * 1024).split(b"\n", 1)[0]
 
 
+def _read_at_least(fh: IO[bytes], n: int) -> bytes:
+    """``n`` bytes of ``fh`` (fewer only at its end): a stream reader may return less."""
+    buf = bytearray()
+    while len(buf) < n:
+        data = fh.read(n - len(buf))
+        if not data:
+            break
+        buf += data
+    return bytes(buf)
+
+
 def say_unreadable(path: str, exc: BaseException) -> None:
     """Never a silent skip: one line per history file that could not be read."""
     reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
@@ -302,9 +313,13 @@ class LiveFile:
             if self._polls >= until:
                 fh.close()
                 self._retired.remove((fh, until))
-        if self._fh is None and not self._open():
-            return bytes(out)
-        assert self._fh is not None
+        if self._fh is None:
+            opened = self._open()
+            out += self._catch_up()  # files rotated while the path had no file we held
+            if not opened:
+                return bytes(out)
+            assert self._fh is not None
+            return bytes(out) + self._aligned(self._fh.read())
         data = self._carry + self._fh.read()
         try:
             st = os.stat(self.path)
@@ -312,14 +327,15 @@ class LiveFile:
             return bytes(out) + self._aligned(data)
         if (st.st_dev, st.st_ino) != self._id:
             # renamed away: read it to its end now, keep reading it for a few polls (a writer
-            # that has not reopened yet), and start the new file at the path from its top
+            # that has not reopened yet), then the files rotated since, then the new file at
+            # the path from its top
             out += _whole(data + self._fh.read())
             self._carry = b""
-            old = self._fh
-            self._retired.append((old, self._polls + 8))
+            self._retired.append((self._fh, self._polls + 8))
             self._fh = None
-            out += self._missed(old)
-            if self._open():
+            opened = self._open()
+            out += self._catch_up()
+            if opened:
                 assert self._fh is not None
                 out += self._aligned(self._fh.read())
             return bytes(out)
@@ -328,31 +344,52 @@ class LiveFile:
             data = self._fh.read()
         return bytes(out) + self._aligned(data)
 
-    def _missed(self, old: IO[bytes]) -> bytes:
-        """Files rotated out since the last look, other than ``old`` (the one we were reading,
-        already read): several rotations in one poll interval. Read whole, oldest first.
-        ``old`` is recognised by its inode, or — once compressed — by its first 4 KB."""
-        known = self._known if self._known is not None else set()
-        new = [f for f in rotated(self.path) if (f.stamp, f.seq) not in known]
-        known.update((f.stamp, f.seq) for f in new)
-        old_st = os.fstat(old.fileno())
-        head = os.pread(old.fileno(), 4096, 0)
+    def _catch_up(self) -> bytes:
+        """Rotated outputs not yet accounted for, read whole, oldest first: files that were
+        live and rotated out between two looks, never opened here (several rotations in one
+        poll interval). Called after the path is (re)opened, so nothing rotated before the
+        open is left for later. Files held open are recognised — by inode, or once compressed
+        by their first 4 KB — and not read again: a retired one (read through its descriptor)
+        is accounted for; the one just opened, when it has already been rotated too, ends the
+        catch-up: it and every later file are newer than it, and wait for its rename."""
+        known = self._known
+        assert known is not None  # set by _open, called first
         out = bytearray()
-        for f in new:
+        for f in rotated(self.path):
+            key = (f.stamp, f.seq)
+            if key in known:
+                continue
             try:
-                if not f.compressed:
-                    with contextlib.suppress(OSError):
-                        st = os.stat(f.path)
-                        if (st.st_dev, st.st_ino) == (old_st.st_dev, old_st.st_ino):
-                            continue
-                with contextlib.closing(open_rotated(f)) as fh:
-                    text = fh.read()
-                if head and text[:len(head)] == head:
-                    continue
-                out += _whole(text)
+                text = self._unread_text(f)
             except read_errors() as exc:
                 say_unreadable(f.path, exc)
+                known.add(key)
+                continue
+            if text is None:
+                break
+            known.add(key)
+            out += _whole(text)
         return bytes(out)
+
+    def _unread_text(self, f: rotate.RotatedFile) -> bytes | None:
+        """``f``'s text; empty when it is a retired file (read already); None when it is the
+        file open at the path."""
+        held = [(fh, fh is self._fh) for fh in (self._fh, *(r for r, _ in self._retired))
+                if fh is not None]
+        if not f.compressed:
+            with contextlib.suppress(OSError):
+                st = os.stat(f.path)
+                for fh, current in held:
+                    other = os.fstat(fh.fileno())
+                    if (st.st_dev, st.st_ino) == (other.st_dev, other.st_ino):
+                        return None if current else b""
+        with contextlib.closing(open_rotated(f)) as rf:
+            start = _read_at_least(rf, 4096)
+            for fh, current in held:
+                head = os.pread(fh.fileno(), 4096, 0)
+                if head and start[:len(head)] == head:
+                    return None if current else b""
+            return start + rf.read()
 
     def _aligned(self, data: bytes) -> bytes:
         cut = data.rfind(b"\n") + 1

@@ -138,34 +138,49 @@ class _OffsetMap:
         return self._raw[i]
 
 
-class PrefixDecoder:
-    """``--time`` / ``log_date_format``: strips ``<date>: `` from each line, yields its time."""
+class _Decoder:
+    """What both PM2 decoders share: the partial raw line held between reads, the offset map
+    and the PM2 time of the last line fed (for lines a multiline joiner emits later)."""
 
-    def __init__(self, date_format: str | None, start: int = 0) -> None:
-        self.fmt = DateFormat(date_format or "YYYY-MM-DDTHH:mm:ss")
+    def __init__(self, start: int) -> None:
         self._buf = b""
         self._map = _OffsetMap(start)
-        #: the PM2 time of the last line fed (for lines a multiline joiner emits later)
         self.last_time: str | None = None
 
     def raw_offset(self, decoded: int) -> int:
         """See :meth:`_OffsetMap.raw_offset`."""
         return self._map.raw_offset(decoded)
 
-    def feed(self, raw: bytes) -> list[tuple[bytes, str | None]]:
-        """Raw bytes → [(decoded bytes, PM2 time)] for the complete raw lines seen so far."""
+    def _complete(self, raw: bytes) -> bytes | None:
+        """The complete raw lines (without the last newline) that ``raw`` finishes; the rest is
+        held for the next read. None when no line is complete yet."""
         data = self._buf + raw if self._buf else raw
         last = data.rfind(b"\n")
         if last < 0:
             self._buf = data
-            return []
+            return None
         self._buf = data[last + 1 :]
+        return data[:last]
+
+
+class PrefixDecoder(_Decoder):
+    """``--time`` / ``log_date_format``: strips ``<date>: `` from each line, yields its time."""
+
+    def __init__(self, date_format: str | None, start: int = 0) -> None:
+        super().__init__(start)
+        self.fmt = DateFormat(date_format or "YYYY-MM-DDTHH:mm:ss")
+
+    def feed(self, raw: bytes) -> list[tuple[bytes, str | None]]:
+        """Raw bytes → [(decoded bytes, PM2 time)] for the complete raw lines seen so far."""
+        lines = self._complete(raw)
+        if lines is None:
+            return []
         out: list[tuple[bytes, str | None]] = []
         parts: list[bytes] = []
         cur: str | None = None
         match = self.fmt.prefix.match
         dec, rawpos = self._map.dec_pos, self._map.raw_pos
-        for line in data[:last].split(b"\n"):
+        for line in lines.split(b"\n"):
             m = match(line)
             t = self.fmt.time_of(m) if m else None
             body = line[m.end():] if m else line
@@ -183,19 +198,12 @@ class PrefixDecoder:
         return out
 
 
-class JsonChunkDecoder:
+class JsonChunkDecoder(_Decoder):
     """``log_type: "json"``: unwraps PM2's chunk records and re-joins their messages."""
 
     def __init__(self, date_format: str | None, start: int = 0) -> None:
+        super().__init__(start)
         self.fmt = DateFormat(date_format) if date_format else None
-        self._buf = b""
-        self._map = _OffsetMap(start)
-        #: the PM2 time of the last line fed (for lines a multiline joiner emits later)
-        self.last_time: str | None = None
-
-    def raw_offset(self, decoded: int) -> int:
-        """See :meth:`_OffsetMap.raw_offset`."""
-        return self._map.raw_offset(decoded)
 
     def _time(self, ts: object) -> str | None:
         if not isinstance(ts, str):
@@ -209,17 +217,14 @@ class JsonChunkDecoder:
     def feed(self, raw: bytes) -> list[tuple[bytes, str | None]]:
         """Raw bytes → [(decoded bytes, PM2 time)] for the complete chunk records seen so far.
         A raw line that is not a PM2 chunk record passes through as a line of its own."""
-        data = self._buf + raw if self._buf else raw
-        last = data.rfind(b"\n")
-        if last < 0:
-            self._buf = data
+        lines = self._complete(raw)
+        if lines is None:
             return []
-        self._buf = data[last + 1 :]
         out: list[tuple[bytes, str | None]] = []
         parts: list[bytes] = []
         cur: str | None = None
         dec, rawpos = self._map.dec_pos, self._map.raw_pos
-        for line in data[:last].split(b"\n"):
+        for line in lines.split(b"\n"):
             body: bytes | None = None
             t: str | None = None
             if line.startswith(b"{"):

@@ -29,9 +29,10 @@ import time
 from pathlib import Path
 
 import orjson
+from _common import proc_cpu
+from _common import proc_rss_kib as proc_mem
 
 LOGPIPE = [sys.executable, "-m", "logpipe"]
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 def make_json_files(d: Path, files: int, lines: int) -> tuple[int, int]:
@@ -150,25 +151,6 @@ TABLE_HEAD = ("| input | lines | MB | logpipe wall s | logpipe CPU-s | logpipe l
               "logpipe lines per CPU-s | lines per CPU-s after start-up | start-up wall / CPU s | "
               "python floor lines per CPU-s | logpipe / floor CPU | cat CPU-s |\n"
               "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-
-
-def proc_cpu(pid: int) -> float:
-    """utime+stime of ``pid`` in seconds."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
-def proc_mem(pid: int) -> tuple[int, int]:
-    """(VmRSS, VmHWM) of ``pid`` in KiB."""
-    rss = hwm = 0
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                rss = int(line.split()[1])
-            elif line.startswith("VmHWM:"):
-                hwm = int(line.split()[1])
-    return rss, hwm
 
 
 def many_files(work: Path, n: int, idle_seconds: float) -> None:

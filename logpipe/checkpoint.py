@@ -116,17 +116,26 @@ def set_key(patterns: Iterable[str]) -> str:
     return hashlib.sha256(canon.encode("utf-8", "surrogateescape")).hexdigest()[:16]
 
 
-def _parse(data: bytes) -> list[FileState]:
-    """Checkpoint bytes → entries; raises ValueError when the document is not ours."""
+def parse(data: bytes) -> list[FileState]:
+    """Checkpoint bytes → entries; raises ValueError (orjson's JSONDecodeError is one) when the
+    document is not ours."""
     doc = orjson.loads(data)
     if not isinstance(doc, dict) or doc.get("version") != VERSION or not isinstance(doc.get("files"), list):
         raise ValueError("not a version-1 logpipe checkpoint")
-    out = []
-    for item in doc["files"]:
-        st = FileState.from_json(item)
-        if st is not None:
-            out.append(st)
-    return out
+    return [st for item in doc["files"] if (st := FileState.from_json(item)) is not None]
+
+
+def read_entries(path: str) -> list[FileState]:
+    """The entries of the checkpoint file at ``path``; raises OSError when it cannot be read and
+    ValueError when it is not a logpipe checkpoint (readers such as ``logpipe status``)."""
+    with open(path, "rb") as f:
+        return parse(f.read())
+
+
+def checkpoint_files(state_dir: str) -> list[str]:
+    """Every tail checkpoint file of ``state_dir`` (one per tailing set), sorted; with
+    :func:`read_entries` and :func:`read_head`, the reader side for ``status`` and ``rotate``."""
+    return sorted(glob.glob(os.path.join(glob.escape(tail_dir(state_dir)), "*.json")))
 
 
 class CheckpointStore:
@@ -193,8 +202,8 @@ class CheckpointStore:
                                     "starting without it", key=f"checkpoint-read:{path}")
             return []
         try:
-            return _parse(data)
-        except (ValueError, orjson.JSONDecodeError) as exc:
+            return parse(data)
+        except ValueError as exc:
             if warn:
                 diagnostics.warning(f"checkpoint {path} is corrupt ({exc}); starting without it",
                                     key=f"checkpoint-corrupt:{path}")
@@ -311,6 +320,11 @@ def fingerprint(data: bytes) -> str:
     return hashlib.blake2b(data, digest_size=8).hexdigest()
 
 
+def head_matches(head: bytes, fp: str, fp_len: int) -> bool:
+    """Whether a file whose first bytes are ``head`` is the one fingerprinted ``fp``/``fp_len``."""
+    return fp_len <= len(head) and fingerprint(head[:fp_len]) == fp
+
+
 #: (fingerprint, fingerprint length, committed offset) of one live checkpoint entry
 _Entry = tuple[str, int, int]
 #: unfinished()'s parse cache: checkpoint path → ((inode, mtime_ns, size), {(dev, ino): entries})
@@ -329,9 +343,8 @@ def _offsets(path: str) -> dict[tuple[int, int], list[_Entry]]:
     if hit is not None and hit[0] == stamp:
         return hit[1]
     try:
-        with open(path, "rb") as f:
-            entries = _parse(f.read())
-    except (OSError, ValueError, orjson.JSONDecodeError):
+        entries = read_entries(path)
+    except (OSError, ValueError):
         entries = []
     offsets: dict[tuple[int, int], list[_Entry]] = {}
     for e in entries:
@@ -341,7 +354,7 @@ def _offsets(path: str) -> dict[tuple[int, int], list[_Entry]]:
     return offsets
 
 
-def _head(path: str, st: os.stat_result, size: int) -> bytes | None:
+def read_head(path: str, st: os.stat_result, size: int) -> bytes | None:
     """The first ``size`` bytes of the file ``st`` describes, read at ``path`` (``None`` when
     it cannot be read, or ``path`` is now another file)."""
     try:
@@ -376,16 +389,15 @@ def progress(state_dir: str, st: os.stat_result, path: str | None = None) -> str
     head: bytes | None = None
     checked = False
     best = -1
-    for ckpt in glob.glob(os.path.join(glob.escape(tail_dir(state_dir)), "*.json")):
+    for ckpt in checkpoint_files(state_dir):
         for fp, fp_len, off in _offsets(ckpt).get(key, ()):
             if off <= best:
                 continue
             if path is not None:
                 if not checked:
-                    head = _head(path, st, max(1024, fp_len))
+                    head = read_head(path, st, max(1024, fp_len))
                     checked = True
-                if head is not None and not (fp_len <= len(head)
-                                             and fingerprint(head[:fp_len]) == fp):
+                if head is not None and not head_matches(head, fp, fp_len):
                     continue
             best = off
     if best < 0:

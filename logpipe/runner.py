@@ -2,10 +2,11 @@
 
 Both ``logpipe collect`` (sources → sinks) and ``logpipe sink`` (stdin → sinks) end here, so
 both drain and exit the same way: everything read is delivered or spooled before exit; the
-exit status is non-zero only when records could not be delivered or spooled (a fatal sink
-error, or records a sink rejected as permanently undeliverable). Events the Splunk sink
-quarantines were spooled first and stay on disk in its dead-letter file: they count as kept
-(status 0), and its summary and an error line report them.
+exit status is non-zero only when records could not be delivered or spooled (SPEC §4) — that is
+a fatal sink error, raised for the CLI to print as one line. There is no "rejected" end: the one
+permanent refusal (HEC's bad event) is quarantined by the Splunk sink after it was spooled, so
+it stays on disk in its dead-letter file and counts as kept (status 0); its summary and an error
+line report it.
 """
 
 from __future__ import annotations
@@ -21,8 +22,6 @@ from logpipe.sinks import SinkOptions
 
 #: exit status when every record was delivered or spooled
 EXIT_OK = 0
-#: exit status when some records could not be delivered or spooled
-EXIT_UNDELIVERED = 1
 
 
 def run_command(
@@ -37,8 +36,9 @@ def run_command(
     SIGTERM/SIGINT arrives, drain, and return the exit status.
 
     A fatal sink error is raised (as the sink's own LogpipeError) for the CLI to print as one
-    line; records a sink rejected make the status EXIT_UNDELIVERED. With ``summary``, one
-    diagnostic line on stderr gives each sink's counts at exit (also after a fatal error).
+    line (and exit non-zero); otherwise everything was delivered or spooled: EXIT_OK. With
+    ``summary``, one diagnostic line on stderr gives each sink's counts at exit (also after a
+    fatal error).
     """
     return asyncio.run(_main(make_sources, make_sinks, on_stop, summary, status))
 
@@ -106,8 +106,7 @@ async def _main(
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
-    rejected = sum(counts[Outcome.REJECTED] for counts in pipeline.outcomes.values())
-    return EXIT_UNDELIVERED if rejected else EXIT_OK
+    return EXIT_OK
 
 
 def summary_line(pipeline: Pipeline) -> str:

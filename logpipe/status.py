@@ -24,7 +24,7 @@ import orjson
 
 from logpipe import record
 from logpipe._statusfile import status_dir
-from logpipe.checkpoint import FileState, _head, _parse, fingerprint, merge, tail_dir
+from logpipe.checkpoint import FileState, checkpoint_files, head_matches, merge, read_entries, read_head
 
 #: lines counted at most per file (beyond, "records behind" is a lower bound)
 COUNT_CAP = 64 << 20
@@ -88,11 +88,10 @@ def _behind(path: str, offset: int, size: int, now: float) -> tuple[int, float |
 def _checkpoints(state_dir: str) -> list[tuple[list[FileState], int | None]]:
     """Each tail checkpoint file's entries, with its collector's pid while that one runs."""
     out: list[tuple[list[FileState], int | None]] = []
-    for cp in sorted(glob.glob(os.path.join(glob.escape(tail_dir(state_dir)), "*.json"))):
+    for cp in checkpoint_files(state_dir):
         try:
-            with open(cp, "rb") as fh:
-                entries = _parse(fh.read())
-        except (OSError, ValueError):  # orjson.JSONDecodeError is a ValueError
+            entries = read_entries(cp)
+        except (OSError, ValueError):
             continue
         out.append((entries, _holder(cp[: -len(".json")] + ".lock")))
     return out
@@ -113,9 +112,9 @@ def _by_file(entries: list[FileState]) -> dict[str, tuple[int, list[FileState]]]
             st = os.stat(path)
         except OSError:
             continue  # rotated away and gone: nothing more to read there
-        head = _head(path, st, max(e.fp_len for e in group)) or b""
+        head = read_head(path, st, max(e.fp_len for e in group)) or b""
         mine = [e for e in group if (e.dev, e.ino) == (st.st_dev, st.st_ino)
-                and e.fp_len <= len(head) and fingerprint(head[: e.fp_len]) == e.fp]
+                and head_matches(head, e.fp, e.fp_len)]
         if mine:  # else: the path is a newer generation, with its own entry
             out[path] = (st.st_size, mine)
     return out

@@ -70,7 +70,6 @@ class Outcome(enum.Enum):
 
     DELIVERED = "delivered"
     SPOOLED = "spooled"
-    REJECTED = "rejected"
 
 
 @dataclass(slots=True, eq=False)

@@ -160,3 +160,28 @@ def test_unfinished_with_path_also_compares_the_fingerprint(tmp_path: Path) -> N
             assert checkpoint.unfinished(str(state), st) is True  # dev+inode only, as before
     finally:
         store.close()
+
+
+def test_reader_api_lists_reads_and_matches_what_the_store_wrote(tmp_path: Path) -> None:
+    """The public reader side (what ``logpipe status`` uses): ``checkpoint_files`` lists every
+    tailing set's file, ``read_entries`` gives its entries back and raises ValueError for a
+    foreign document, ``read_head`` + ``head_matches`` apply the fingerprint rule."""
+    log = tmp_path / "a.log"
+    log.write_bytes(b"first line\nsecond\n")
+    st = log.stat()
+    fp = checkpoint.fingerprint(b"first line\n")
+    store = CheckpointStore(str(tmp_path), [str(log)])
+    entry = FileState(st.st_dev, st.st_ino, fp, 11, 11, str(log), 1700000000.0)
+    store.save([entry])
+    store.close()
+    (tmp_path / "tail" / "foreign.json").write_bytes(b'{"version": 99}')
+    files = checkpoint.checkpoint_files(str(tmp_path))
+    assert sorted(files) == files and store.path in files and len(files) == 2
+    assert checkpoint.read_entries(store.path) == [entry]
+    with pytest.raises(ValueError):
+        checkpoint.read_entries(str(tmp_path / "tail" / "foreign.json"))
+    head = checkpoint.read_head(str(log), st, 64)
+    assert head == b"first line\nsecond\n"
+    assert checkpoint.head_matches(head, fp, 11)
+    assert not checkpoint.head_matches(head, fp, 12)
+    assert not checkpoint.head_matches(b"first", fp, 11)  # shorter than the fingerprint

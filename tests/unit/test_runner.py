@@ -14,7 +14,7 @@ import pytest
 
 from logpipe.errors import DiskFullError
 from logpipe.pipeline import Batch, Outcome, Pipeline
-from logpipe.runner import EXIT_OK, EXIT_UNDELIVERED, run_command, summary_line
+from logpipe.runner import EXIT_OK, run_command, summary_line
 from tests._pipeline_helpers import ListSource, MemorySink, numbered
 
 #: a hang must fail fast, not eat the suite's budget
@@ -27,13 +27,6 @@ def test_everything_delivered_or_spooled_exits_0() -> None:
     status = run_command(lambda: [ListSource(numbered(3, 2))], lambda: sinks, summary=False)
     assert status == EXIT_OK
     assert all(len(s.records) == 6 for s in sinks)
-
-
-def test_rejected_records_make_the_status_non_zero() -> None:
-    """Records a sink rejected as permanently undeliverable make the status 1."""
-    sink = MemorySink("picky", outcome=Outcome.REJECTED)
-    status = run_command(lambda: [ListSource(numbered(2, 2))], lambda: [sink], summary=False)
-    assert status == EXIT_UNDELIVERED
 
 
 def test_fatal_sink_error_is_raised_as_the_sinks_own_error(diag: io.BytesIO) -> None:
@@ -51,7 +44,7 @@ def test_fatal_sink_error_is_raised_as_the_sinks_own_error(diag: io.BytesIO) -> 
 
 
 def test_summary_line_names_each_sink_with_its_counts() -> None:
-    """The summary uses a sink's own summary() where it has one, else delivered/spooled/rejected
+    """The summary uses a sink's own summary() where it has one, else delivered/spooled
     counts (only the non-zero ones besides delivered)."""
 
     class Plain(MemorySink):

@@ -23,10 +23,10 @@ last second.
 The directory gets the marker file ``.logpipe-sink`` (``feedback.SINK_DIR_MARKER``), so a
 collector never ingests what this sink writes, even when a glob covers it.
 
-Errors: ``ENOSPC``/``EDQUOT`` are retried for :data:`DISK_FULL_RETRY_SECONDS` (the disk may be
-freed — multilog pauses instead of dropping), then :class:`DiskFullError`; ``EFBIG`` (a file
-size limit) fails at once. A failed batch is cut back off the file, so no partial line is left
-and every earlier batch stays intact.
+Modules: this one decides where lines go (service → safe file name, when to rotate, fsync and
+idle checks); :mod:`logpipe.sinks._file_writer` appends to one file (writer lock, reopen after
+a cron rotation, full-disk retry, a failed batch cut back off: no partial line is ever left);
+:mod:`logpipe.sinks._file_compressor` compresses and applies ``--retain`` off the write path.
 """
 
 from __future__ import annotations
@@ -34,8 +34,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import errno
-import fcntl
 import os
 import re
 import time
@@ -44,17 +42,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from logpipe import diagnostics, rotate
-from logpipe.errors import DiskFullError, SinkConfigError, SinkError, UsageError
+from logpipe.errors import SinkConfigError, UsageError
+from logpipe.feedback import SINK_DIR_MARKER
 from logpipe.pipeline import Batch, Outcome, Sink
 from logpipe.sinks._file_compressor import Compressor
+from logpipe.sinks._file_writer import LogFile
 
 if TYPE_CHECKING:
     from logpipe.sinks import SinkOptions
-
-try:
-    from logpipe.feedback import SINK_DIR_MARKER
-except ImportError:  # pragma: no cover - feedback.py is another helper's module
-    SINK_DIR_MARKER = ".logpipe-sink"
 
 #: Seconds between fsyncs of files written since the last one.
 FSYNC_INTERVAL = 1.0
@@ -62,14 +57,11 @@ FSYNC_INTERVAL = 1.0
 IDLE_CHECK_INTERVAL = 1.0
 #: Open log files kept; the least recently written is closed beyond this (EMFILE guard).
 MAX_OPEN_FILES = 128
-#: How long a full disk (ENOSPC/EDQUOT) is retried before the sink fails.
-DISK_FULL_RETRY_SECONDS = 30.0
 #: File-name budget for a service (the name gets ``.log`` and a rotation suffix on top).
 MAX_NAME = 100
 UNKNOWN_SERVICE = "unknown"
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
-_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
 def safe_service(value: Any) -> str:
@@ -81,21 +73,6 @@ def safe_service(value: Any) -> str:
     text = value if isinstance(value, str) else str(value)
     name = _UNSAFE.sub("_", text[: MAX_NAME * 4]).lstrip(".")[:MAX_NAME].rstrip(".")
     return name or UNKNOWN_SERVICE
-
-
-class _Log:
-    """One open ``<service>.log``."""
-
-    __slots__ = ("day", "dirty", "fd", "key", "path", "rotate_after", "size")
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self.fd = -1
-        self.key: tuple[int, int] = (0, 0)
-        self.size = 0
-        self.day = 0
-        self.dirty = False
-        self.rotate_after = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,7 +101,7 @@ class FileSink(Sink):
         self.compress = compress
         self.state_dir = state_dir
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="logpipe-file")
-        self._logs: collections.OrderedDict[str, _Log] = collections.OrderedDict()
+        self._logs: collections.OrderedDict[str, LogFile] = collections.OrderedDict()
         self._names: dict[Any, str] = {}
         self._compressor: Compressor | None = None
         self._ticker: asyncio.Task[None] | None = None
@@ -216,36 +193,17 @@ class FileSink(Sink):
         """fsync what was written; let go of files that were rotated away under us."""
         fsync_due = time.monotonic() - self._last_fsync >= FSYNC_INTERVAL
         for key, log in list(self._logs.items()):
-            if fsync_due and log.dirty:
-                self._fsync(log)
-            try:
-                cur = os.stat(log.path)
-                moved = (cur.st_dev, cur.st_ino) != log.key
-            except FileNotFoundError:
-                moved = True
-            if moved:
-                self._fsync(log)
-                os.close(log.fd)
+            if fsync_due:
+                log.fsync()
+            if log.moved():
+                log.close()
                 del self._logs[key]
         if fsync_due:
             self._last_fsync = time.monotonic()
 
-    def _fsync(self, log: _Log) -> None:
-        if log.dirty:
-            try:
-                os.fsync(log.fd)
-            except OSError as exc:
-                # the bytes are in the page cache and the next write would report a lasting
-                # error; an fsync failure (EIO) is still worth a loud line, never silence
-                diagnostics.error(f"file sink: fsync of {log.path} failed: {exc.strerror}",
-                                  key=f"fsync:{log.path}")
-            log.dirty = False
-
     def _close_all(self) -> None:
         for log in self._logs.values():
-            self._fsync(log)
-            with contextlib.suppress(OSError):
-                os.close(log.fd)
+            log.close()
         self._logs.clear()
 
     def _write_sync(self, batch: Batch) -> None:
@@ -274,56 +232,30 @@ class FileSink(Sink):
                 self._names[svc] = name
         return name
 
-    def _log_for(self, name: str) -> _Log:
+    def _log_for(self, name: str) -> LogFile:
         log = self._logs.get(name)
         if log is not None:
             self._logs.move_to_end(name)
             return log
-        log = _Log(os.path.join(self.directory, name + ".log"))
-        self._open(log, first=True)
+        log = LogFile(os.path.join(self.directory, name + ".log"))
+        log.open(self.daily)
+        if self._compressor is not None:
+            self._compressor.submit(log.path)  # leftovers of an earlier run: compress, retain
         self._logs[name] = log
         while len(self._logs) > MAX_OPEN_FILES:
             _, old = self._logs.popitem(last=False)
-            self._fsync(old)
-            os.close(old.fd)
+            old.close()
         return log
 
-    def _open(self, log: _Log, first: bool = False) -> None:
-        """(Re)open ``log.path`` for appending; learn its size and the UTC day it was started."""
-        try:
-            fd = os.open(log.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW
-                         | os.O_CLOEXEC, 0o644)
-        except OSError as exc:
-            raise self._error(log.path, exc, "open") from None
-        st = os.fstat(fd)
-        now = time.time()
-        log.fd, log.key, log.size, log.dirty = fd, (st.st_dev, st.st_ino), st.st_size, False
-        started = None
-        if st.st_size == 0:
-            with contextlib.suppress(OSError, AttributeError):
-                started = float(os.getxattr(fd, rotate.CREATED_XATTR))
-            if started is None:
-                rotate.mark_created(fd, now)
-        elif self.daily:
-            started = rotate.file_started(log.path)
-        log.day = rotate.utc_day(started if started is not None else now)
-        if first and self._compressor is not None:
-            self._compressor.submit(log.path)  # leftovers of an earlier run: compress, retain
-
-    def _reopen(self, log: _Log) -> None:
-        self._fsync(log)
-        with contextlib.suppress(OSError):
-            os.close(log.fd)
-        log.fd = -1
-        self._open(log)
-
-    def _append(self, log: _Log, lines: list[bytes]) -> None:
+    def _append(self, log: LogFile, lines: list[bytes]) -> None:
+        """Append ``lines`` to ``log``, rotating first when the day changed (``--daily``) and
+        before the first line that would take the file past ``--max-size``."""
         n = len(lines)
         remaining = sum(map(len, lines)) + n
         i = 0
         while i < n:
             if log.fd < 0:
-                self._open(log)
+                log.open(self.daily)
             if (self.daily and log.size > 0 and log.day != rotate.utc_day(time.time())
                     and time.monotonic() >= log.rotate_after):
                 self._rotate(log)
@@ -331,25 +263,20 @@ class FileSink(Sink):
             if limit is None or log.size + remaining <= limit or time.monotonic() < log.rotate_after:
                 j, nbytes = n, remaining
             else:
-                room = limit - log.size
-                j, nbytes = i, 0
-                while j < n:
-                    ln = len(lines[j]) + 1
-                    if nbytes + ln > room:
-                        break
-                    nbytes += ln
-                    j += 1
+                j, nbytes = _fitting(lines, i, limit - log.size)
                 if j == i:
                     if log.size > 0:
                         self._rotate(log)
                         continue
                     j, nbytes = i + 1, len(lines[i]) + 1  # one line longer than --max-size
             part = lines if (i == 0 and j == n) else lines[i:j]
-            self._write_locked(log, b"\n".join(part) + b"\n")
+            data = b"\n".join(part) + b"\n"
+            log.write_locked(data, self.daily)
+            self.bytes += len(data)
             remaining -= nbytes
             i = j
 
-    def _rotate(self, log: _Log) -> None:
+    def _rotate(self, log: LogFile) -> None:
         try:
             rotated = rotate.rotate_locked_fd(log.path, log.fd)
         except OSError as exc:
@@ -357,71 +284,20 @@ class FileSink(Sink):
             diagnostics.warning(f"file sink: cannot rotate {log.path}: {exc.strerror}; "
                                 "retrying in a minute", key=f"file-rotate:{log.path}")
             return
-        self._reopen(log)
+        log.reopen(self.daily)
         if rotated is not None:
             self.rotations += 1
             if self._compressor is not None:
                 self._compressor.submit(log.path)
 
-    def _write_locked(self, log: _Log, data: bytes) -> None:
-        """Append ``data`` under the shared writer lock, to the file the path names now."""
-        while True:
-            fcntl.flock(log.fd, fcntl.LOCK_SH)
-            try:
-                cur = os.stat(log.path)
-                same = (cur.st_dev, cur.st_ino) == log.key
-            except FileNotFoundError:
-                same = False
-            if same:
-                break
-            fcntl.flock(log.fd, fcntl.LOCK_UN)
-            self._reopen(log)  # rotated by `logpipe rotate`: continue in the fresh file
-        try:
-            self._write_all(log, data)
-        finally:
-            fcntl.flock(log.fd, fcntl.LOCK_UN)
 
-    def _write_all(self, log: _Log, data: bytes) -> None:
-        fd = log.fd
-        start = os.lseek(fd, 0, os.SEEK_END)
-        view = memoryview(data)
-        full_since: float | None = None
-        delay = 0.05
-        while view:
-            try:
-                n = os.write(fd, view)
-                view = view[n:]
-                continue
-            except InterruptedError:
-                continue
-            except OSError as exc:
-                # cut the partial batch back off: no split line is ever left in the file
-                with contextlib.suppress(OSError):
-                    os.ftruncate(fd, start)
-                if exc.errno not in _FULL:
-                    raise self._error(log.path, exc, "write") from None
-                now = time.monotonic()
-                if full_since is None:
-                    full_since = now
-                    diagnostics.warning(f"file sink: disk full writing {log.path}; retrying for "
-                                        f"{DISK_FULL_RETRY_SECONDS:g}s", key=f"file-full:{log.path}")
-                if now - full_since >= DISK_FULL_RETRY_SECONDS:
-                    raise self._error(log.path, exc, "write") from None
-                time.sleep(delay)
-                delay = min(delay * 2, 1.0)
-                view = memoryview(data)
-        log.size = start + len(data)
-        log.dirty = True
-        self.bytes += len(data)
-
-    @staticmethod
-    def _error(path: str, exc: OSError, what: str) -> SinkError:
-        if exc.errno in _FULL:
-            return DiskFullError(f"file sink: disk full, cannot {what} {path} ({exc.strerror}); "
-                                 "everything written before is kept")
-        if exc.errno == errno.EFBIG:
-            return DiskFullError(f"file sink: {path} reached the file size limit (EFBIG), cannot "
-                                 f"{what} it; everything written before is kept")
-        if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-            return SinkConfigError(f"file sink: cannot {what} {path}: {exc.strerror}")
-        return SinkError(f"file sink: cannot {what} {path}: {exc.strerror}")
+def _fitting(lines: list[bytes], i: int, room: int) -> tuple[int, int]:
+    """(end index, bytes with newlines) of the lines from ``i`` on that fit in ``room`` bytes."""
+    j, nbytes = i, 0
+    while j < len(lines):
+        ln = len(lines[j]) + 1
+        if nbytes + ln > room:
+            break
+        nbytes += ln
+        j += 1
+    return j, nbytes

@@ -1,7 +1,8 @@
 """``logpipe logs``: read collected logs back — history and live files merged in time order,
 filtered, printed for people (the console formatter) or as NDJSON, and followed with ``-f``.
 
-Each log (a live file and its rotated history, :mod:`logpipe._logfiles`) is read oldest first
+Each log (a live file and its rotated history, :mod:`logpipe._logfiles`; read by
+:mod:`logpipe._logread` and followed by :mod:`logpipe._logfollow`) is read oldest first
 as one stream already in time order; the streams of several logs are merged by time (a heap
 merge). A record without a time keeps its place in its own file (it sorts with the record
 before it). ``-n N`` keeps the last N matching records (all by default; 15 with ``-f``, as
@@ -25,18 +26,9 @@ import orjson
 
 from logpipe import _logfilter, diagnostics, record
 from logpipe._console import ConsoleFormatter, use_colour
-from logpipe._logfiles import (
-    SKEW_GRACE,
-    LiveFile,
-    Log,
-    Span,
-    blocks,
-    first_line,
-    logs_in_dir,
-    logs_of_files,
-    read_errors,
-    say_unreadable,
-)
+from logpipe._logfiles import SKEW_GRACE, Log, logs_in_dir, logs_of_files
+from logpipe._logfollow import LiveFile
+from logpipe._logread import Span, blocks, first_line, read_errors, say_unreadable
 from logpipe.errors import UsageError
 
 #: ``-n`` when following and not given (``pm2 logs --lines`` default)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import IO
 
 from logpipe import rotate
@@ -16,9 +16,15 @@ from logpipe._logread import CHUNK, open_rotated, read_errors, say_unreadable
 class LiveFile:
     """The live file of a log, read to its end and then followed: a rename (the sink's own
     rotation, ``logpipe rotate``) is read to its end and the new file at the path is read from
-    its start; a truncation (copytruncate) restarts at 0."""
+    its start; a truncation (copytruncate) restarts at 0.
 
-    def __init__(self, path: str) -> None:
+    ``history``: the rotated files the caller lists and reads itself before this one (a
+    log's :attr:`~logpipe._logfiles.Log.history`). A file rotated after that listing and
+    before the live file is first opened is then read here, in order, instead of being taken
+    for read already; without it, what is rotated when the live file is first opened counts as
+    read."""
+
+    def __init__(self, path: str, history: Iterable[rotate.RotatedFile] | None = None) -> None:
         self.path = path
         self._fh: IO[bytes] | None = None
         self._id: tuple[int, int] | None = None
@@ -27,7 +33,8 @@ class LiveFile:
         self._retired: list[tuple[IO[bytes], int]] = []
         self._polls = 0
         #: rotated outputs already accounted for, as (stamp, seq)
-        self._known: set[tuple[str, int]] | None = None
+        self._known: set[tuple[str, int]] | None = (
+            None if history is None else {(f.stamp, f.seq) for f in history})
 
     def _open(self) -> bool:
         if self._known is None:
@@ -42,8 +49,13 @@ class LiveFile:
 
     def scan(self) -> Iterator[bytes]:
         """The file as it is now, in line-aligned blocks; a partial last line is held back for
-        :meth:`read` (following) or :meth:`rest` (stopping)."""
-        if not self._open():
+        :meth:`read` (following) or :meth:`rest` (stopping). Files rotated since the caller's
+        history listing come first."""
+        opened = self._open()
+        caught = self._catch_up()
+        if caught:
+            yield caught
+        if not opened:
             return
         assert self._fh is not None
         carry = b""

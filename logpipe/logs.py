@@ -226,7 +226,7 @@ def run(opts: LogsOptions, out: IO[bytes] | None = None) -> int:
         raise UsageError(f"--format {opts.fmt!r}: expected text or json")
     logs = select_logs(opts)
     output = _Output(opts.fmt, out or sys.stdout.buffer)
-    live = {log.live: LiveFile(log.live) for log in logs if log.live is not None}
+    live = {log.live: LiveFile(log.live, log.history) for log in logs if log.live is not None}
     try:
         streams = [_log_items(log, flt, live.get(log.live) if log.live else None) for log in logs]
         merged: Iterable[Item] = heapq.merge(*streams, key=_key)

@@ -97,3 +97,22 @@ def test_follow_a_rotation_racing_the_reopen_is_read_in_order(
     got += _numbers(lf.read())
     lf.close()
     assert got == list(range(sink.n))
+
+
+def test_a_rotation_between_the_history_listing_and_the_first_open_is_read(tmp_path: Path) -> None:
+    """``logs`` lists a log's history, reads it, then opens the live file: a file rotated in
+    between is in neither — given the listing, the live file's scan reads it first, in order
+    (it was taken for read before, its lines silently missing)."""
+    sink = _Sink(tmp_path)
+    sink.write(5)
+    sink.rotate(compress=True)
+    sink.write(4)
+    history = _logfollow.rotated(str(sink.live))  # what `logs` lists, and reads itself
+    sink.rotate()  # the gap: after the listing, before the first open
+    sink.write(3)
+    lf = _logfollow.LiveFile(str(sink.live), history)
+    got = _numbers(b"".join(lf.scan()))
+    sink.write(2)
+    got += _numbers(lf.read())
+    lf.close()
+    assert got == list(range(5, sink.n))  # 0..4 are the listed history, read by the caller

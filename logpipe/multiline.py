@@ -156,81 +156,94 @@ class Joiner:
         return out
 
     def _step(self, line: bytes, end: int, out: list[tuple[bytes, int]]) -> None:
+        """One line through the state machine: a JSON line ends any group; else the state's
+        own step decides whether it joins the held group or starts the next one."""
         state = self._state
-        first = line[:1]
-        if first == b"{":
+        if line[:1] == b"{":
             self._emit(out)
             out.append((line, end))
+            return
+        if state == _IDLE:
+            self._start(line, end, out)
             return
         body = _strip_cr(line)
         indented = bool(body) and body[0] in _INDENT
         blank = not body.strip()
-        if state == _IDLE:
-            self._start(line, end, out)
-            return
         if state == _PLAIN:
-            if indented and not blank and not self._is_group_start(body):
-                self._add(line, end, out)
-                return
-            if body == TRACEBACK_START and ERROR_LINE(self._held[0]):
-                self._add(line, end, out)  # logging.exception: message line, then traceback
-                if self._state == _PLAIN:
-                    self._state = _TB
-                return
-            self._emit(out)
-            self._start(line, end, out)
-            return
-        if state == _TB:
-            if indented and not blank:
-                self._add(line, end, out)
-                return
-            if blank or body == TRACEBACK_START:
-                self._emit(out)
-                self._start(line, end, out)
-                return
+            self._step_plain(line, body, indented and not blank, end, out)
+        elif state == _TB:
+            self._step_traceback(line, body, indented, blank, end, out)
+        elif state == _AFTER:
+            self._step_after(line, body, indented, blank, end, out)
+        elif state == _CHAIN:
+            self._step_chain(line, body, blank, end, out)
+        elif state >= _NODE_LOC:
+            self._step_node(state, line, body, end, out)
+        elif indented and not blank:  # _EGROUP: its indented lines
+            self._add(line, end, out)
+        else:
+            self._next_group(line, end, out)
+
+    def _next_group(self, line: bytes, end: int, out: list[tuple[bytes, int]]) -> None:
+        """The held group is complete: give it back and start a new one with ``line``."""
+        self._emit(out)
+        self._start(line, end, out)
+
+    def _step_plain(self, line: bytes, body: bytes, continued: bool, end: int,
+                    out: list[tuple[bytes, int]]) -> None:
+        """After a plain line: indented text continues it; ``logging.exception``'s message line
+        followed by ``Traceback …`` becomes a traceback group."""
+        if continued and not self._is_group_start(body):
+            self._add(line, end, out)
+        elif body == TRACEBACK_START and ERROR_LINE(self._held[0]):
+            self._add(line, end, out)  # logging.exception: message line, then traceback
+            if self._state == _PLAIN:
+                self._state = _TB
+        else:
+            self._next_group(line, end, out)
+
+    def _step_traceback(self, line: bytes, body: bytes, indented: bool, blank: bool, end: int,
+                        out: list[tuple[bytes, int]]) -> None:
+        """Inside a traceback's frames: indented lines join; the unindented exception line
+        ends the body (then maybe a chain follows)."""
+        if indented and not blank:
+            self._add(line, end, out)
+        elif blank or body == TRACEBACK_START:
+            self._next_group(line, end, out)
+        else:
             # the "ExcType: msg" line (or a bare "KeyboardInterrupt") ends the body
             self._add(line, end, out)
             if self._state == _TB:
                 self._state = _AFTER
-            return
-        if state == _AFTER:
-            if blank:
-                self._tentative.append((line, end))
-                return
-            if body in CHAIN_LINES:
-                self._adopt_tentative()
-                self._add(line, end, out)
-                if self._state == _AFTER:
-                    self._state = _CHAIN
-                return
-            if indented and not self._tentative:
-                self._add(line, end, out)  # e.g. an indented note after the exception line
-                return
-            self._emit(out)
-            self._start(line, end, out)
-            return
-        if state == _CHAIN:
-            if blank:
-                self._tentative.append((line, end))
-                return
-            if body == TRACEBACK_START:
-                self._adopt_tentative()
-                self._add(line, end, out)
-                if self._state == _CHAIN:
-                    self._state = _TB
-                return
-            self._emit(out)
-            self._start(line, end, out)
-            return
-        if state >= _NODE_LOC:
-            self._step_node(state, line, body, end, out)
-            return
-        # _EGROUP
-        if indented and not blank:
+
+    def _step_after(self, line: bytes, body: bytes, indented: bool, blank: bool, end: int,
+                    out: list[tuple[bytes, int]]) -> None:
+        """After the exception line: blank lines are held tentatively; a chain line ("During
+        handling …") adopts them and continues the group."""
+        if blank:
+            self._tentative.append((line, end))
+        elif body in CHAIN_LINES:
+            self._adopt_tentative()
             self._add(line, end, out)
-            return
-        self._emit(out)
-        self._start(line, end, out)
+            if self._state == _AFTER:
+                self._state = _CHAIN
+        elif indented and not self._tentative:
+            self._add(line, end, out)  # e.g. an indented note after the exception line
+        else:
+            self._next_group(line, end, out)
+
+    def _step_chain(self, line: bytes, body: bytes, blank: bool, end: int,
+                    out: list[tuple[bytes, int]]) -> None:
+        """After a chain line: the next ``Traceback …`` (after blank lines) continues the group."""
+        if blank:
+            self._tentative.append((line, end))
+        elif body == TRACEBACK_START:
+            self._adopt_tentative()
+            self._add(line, end, out)
+            if self._state == _CHAIN:
+                self._state = _TB
+        else:
+            self._next_group(line, end, out)
 
     def _step_node(self, state: int, line: bytes, body: bytes, end: int,
                    out: list[tuple[bytes, int]]) -> None:

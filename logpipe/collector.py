@@ -90,6 +90,25 @@ def plan(opts: CollectOptions) -> Plan:
     """Validate the arguments (UsageError with one clear line) and decide the sources."""
     from logpipe.sources.children import parse_runs
 
+    stdin, patterns = _paths(opts)
+    runs = parse_runs(opts.runs)
+    _check_runs(runs)
+    pm2: Pm2Registry | None = None
+    if opts.pm2_home is not None:
+        pm2 = _pm2_registry(opts.pm2_home)
+        pattern = os.path.join(pm2.logs_dir, "*.log")
+        if pattern not in patterns:
+            patterns.append(pattern)
+    if not patterns and not runs and not stdin:
+        raise UsageError("nothing to collect: give files or quoted globs, --pm2, "
+                         "--run NAME=COMMAND, or - for stdin")
+    if patterns:
+        _check_state_dir(opts.state_dir or opts.sink_options.state_dir)
+    return Plan(patterns=patterns, runs=runs, stdin=stdin, pm2=pm2)
+
+
+def _paths(opts: CollectOptions) -> tuple[bool, list[str]]:
+    """(stdin given as ``-``, the absolute file patterns once each, in order)."""
     stdin = False
     patterns: list[str] = []
     for raw in opts.paths:
@@ -109,25 +128,34 @@ def plan(opts: CollectOptions) -> Plan:
             except ValueError as exc:
                 raise UsageError(f"{exc} ('**' matches up to 8 directory levels)") from None
         if not is_glob(path):
-            try:
-                st = os.stat(path)
-            except FileNotFoundError:
-                what = "nothing to read" if opts.once else "watching for it"
-                diagnostics.warning(f"{raw} does not exist yet; {what}", key=f"missing:{path}")
-            except OSError as exc:
-                raise UsageError(f"{raw}: {exc.strerror}") from None
-            else:
-                if stat.S_ISDIR(st.st_mode):
-                    raise UsageError(f"{raw} is a directory; give files or a quoted glob such as "
-                                     f"'{raw.rstrip('/')}/*.log'")
-                if not stat.S_ISREG(st.st_mode):
-                    # the tailer reads regular files only: `cmd | logpipe collect /dev/stdin`
-                    # or a FIFO would otherwise collect nothing, silently
-                    raise UsageError(f"{raw} is not a regular file (a pipe or a device); for a "
-                                     f"pipe or stdin write '-': cmd | logpipe collect -")
+            _check_file(raw, path, opts.once)
         if path not in patterns:
             patterns.append(path)
-    runs = parse_runs(opts.runs)
+    return stdin, patterns
+
+
+def _check_file(raw: str, path: str, once: bool) -> None:
+    """A file named without a glob: a regular file, or one that does not exist yet (said)."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        what = "nothing to read" if once else "watching for it"
+        diagnostics.warning(f"{raw} does not exist yet; {what}", key=f"missing:{path}")
+        return
+    except OSError as exc:
+        raise UsageError(f"{raw}: {exc.strerror}") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise UsageError(f"{raw} is a directory; give files or a quoted glob such as "
+                         f"'{raw.rstrip('/')}/*.log'")
+    if not stat.S_ISREG(st.st_mode):
+        # the tailer reads regular files only: `cmd | logpipe collect /dev/stdin`
+        # or a FIFO would otherwise collect nothing, silently
+        raise UsageError(f"{raw} is not a regular file (a pipe or a device); for a "
+                         f"pipe or stdin write '-': cmd | logpipe collect -")
+
+
+def _check_runs(runs: list[Any]) -> None:
+    """Every ``--run`` command exists (``/bin/sh -c`` ones are the shell's to check)."""
     for spec in runs:
         exe = spec.argv[0]
         if exe == "/bin/sh":
@@ -135,31 +163,30 @@ def plan(opts: CollectOptions) -> Plan:
         found = shutil.which(exe) if os.sep not in exe else (exe if os.access(exe, os.X_OK) else None)
         if found is None:
             raise UsageError(f"--run {spec.name}: command not found: {exe}")
-    pm2: Pm2Registry | None = None
-    if opts.pm2_home is not None:
-        pm2 = Pm2Registry(pm2_home(opts.pm2_home))
-        if not os.path.isdir(pm2.logs_dir):
-            home = os.path.dirname(pm2.logs_dir)
-            # `--pm2 ~/.pm2/logs` (the logs dir, not PM2_HOME) is an easy slip: name the fix
-            hint = (f" (PM2_HOME is the directory that holds logs/: did you mean --pm2 "
-                    f"{os.path.dirname(home)}?)" if glob.glob(os.path.join(home, "*.log")) else "")
-            diagnostics.warning(f"PM2 log directory {pm2.logs_dir} does not exist yet; watching it"
-                                f"{hint}", key="pm2-missing")
-        pattern = os.path.join(pm2.logs_dir, "*.log")
-        if pattern not in patterns:
-            patterns.append(pattern)
-    if not patterns and not runs and not stdin:
-        raise UsageError("nothing to collect: give files or quoted globs, --pm2, "
-                         "--run NAME=COMMAND, or - for stdin")
-    if patterns:
-        state_dir = opts.state_dir or opts.sink_options.state_dir
-        try:
-            os.makedirs(state_dir, exist_ok=True)
-        except OSError as exc:
-            raise UsageError(f"state dir {state_dir}: {exc.strerror}") from None
-        if not os.access(state_dir, os.W_OK | os.X_OK):
-            raise UsageError(f"state dir {state_dir} is not writable")
-    return Plan(patterns=patterns, runs=runs, stdin=stdin, pm2=pm2)
+
+
+def _pm2_registry(home_arg: str) -> Pm2Registry:
+    """The PM2 registry of ``--pm2 [HOME]``; a logs dir that does not exist yet is said (with
+    the fix when HOME looks like the logs dir itself) and watched."""
+    pm2 = Pm2Registry(pm2_home(home_arg))
+    if not os.path.isdir(pm2.logs_dir):
+        home = os.path.dirname(pm2.logs_dir)
+        # `--pm2 ~/.pm2/logs` (the logs dir, not PM2_HOME) is an easy slip: name the fix
+        hint = (f" (PM2_HOME is the directory that holds logs/: did you mean --pm2 "
+                f"{os.path.dirname(home)}?)" if glob.glob(os.path.join(home, "*.log")) else "")
+        diagnostics.warning(f"PM2 log directory {pm2.logs_dir} does not exist yet; watching it"
+                            f"{hint}", key="pm2-missing")
+    return pm2
+
+
+def _check_state_dir(state_dir: str) -> None:
+    """The state dir (checkpoints) exists or can be made, and is writable."""
+    try:
+        os.makedirs(state_dir, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"state dir {state_dir}: {exc.strerror}") from None
+    if not os.access(state_dir, os.W_OK | os.X_OK):
+        raise UsageError(f"state dir {state_dir} is not writable")
 
 
 def build_sources(opts: CollectOptions, p: Plan) -> list[Any]:

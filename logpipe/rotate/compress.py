@@ -114,6 +114,45 @@ class _VerifyingWriter:
         self._thread.join()
 
 
+def _write_verified(src_path: str, src: int, st: os.stat_result, tmp: str,
+                    long_matching: bool) -> tuple[int, int]:
+    """Stream the source ``src_path`` (fd ``src``, stat ``st``) compressed into ``tmp``, verified as it is
+    written (:class:`_VerifyingWriter`), fsynced, with the source's mode and owner; returns
+    (bytes read, bytes written). Raises RotateError/OSError (the caller removes ``tmp``)."""
+    try:
+        out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC,
+                      0o600)
+    except OSError as exc:
+        raise RotateError(f"cannot create {tmp}: {exc.strerror}") from None
+    writer = _VerifyingWriter(out)
+    try:
+        with open(src, "rb", closefd=False) as ifh:
+            n_in, n_out = _compressor(st.st_size, long_matching).copy_stream(
+                ifh, writer, size=st.st_size, read_size=IO_CHUNK, write_size=IO_CHUNK)
+        writer.finish(tmp, n_in)
+        os.fsync(out)
+        if os.fstat(out).st_size != writer.written:
+            raise RotateError(f"{tmp}: short write; kept {src_path} uncompressed")
+        os.fchmod(out, stat_mod.S_IMODE(st.st_mode))
+        with contextlib.suppress(PermissionError):
+            os.fchown(out, st.st_uid, st.st_gid)
+    except BaseException:
+        writer.abandon()
+        raise
+    finally:
+        os.close(out)
+    return n_in, n_out
+
+
+def _replace(src_path: str, tmp: str, dst: str) -> None:
+    """The complete ``tmp`` becomes ``dst``, durably, and only then the source goes."""
+    os.rename(tmp, dst)
+    directory = os.path.dirname(os.path.abspath(src_path))
+    fsync_dir(directory)
+    os.unlink(src_path)
+    fsync_dir(directory)
+
+
 def compress_rotated(src_path: str, long_matching: bool = ZSTD_LONG) -> Compressed | None:
     """Compress one rotated file to ``<src>.zst``: stream to a temp name, fsync, verify, rename,
     fsync the directory, then remove the source. None when the source grew meanwhile (a
@@ -131,38 +170,13 @@ def compress_rotated(src_path: str, long_matching: bool = ZSTD_LONG) -> Compress
         st = os.fstat(src)
         if not stat_mod.S_ISREG(st.st_mode):
             return None
-        try:
-            out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC,
-                          0o600)
-        except OSError as exc:
-            raise RotateError(f"cannot create {tmp}: {exc.strerror}") from None
-        writer = _VerifyingWriter(out)
-        try:
-            with open(src, "rb", closefd=False) as ifh:
-                n_in, n_out = _compressor(st.st_size, long_matching).copy_stream(
-                    ifh, writer, size=st.st_size, read_size=IO_CHUNK, write_size=IO_CHUNK)
-            writer.finish(tmp, n_in)
-            os.fsync(out)
-            if os.fstat(out).st_size != writer.written:
-                raise RotateError(f"{tmp}: short write; kept {src_path} uncompressed")
-            os.fchmod(out, stat_mod.S_IMODE(st.st_mode))
-            with contextlib.suppress(PermissionError):
-                os.fchown(out, st.st_uid, st.st_gid)
-        except BaseException:
-            writer.abandon()
-            raise
-        finally:
-            os.close(out)
+        n_in, n_out = _write_verified(src_path, src, st, tmp, long_matching)
         after = os.fstat(src)
         if after.st_size != n_in or after.st_mtime_ns != st.st_mtime_ns:
             os.unlink(tmp)
             return None  # still being written: next run
         os.utime(tmp, ns=(st.st_atime_ns, st.st_mtime_ns))
-        os.rename(tmp, dst)
-        directory = os.path.dirname(os.path.abspath(src_path))
-        fsync_dir(directory)
-        os.unlink(src_path)
-        fsync_dir(directory)
+        _replace(src_path, tmp, dst)
         return Compressed(src_path, dst, n_in, n_out)
     except OSError as exc:
         with contextlib.suppress(OSError):

@@ -99,64 +99,75 @@ def expand(patterns: list[str]) -> tuple[list[str], list[str]]:
         # a quoted '~/logs/*.log' reaches us unexpanded (the shell expands ~ only unquoted);
         # logpipe collect expands it, so rotate does too
         pattern = os.path.expanduser(pattern)
-        if "**" in pattern.split(os.sep):
-            # the collector's '**' walks up to 8 levels; rotate refuses it: each directory gets
-            # its own lock, and a walk through symlinked directories could leave the tree given
-            problems.append(f"{pattern}: '**' is not supported by logpipe rotate; "
-                            "give one glob per directory")
-            continue
         magic = _GLOB_MAGIC.search(pattern) is not None
-        if magic:
-            matches = sorted(glob.glob(pattern))
-            if not matches:
-                parent = os.path.dirname(pattern) or "."
-                if not _GLOB_MAGIC.search(parent) and not os.path.isdir(parent):
-                    problems.append(f"{pattern}: directory {parent} does not exist")
-                else:
-                    problems.append(f"{pattern}: no file matches")
-                continue
-        else:
-            if not os.path.lexists(pattern):
-                problems.append(f"{pattern}: no such file")
-                continue
-            if os.path.isdir(pattern):
-                problems.append(f"{pattern} is a directory; give log files or a quoted glob "
-                                f"such as '{os.path.join(pattern, '*.log')}'")
-                continue
-            matches = [pattern]
-        for m in matches:
-            path = os.path.abspath(m)
-            name = os.path.basename(path)
-            if is_rotated_name(name):
-                if not magic:
-                    problems.append(f"{m} is a rotated file; refusing to rotate it again")
-                continue
-            try:
-                lst = os.lstat(path)
-            except FileNotFoundError:
-                continue
-            if stat_mod.S_ISLNK(lst.st_mode):
-                real = os.path.realpath(path)
-                here = os.path.realpath(os.path.dirname(path))
-                if os.path.dirname(real) != here:
-                    problems.append(f"refusing {m}: it is a symlink to {real}, outside {here}")
-                    continue
-                if is_rotated_name(os.path.basename(real)):
-                    continue
-                path = os.path.join(os.path.dirname(path), os.path.basename(real))
-                try:
-                    lst = os.lstat(path)
-                except FileNotFoundError:
-                    continue
-            if stat_mod.S_ISDIR(lst.st_mode):
-                if not magic:
-                    problems.append(f"{m} is a directory")
-                continue
-            if not stat_mod.S_ISREG(lst.st_mode):
-                problems.append(f"refusing {m}: not a regular file")
-                continue
-            found[path] = None
+        for m in _matches(pattern, magic, problems):
+            path = _log_file(m, magic, problems)
+            if path is not None:
+                found[path] = None
     return list(found), problems
+
+
+def _matches(pattern: str, magic: bool, problems: list[str]) -> list[str]:
+    """What one path or glob names (none, with the reason added to ``problems``)."""
+    if "**" in pattern.split(os.sep):
+        # the collector's '**' walks up to 8 levels; rotate refuses it: each directory gets
+        # its own lock, and a walk through symlinked directories could leave the tree given
+        problems.append(f"{pattern}: '**' is not supported by logpipe rotate; "
+                        "give one glob per directory")
+        return []
+    if magic:
+        matches = sorted(glob.glob(pattern))
+        if not matches:
+            parent = os.path.dirname(pattern) or "."
+            if not _GLOB_MAGIC.search(parent) and not os.path.isdir(parent):
+                problems.append(f"{pattern}: directory {parent} does not exist")
+            else:
+                problems.append(f"{pattern}: no file matches")
+        return matches
+    if not os.path.lexists(pattern):
+        problems.append(f"{pattern}: no such file")
+        return []
+    if os.path.isdir(pattern):
+        problems.append(f"{pattern} is a directory; give log files or a quoted glob "
+                        f"such as '{os.path.join(pattern, '*.log')}'")
+        return []
+    return [pattern]
+
+
+def _log_file(m: str, magic: bool, problems: list[str]) -> str | None:
+    """The absolute path of the regular log file ``m`` names — a symlink followed only within
+    its directory — or None: a rotated output or directory a glob matched (skipped quietly),
+    else refused with the reason added to ``problems``."""
+    path = os.path.abspath(m)
+    if is_rotated_name(os.path.basename(path)):
+        if not magic:
+            problems.append(f"{m} is a rotated file; refusing to rotate it again")
+        return None
+    try:
+        lst = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    if stat_mod.S_ISLNK(lst.st_mode):
+        real = os.path.realpath(path)
+        here = os.path.realpath(os.path.dirname(path))
+        if os.path.dirname(real) != here:
+            problems.append(f"refusing {m}: it is a symlink to {real}, outside {here}")
+            return None
+        if is_rotated_name(os.path.basename(real)):
+            return None
+        path = os.path.join(os.path.dirname(path), os.path.basename(real))
+        try:
+            lst = os.lstat(path)
+        except FileNotFoundError:
+            return None
+    if stat_mod.S_ISDIR(lst.st_mode):
+        if not magic:
+            problems.append(f"{m} is a directory")
+        return None
+    if not stat_mod.S_ISREG(lst.st_mode):
+        problems.append(f"refusing {m}: not a regular file")
+        return None
+    return path
 
 
 def _due(path: str, st: os.stat_result, opts: RotateOptions, now: float) -> str | None:

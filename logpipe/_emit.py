@@ -239,6 +239,11 @@ def make_method(level: str, fast: bool, chain_aware: bool = False) -> Callable[.
     processor list is not empty — the bridge configures it empty; ``structlog.testing.
     capture_logs`` fills it in place — structlog's own processing runs instead, so an
     application's tests that capture structlog events keep working.
+
+    Long on purpose (over the ~60-line rule, #10): this is the logger's hot path (bench/
+    logger.py). ``meth`` is one closure over locals so a logging call makes no further Python
+    call on the fast path — every helper call costs a frame per log line — and the two
+    variants (fast / not) are written out rather than branched per call.
     """
     # the whole line as one bytes %-format: one C call instead of a join of many pieces
     lvl = b'%b%06dZ","level":"' + level.encode() + b'","message":%b%b%b%b'

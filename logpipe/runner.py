@@ -53,6 +53,26 @@ async def _main(
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     built_sinks: list[Sink] = []  # filled once built: the signal handler tells them
+    handler = _signal_handler(stop, built_sinks, on_stop)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, handler, sig)
+    try:
+        # sinks first: the Splunk sink takes its token out of os.environ, which sources that
+        # start children (``--run``) copy when they are built
+        sinks = make_sinks()
+        built_sinks.extend(sinks)
+        sources = make_sources()
+        await _run_pipeline(sources, sinks, stop, summary, status)
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+    return EXIT_OK
+
+
+def _signal_handler(stop: asyncio.Event, sinks: list[Sink],
+                    on_stop: Callable[[], None] | None) -> Callable[[int], None]:
+    """SIGTERM/SIGINT: the first stops the sources and tells the sinks (drain); the second
+    gives the default action back, so a third ends the process at once."""
 
     def _signalled(signum: int) -> None:
         if stop.is_set():
@@ -69,44 +89,39 @@ async def _main(
         diagnostics.info(f"{signal.Signals(signum).name}: stopping; delivering everything read",
                          key="stopping")
         stop.set()
-        for sink in built_sinks:
+        for sink in sinks:
             sink.stopping()
         if on_stop is not None:
             on_stop()
 
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, _signalled, sig)
-    try:
-        # sinks first: the Splunk sink takes its token out of os.environ, which sources that
-        # start children (``--run``) copy when they are built
-        sinks = make_sinks()
-        built_sinks.extend(sinks)
-        sources = make_sources()
-        pipeline = Pipeline(sinks)
-        failed = True
-        publisher = None
-        if status is not None:  # (state dir, command): for `logpipe status`
-            from logpipe._statusfile import Publisher
+    return _signalled
 
-            publisher = Publisher(status[0], status[1], sources, sinks, pipeline.outcomes)
-            publisher.start()
-        try:
-            await run(sources, sinks, stop, pipeline=pipeline)
-            failed = False
-        except PipelineAborted as exc:
-            cause = exc.__cause__
-            if isinstance(cause, LogpipeError):
-                raise cause from None
-            raise
-        finally:
-            if publisher is not None:
-                await publisher.stop()
-            if summary:
-                report_summary(pipeline, failed)
+
+async def _run_pipeline(sources: Sequence[Source], sinks: Sequence[Sink], stop: asyncio.Event,
+                        summary: bool, status: tuple[str, str] | None) -> None:
+    """Run until the sources end or ``stop``; publish status meanwhile; the summary at the end
+    (also after a fatal error, which is raised as the sink's own LogpipeError)."""
+    pipeline = Pipeline(sinks)
+    failed = True
+    publisher = None
+    if status is not None:  # (state dir, command): for `logpipe status`
+        from logpipe._statusfile import Publisher
+
+        publisher = Publisher(status[0], status[1], sources, sinks, pipeline.outcomes)
+        publisher.start()
+    try:
+        await run(sources, sinks, stop, pipeline=pipeline)
+        failed = False
+    except PipelineAborted as exc:
+        cause = exc.__cause__
+        if isinstance(cause, LogpipeError):
+            raise cause from None
+        raise
     finally:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(sig)
-    return EXIT_OK
+        if publisher is not None:
+            await publisher.stop()
+        if summary:
+            report_summary(pipeline, failed)
 
 
 def summary_line(pipeline: Pipeline) -> str:

@@ -68,7 +68,6 @@ from logpipe.rotate.compress import (
     ZSTD_WINDOW_LOG,
     Compressed,
     compress_rotated,
-    verify_zst,
 )
 from logpipe.rotate.cron import WRITER_WAIT_SECONDS, RotateOptions, expand, main
 from logpipe.rotate.locks import LOCK_NAME, LOCK_WAIT_ENV, LOCK_WAIT_SECONDS, dir_lock, lock_wait_seconds
@@ -99,5 +98,5 @@ __all__ = [
     "apply_retention", "clean_stale_temps", "collector_progress", "collector_unfinished",
     "compress_rotated", "copy_truncate", "dir_lock", "expand", "file_started", "hold_reason",
     "is_rotated_name", "lock_wait_seconds", "main", "mark_created", "rename_rotate",
-    "retention_victims", "rotate_locked_fd", "rotated_files", "stamp", "utc_day", "verify_zst",
+    "retention_victims", "rotate_locked_fd", "rotated_files", "stamp", "utc_day",
 ]

@@ -46,22 +46,6 @@ def _compressor(size: int, long_matching: bool) -> Any:
     return zstandard.ZstdCompressor(compression_params=params)
 
 
-def verify_zst(path: str, expected_size: int) -> None:
-    """Decompress ``path`` streaming; zstd checks its content checksum; the size must match."""
-    import zstandard
-
-    total = 0
-    try:
-        with open(path, "rb") as fh, zstandard.ZstdDecompressor().stream_reader(
-                fh, read_size=IO_CHUNK) as reader:
-            while chunk := reader.read(4 * IO_CHUNK):
-                total += len(chunk)
-    except zstandard.ZstdError as exc:
-        raise RotateError(f"{path}: compressed output failed verification ({exc})") from None
-    if total != expected_size:
-        raise RotateError(f"{path}: compressed output holds {total} bytes, expected {expected_size}")
-
-
 class _VerifyingWriter:
     """The compressor's output file: writes each compressed chunk to ``fd`` and, on a second
     thread, decompresses it again (zstd releases the GIL, so verification overlaps compression

@@ -415,18 +415,31 @@ def test_names_are_unique_and_ordered_within_one_second(tmp_path: Path) -> None:
 
 
 def test_verification_rejects_a_corrupt_frame(tmp_path: Path) -> None:
-    """verify_zst raises RotateError for a frame whose checksum does not match (the check that
-    runs before an original is removed)."""
+    """The verifying writer compress_rotated streams through raises RotateError for a frame
+    whose checksum does not match, and for a frame holding another size than the source's (the
+    check that runs before an original is removed)."""
+    from logpipe.rotate.compress import _VerifyingWriter
+
     good = zstandard.ZstdCompressor(write_checksum=True).compress(b"hello world\n" * 1000)
     bad = bytearray(good)
     bad[-1] ^= 0xFF
     p = tmp_path / "x.zst"
-    p.write_bytes(bytes(bad))
+
+    def verify(data: bytes, expected_size: int) -> None:
+        fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+        try:
+            writer = _VerifyingWriter(fd)
+            writer.write(data)
+            writer.finish(str(p), expected_size)
+        finally:
+            os.close(fd)
+
     with pytest.raises(rotate.RotateError, match="failed verification"):
-        rotate.verify_zst(str(p), 12000)
-    p.write_bytes(good)
+        verify(bytes(bad), 12000)
     with pytest.raises(rotate.RotateError, match="expected 11999"):
-        rotate.verify_zst(str(p), 11999)
+        verify(good, 11999)
+    verify(good, 12000)
+    assert p.read_bytes() == good
 
 
 @pytest.mark.parametrize("mode", ["rename", "copytruncate"])

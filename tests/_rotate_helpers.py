@@ -106,6 +106,6 @@ while time.monotonic() - t0 < seconds:
     if due > sent:
         os.write(fd, b"".join(b'{"seq":%d,"service":"app"}\n' % i for i in range(sent, due)))
         sent = due
-    time.sleep(0.005)
+    time.sleep(0.005)  # pacing: the writer's rate is the scenario
 print(sent)
 """

@@ -20,7 +20,7 @@ import json, os, sys, time
 for i in range(3):
     print(json.dumps({"message": f"tick {i}", "n": i, "app_pid": os.getpid()}), flush=True)
 print(f"plain on stderr from {os.getpid()}", file=sys.stderr, flush=True)
-time.sleep(600)
+time.sleep(600)  # stay alive: PM2 restarts an app that exits
 """
 
 

@@ -31,7 +31,7 @@ marker = sys.argv[1] + os.environ["NODE_APP_INSTANCE"]
 if not os.path.exists(marker):
     open(marker, "w").close()
     raise ValueError("boom")
-time.sleep(3600)
+time.sleep(3600)  # stay alive: PM2 restarts an app that exits
 """
 
 FORMATS = """\
@@ -46,7 +46,7 @@ except ValueError:
     traceback.print_exc()
 sys.stderr.flush()
 logger.info("done")
-time.sleep(3600)
+time.sleep(3600)  # stay alive: PM2 restarts an app that exits
 """
 VARIANTS = {
     "plain": (),
@@ -66,7 +66,7 @@ def daemon(pm2_bin: Path) -> Iterator[tuple[Pm2, Path]]:
     p = Pm2(pm2_bin, base / "h")
     (base / "crashy.py").write_text(CRASHY)
     (base / "fmt.py").write_text(FORMATS)
-    (base / "filler.py").write_text("import time\ntime.sleep(3600)\n")
+    (base / "filler.py").write_text("import time\ntime.sleep(3600)  # stay alive\n")
     try:
         p.start(base / "filler.py", "filler")
         p("start", str(base / "crashy.py"), "--name", "crashy", "-i", "2", "--interpreter",

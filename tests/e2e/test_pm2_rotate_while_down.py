@@ -24,7 +24,7 @@ APP = """\
 import itertools, json, time
 for i in itertools.count():
     print(json.dumps({"seq": i}), flush=True)
-    time.sleep(0.004)
+    time.sleep(0.004)  # pacing: the app's rate is the scenario
 """
 
 

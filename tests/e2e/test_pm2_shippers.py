@@ -35,8 +35,8 @@ for i in range({N}):
     print(f"plain {{i}} from {{os.getpid()}}", flush=True)
     if i % 10 == 0:
         print(f"stderr {{i}} from {{os.getpid()}}", file=sys.stderr, flush=True)
-    time.sleep(0.05)
-time.sleep(3600)
+    time.sleep(0.05)  # pacing: the apps write while the shippers run
+time.sleep(3600)  # stay alive: PM2 restarts an app that exits
 """
 LINES_PER_APP = 2 * N + N // 10
 VENV_BIN = Path(sys.executable).parent
@@ -92,6 +92,8 @@ def test_three_shipper_shapes_under_pm2_ship_every_line_once(pm2_bin: Path) -> N
 
         wait_for(lambda: min(counts()) >= want, timeout=90,
                  message=f"every shipper delivered {want} records")
+        # an observation window, not a wait: nothing more may arrive (a feedback loop or a
+        # duplicate would) — that takes a duration; checked every 0.5 s
         deadline = time.monotonic() + 8
         while time.monotonic() < deadline:  # flat once the apps are quiet
             assert counts() == (want, want, want), counts()
@@ -106,7 +108,7 @@ def test_three_shipper_shapes_under_pm2_ship_every_line_once(pm2_bin: Path) -> N
         except AssertionError:
             pytest.fail(f"{_lines(logs / 'ship-late-out.log')} lines; its stderr: "
                         f"{(logs / 'ship-late-error.log').read_text()[-3000:]}")
-        deadline = time.monotonic() + 5
+        deadline = time.monotonic() + 5  # observation window (as above)
         while time.monotonic() < deadline:
             assert counts() == (want, want, want), counts()
             assert _lines(logs / "ship-late-out.log") == want
@@ -117,7 +119,7 @@ def test_three_shipper_shapes_under_pm2_ship_every_line_once(pm2_bin: Path) -> N
         pm2("restart", "ship-pipe")
         wait_for(lambda: "resuming at byte" in (logs / "ship-pipe-error.log").read_text(),
                  timeout=60, message="the restarted pipeline resumed from its checkpoints")
-        deadline = time.monotonic() + 5
+        deadline = time.monotonic() + 5  # observation window (as above)
         while time.monotonic() < deadline:
             assert counts() == (want, want, want), counts()
             time.sleep(0.5)

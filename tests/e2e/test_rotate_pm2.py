@@ -20,7 +20,7 @@ import itertools, json, sys, time
 for i in itertools.count():
     print(json.dumps({"seq": i}), flush=True)
     if i % 20 == 0:
-        time.sleep(0.02)
+        time.sleep(0.02)  # pacing: ~1k lines/s is the scenario
 """
 
 

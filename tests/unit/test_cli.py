@@ -285,7 +285,8 @@ def test_ctrl_c_collect_running_children(work: Path) -> None:
     """Ctrl-C to the terminal's process group while ``collect --run`` runs a Python child: the
     child is stopped by logpipe (no KeyboardInterrupt traceback from it), exit 0."""
     child = work / "child.py"
-    child.write_text("import time\nwhile True:\n    print('tick', flush=True)\n    time.sleep(0.05)\n")
+    child.write_text("import time\nwhile True:\n    print('tick', flush=True)\n"
+                     "    time.sleep(0.05)  # pacing\n")
     out = work / "out.ndjson"
     with out.open("wb") as fh:
         proc = subprocess.Popen([*LOGPIPE, "collect", "--run", f"c={sys.executable} {child}"],

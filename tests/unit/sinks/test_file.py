@@ -102,7 +102,7 @@ class _PacedWriter(threading.Thread):
                 self.pipe.write(b"".join(line + b"\n" for line in _records(due - self.sent, self.sent)))
                 self.pipe.flush()
                 self.sent = due
-            time.sleep(0.01)
+            time.sleep(0.01)  # pacing: a writer at ``rate`` lines/s is the scenario
         self.elapsed = time.monotonic() - t0
 
 

@@ -88,9 +88,8 @@ def report(out: Path, earlier: bool = False) -> int:
     if earlier:
         print(f"  (including earlier runs' records: the file sink appends; delete {shown}/ to "
               "start afresh)")
-    live = next((p for p in files if p.name.endswith(".log")), files[0])
-    print(f"\nRead one back:  {shlex.quote(sys.executable)} -m logpipe sink console "
-          f"< {shlex.quote(os.path.join(shown, live.name))}")
+    print(f"\nRead them back (live and rotated, merged in time order):  "
+          f"{shlex.quote(sys.executable)} -m logpipe logs --dir {shlex.quote(shown)}")
     return total
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -90,6 +91,22 @@ def test_demo_fans_out_to_console_and_rotated_files(tmp_path: Path) -> None:
     assert {r["service"] for r in all_records} == {"api", "worker"}
     assert {(r["service"], r["instance_id"]) for r in all_records} == {
         ("api", "0"), ("api", "1"), ("worker", "0")}
+
+
+def test_demo_closing_hint_reads_every_record_back(tmp_path: Path) -> None:
+    """The demo's last line is a ``logpipe logs --dir demo-logs`` command; run as printed, in
+    the same directory, it prints every record the report counted (live and rotated files)."""
+    res = subprocess.run([sys.executable, str(DEMO), "--count", "60", "--interval", "0.001"],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr[-3000:]
+    _, counts = parse_report(res.stdout)
+    hint = res.stdout.rstrip().splitlines()[-1]
+    assert hint.startswith("Read them back") and hint.endswith(" -m logpipe logs --dir demo-logs")
+    cmd = shlex.split(hint.split(":  ", 1)[1])
+    shown = subprocess.run([*cmd, "--format", "json"], cwd=tmp_path, capture_output=True,
+                           timeout=60)
+    assert shown.returncode == 0, shown.stderr[-2000:]
+    assert len(shown.stdout.splitlines()) == counts["total"] > 0
 
 
 def test_ctrl_c_stops_the_demo_and_still_reports(tmp_path: Path) -> None:

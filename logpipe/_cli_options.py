@@ -8,6 +8,7 @@ import os
 import re
 from collections.abc import Callable
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import click
 
@@ -157,9 +158,12 @@ def build_sink_options(state_dir: str | None, kw: dict[str, Any], specs: list[st
     for key in ("splunk_spool_dir", "splunk_token_file"):
         if fields.get(key):
             fields[key] = os.path.expanduser(fields[key])
+    urls = [u.strip() for u in (url or "").split(",") if u.strip()]
+    if "splunk" in names:
+        check_urls(urls)
     options = SinkOptions(
         state_dir=expand_home(state_dir) or default_state_dir(),
-        splunk_urls=[u.strip() for u in (url or "").split(",") if u.strip()],
+        splunk_urls=urls,
         **{k: v for k, v in fields.items() if v is not None},
     )
     if "console" in names:
@@ -174,6 +178,36 @@ def build_sink_options(state_dir: str | None, kw: dict[str, Any], specs: list[st
                                   retain=file_fields["retain"],
                                   compress=not file_fields["no_compress"])
     return options
+
+
+def check_urls(urls: list[str]) -> None:
+    """Each ``--url`` is http(s) with a host and a valid port; else one line naming the URL as
+    typed — port and path included, its user info (which may hold a token) and query left out."""
+    for url in urls:
+        shown = _without_secrets(url)
+        try:
+            parts = urlsplit(url)
+        except ValueError:  # e.g. an unclosed [IPv6 bracket
+            parts = urlsplit("")
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise UsageError(f"splunk: --url {shown!r} is not an http(s) URL "
+                             "(e.g. https://splunk:8088)")
+        try:
+            port = parts.port
+        except ValueError:  # not a number, or past 65535
+            port = 0
+        if port == 0:
+            raise UsageError(f"splunk: --url {shown!r}: bad port (1-65535)")
+
+
+def _without_secrets(url: str) -> str:
+    """``url`` without its user info, query and fragment (text, not parsed: it may be invalid)."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        scheme, rest = "", url
+    rest = rest.split("?", 1)[0].split("#", 1)[0]
+    netloc, slash, path = rest.partition("/")
+    return f"{scheme}{sep}{netloc.rpartition('@')[2]}{slash}{path}"
 
 
 def expand_home(path: str | None) -> str | None:

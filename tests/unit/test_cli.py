@@ -415,6 +415,19 @@ def test_unreadable_file_and_unwritable_dirs(work: Path) -> None:
         ro.chmod(0o755)
 
 
+@pytest.mark.parametrize(("url", "shown"), [
+    ("ftp://127.0.0.1:1", "--url 'ftp://127.0.0.1:1' is not an http(s) URL"),
+    ("https://user:SECRETTOKEN@hec:99999/x?token=SECRETTOKEN", "--url 'https://hec:99999/x': bad port"),
+    ("https://hec:abc", "--url 'https://hec:abc': bad port"),
+])
+def test_bad_url_is_echoed_as_typed_without_secrets(work: Path, url: str, shown: str) -> None:
+    """A bad --url is one line that shows the URL as typed — port and path included (it was
+    shown without its port) — but never its user info or query, where a token may sit."""
+    proc = run(["sink", "splunk", "--url", url, "--token-file", "good.tok"], cwd=work)
+    assert_one_line_error(proc, 2, shown)
+    assert b"SECRETTOKEN" not in proc.stdout + proc.stderr
+
+
 def test_splunk_token_never_printed(work: Path) -> None:
     """The HEC token (from the environment or --token-file) appears in no output: not in
     errors, not in --help, not in the summary of a HEC that refuses it."""

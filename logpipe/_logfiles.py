@@ -41,6 +41,9 @@ class Log:
     defaults: dict[str, Any] = field(default_factory=dict)
     #: level of a plain-text line (``error`` for a PM2 ``-error.log``)
     plain_level: str = "info"
+    #: a PM2 file (``NAME-out.log``/``NAME-error[-N].log``): plain text an app printed, read
+    #: through the collector's multiline joiner (a traceback is one record)
+    multiline: bool = False
 
 
 def rotated(live_path: str) -> list[rotate.RotatedFile]:
@@ -61,7 +64,7 @@ def _log_for(live_path: str, with_history: bool = True) -> Log:
         defaults[record.INSTANCE_ID] = str(ident.pm_id)
     history = rotated(live_path) if with_history else []
     return Log(ident.service, live_path, history, defaults,
-               "error" if ident.stream == "err" else "info")
+               "error" if ident.stream == "err" else "info", multiline=ident.stream is not None)
 
 
 def logs_in_dir(directory: str) -> list[Log]:

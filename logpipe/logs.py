@@ -30,6 +30,7 @@ from logpipe._logfiles import SKEW_GRACE, Log, logs_in_dir, logs_of_files
 from logpipe._logfollow import LiveFile
 from logpipe._logread import Span, blocks, first_line, read_errors, say_unreadable
 from logpipe.errors import UsageError
+from logpipe.multiline import Joiner
 
 #: ``-n`` when following and not given (``pm2 logs --lines`` default)
 FOLLOW_LINES = 15
@@ -90,15 +91,20 @@ def select_logs(opts: LogsOptions, rescan: bool = False) -> list[Log]:
 
 
 class _Reader:
-    """Turns blocks of one log's text into (time key, record) pairs that pass the filter."""
+    """Turns blocks of one log's text into (time key, record) pairs that pass the filter.
 
-    __slots__ = ("_defaults", "_filter", "_last", "_plain_level")
+    A PM2 log (:attr:`Log.multiline`) goes through the collector's multiline joiner first, so
+    a traceback an app printed is one record here too; its last group is held until
+    :meth:`flush` (end of reading) or :meth:`due` (following: the joiner's idle deadline)."""
+
+    __slots__ = ("_defaults", "_filter", "_joiner", "_last", "_plain_level")
 
     def __init__(self, log: Log, flt: _logfilter.Filter) -> None:
         self._filter = flt
         self._defaults = log.defaults
         self._plain_level = log.plain_level
         self._last = ""
+        self._joiner = Joiner() if log.multiline else None
 
     def items(self, block: bytes) -> list[Item]:
         """The matching records of ``block`` (whole lines)."""
@@ -108,10 +114,32 @@ class _Reader:
         """The matching records of the whole lines in ``buf[start:end]``."""
         flt = self._filter
         buf, start, end = span
-        if flt.needle:
+        if self._joiner is not None:
+            lines = self._joined(buf[start:end])
+        elif flt.needle:
             lines = _candidates(span, flt.needle, flt.needle_ci)
         else:
             lines = (buf if start == 0 and end == len(buf) else buf[start:end]).split(b"\n")
+        return self._records(lines)
+
+    def flush(self) -> list[Item]:
+        """The records of the lines the joiner still holds (the log was read to its end)."""
+        return self._records([line for line, _ in self._joiner.flush()]) if self._joiner else []
+
+    def due(self) -> list[Item]:
+        """While following: the held lines once the joiner's idle deadline has passed."""
+        return self._records([line for line, _ in self._joiner.poll()]) if self._joiner else []
+
+    def _joined(self, text: bytes) -> list[bytes]:
+        """``text``'s lines with multiline groups joined (the last may be held back)."""
+        physical = text.split(b"\n")
+        if text.endswith(b"\n"):
+            physical.pop()
+        push = self._joiner.push  # type: ignore[union-attr]  # only called with a joiner
+        return [line for ln in physical for line, _ in push(ln, 0)]
+
+    def _records(self, lines: Iterable[bytes]) -> list[Item]:
+        flt = self._filter
         out: list[Item] = []
         loads = orjson.loads
         for line in lines:
@@ -182,12 +210,16 @@ def _history(log: Log, flt: _logfilter.Filter, reader: _Reader) -> Iterator[Item
             say_unreadable(f.path, exc)
 
 
-def _log_items(log: Log, flt: _logfilter.Filter, live: LiveFile | None) -> Iterator[Item]:
-    reader = _Reader(log, flt)
+def _log_items(log: Log, flt: _logfilter.Filter, live: LiveFile | None, reader: _Reader,
+               final: bool) -> Iterator[Item]:
+    """A log's records, history then live file; ``final`` (not following): with what the
+    multiline joiner still holds at the end."""
     yield from _history(log, flt, reader)
     if live is not None:
         for block in live.scan():
             yield from reader.items(block)
+    if final:
+        yield from reader.flush()
 
 
 class _Output:
@@ -227,36 +259,49 @@ def run(opts: LogsOptions, out: IO[bytes] | None = None) -> int:
     logs = select_logs(opts)
     output = _Output(opts.fmt, out or sys.stdout.buffer)
     live = {log.live: LiveFile(log.live, log.history) for log in logs if log.live is not None}
+    readers = [_Reader(log, flt) for log in logs]
     try:
-        streams = [_log_items(log, flt, live.get(log.live) if log.live else None) for log in logs]
+        streams = [_log_items(log, flt, live.get(log.live) if log.live else None, reader,
+                              final=not opts.follow) for log, reader in zip(logs, readers, strict=True)]
         merged: Iterable[Item] = heapq.merge(*streams, key=_key)
         n = opts.lines if opts.lines is not None else (FOLLOW_LINES if opts.follow else None)
         if n is not None:
             merged = collections.deque(merged, maxlen=n) if n > 0 else ()
         output.write(merged)
         if opts.follow:
-            _follow(opts, flt, logs, live, output)
+            _follow(opts, flt, {log.live: r for log, r in zip(logs, readers, strict=True)
+                                if log.live}, live, output)
         else:
             tails = [(log, lf.rest()) for log in logs if log.live and (lf := live[log.live])]
             output.write(item for log, rest in tails if rest
-                         for item in _Reader(log, flt).items(rest))
+                         for item in _last_line(log, flt, rest))
     finally:
         for lf in live.values():
             lf.close()
     return 0
 
 
+def _last_line(log: Log, flt: _logfilter.Filter, rest: bytes) -> list[Item]:
+    """The records of a live file's partial last line (printed when reading stops)."""
+    reader = _Reader(log, flt)
+    return reader.items(rest) + reader.flush()
+
+
 def _key(item: Item) -> str:
     return item[0]
 
 
-def _follow(opts: LogsOptions, flt: _logfilter.Filter, logs: list[Log],
+def _follow(opts: LogsOptions, flt: _logfilter.Filter, readers: dict[str, _Reader],
             live: dict[str, LiveFile], output: _Output) -> None:
     """Print what the live files gain, merged by time per round, until interrupted."""
-    readers = {log.live: _Reader(log, flt) for log in logs if log.live}
     next_scan = time.monotonic() + RESCAN_INTERVAL
     while True:
-        got = [readers[path].items(data) for path, lf in live.items() if (data := lf.read())]
+        got: list[list[Item]] = []
+        for path, lf in live.items():
+            data = lf.read()
+            items = (readers[path].items(data) if data else []) + readers[path].due()
+            if items:
+                got.append(items)
         if got:
             output.write(heapq.merge(*got, key=_key) if len(got) > 1 else got[0])
         if time.monotonic() >= next_scan and not opts.files:

@@ -153,6 +153,56 @@ def test_pm2_plain_lines_are_records(tmp_path: Path) -> None:
     assert by_msg["server started"]["level"] == "info"
 
 
+TRACEBACK = ("Traceback (most recent call last):\n"
+             '  File "/srv/web/app.py", line 12, in handle\n'
+             "    pay(order)\n"
+             "ValueError: card declined\n")
+
+
+def test_pm2_traceback_is_one_record_as_the_collector_makes_it(tmp_path: Path) -> None:
+    """A traceback an app printed into its PM2 -error file is one record (the collector's
+    multiline joiner), also when --grep matches only its last line; the lines around it stay
+    records of their own."""
+    logs = tmp_path / "pm2" / "logs"
+    logs.mkdir(parents=True)
+    (logs / "web-error.log").write_text("worker 3 starting\n" + TRACEBACK + "worker 3 exiting\n")
+    res = _logs("--pm2", str(tmp_path / "pm2"), "--format", "json")
+    assert res.returncode == 0, res.stderr
+    msgs = [json.loads(x)["message"] for x in res.stdout.splitlines()]
+    assert msgs == ["worker 3 starting", TRACEBACK.rstrip("\n"), "worker 3 exiting"]
+    res = _logs("--pm2", str(tmp_path / "pm2"), "--format", "json", "--grep", "declined")
+    [rec] = [json.loads(x) for x in res.stdout.splitlines()]
+    assert rec["message"] == TRACEBACK.rstrip("\n") and rec["level"] == "error"
+
+
+def test_follow_joins_a_traceback_written_to_a_pm2_file(tmp_path: Path) -> None:
+    """-f on PM2's logs: a traceback appended while following is printed as one record (held
+    at most the joiner's idle deadline), the next line as its own."""
+    logs = tmp_path / "pm2" / "logs"
+    logs.mkdir(parents=True)
+    err = logs / "web-error.log"
+    err.write_text("worker 3 starting\n")
+    follow = subprocess.Popen([*LOGPIPE, "logs", "-f", "--pm2", str(tmp_path / "pm2"), "--format",
+                               "json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    out = _Lines(follow)
+    try:
+        wait_for(lambda: len(out.lines) >= 1, message="the first record")
+        with err.open("a") as fh:
+            fh.write(TRACEBACK)
+        wait_for(lambda: len(out.lines) >= 2, message="the traceback's record")
+        with err.open("a") as fh:
+            fh.write("worker 3 exiting\n")
+        wait_for(lambda: len(out.lines) >= 3, message="the line after it")
+        msgs = [json.loads(x)["message"] for x in out.lines]
+        assert msgs == ["worker 3 starting", TRACEBACK.rstrip("\n"), "worker 3 exiting"]
+    finally:
+        follow.kill()
+        follow.wait(timeout=30)
+        for pipe in (follow.stdout, follow.stderr):
+            if pipe is not None:
+                pipe.close()
+
+
 def _start_follow(d: Path, *extra: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen([*LOGPIPE, "logs", "-f", "--dir", str(d), "--format", "json", *extra],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)

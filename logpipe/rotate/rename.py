@@ -39,8 +39,14 @@ def _create_like(path: str, st: os.stat_result, now: float) -> None:
         os.close(fd)
 
 
-def _same_file(a: os.stat_result, b: os.stat_result) -> bool:
-    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+def _still_named(path: str, st: os.stat_result) -> bool:
+    """Whether ``path`` (not followed) still names the file ``st`` describes: False when it
+    is gone or names another file (rotated meanwhile)."""
+    try:
+        cur = os.stat(path, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    return (cur.st_dev, cur.st_ino) == (st.st_dev, st.st_ino)
 
 
 def _rename_now(path: str, st: os.stat_result, now: float) -> str:
@@ -63,11 +69,7 @@ def rotate_locked_fd(path: str, fd: int, now: float | None = None) -> str | None
     fcntl.flock(fd, fcntl.LOCK_EX)
     try:
         st = os.fstat(fd)
-        try:
-            cur = os.stat(path, follow_symlinks=False)
-        except FileNotFoundError:
-            return None
-        if not _same_file(st, cur):
+        if not _still_named(path, st):
             return None
         os.fsync(fd)  # the rotated file is durable before it carries its final name
         return _rename_now(path, st, now)
@@ -86,12 +88,8 @@ def rename_rotate(path: str, now: float, wait: float) -> tuple[str, os.stat_resu
             if not _flock_wait(fd, fcntl.LOCK_EX, wait):
                 raise LockBusy(f"{path}: a writer holds its lock; waited {wait:g}s")
             st = os.fstat(fd)
-            try:
-                cur = os.stat(path, follow_symlinks=False)
-            except FileNotFoundError:
-                return None
-            if not _same_file(st, cur):
-                continue  # the writer rotated it meanwhile: look at the new file
+            if not _still_named(path, st):
+                continue  # rotated meanwhile (or gone): look again at what the path names
             if st.st_size == 0:
                 return None
             return _rename_now(path, st, now), st

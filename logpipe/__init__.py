@@ -10,6 +10,10 @@ so that once the application imports structlog — before or after this — ``st
 is logpipe's logger. ``logpipe.processors`` (structlog processors for an application that
 configures structlog itself) and ``logpipe.integrations`` (uvicorn, gunicorn, celery) load when
 first used.
+
+The model (sources → pipeline → sinks, acks back to checkpoints) and which folder owns which
+part — the commands' bodies, ``record/``, ``pipeline/``, ``sources/``, ``sinks/``, ``spool/``,
+``rotate/`` and the ``logs``/``status`` readers — are drawn in ``docs/architecture.md``.
 """
 
 import typing as _typing

@@ -192,8 +192,7 @@ class CheckpointStore:
 
     def _read(self, path: str, warn: bool) -> list[FileState]:
         try:
-            with open(path, "rb") as f:
-                data = f.read()
+            return read_entries(path)
         except FileNotFoundError:
             return []
         except OSError as exc:
@@ -201,8 +200,6 @@ class CheckpointStore:
                 diagnostics.warning(f"cannot read checkpoint {path}: {exc.strerror or exc}; "
                                     "starting without it", key=f"checkpoint-read:{path}")
             return []
-        try:
-            return parse(data)
         except ValueError as exc:
             if warn:
                 diagnostics.warning(f"checkpoint {path} is corrupt ({exc}); starting without it",

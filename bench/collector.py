@@ -64,12 +64,13 @@ def make_plain_files(d: Path, files: int, lines: int) -> tuple[int, int]:
     return files * lines, total
 
 
-def time_cmd(argv: list[str], env: dict[str, str] | None = None) -> tuple[float, float]:
+def time_cmd(argv: list[str], env: dict[str, str] | None = None,
+             cwd: str | None = None) -> tuple[float, float]:
     """(wall s, CPU s = user+sys from ``wait4``) of ``argv`` with stdout to /dev/null; fails
     loudly on a non-zero exit."""
     with open(os.devnull, "wb") as null:
         t0 = time.perf_counter()
-        proc = subprocess.Popen(argv, stdout=null, stderr=subprocess.PIPE, env=env)
+        proc = subprocess.Popen(argv, stdout=null, stderr=subprocess.PIPE, env=env, cwd=cwd)
         assert proc.stderr is not None
         err = proc.stderr.read()
         _, status, ru = os.wait4(proc.pid, 0)
@@ -121,9 +122,11 @@ for name in sys.argv[1:]:
 
 
 def throughput(label: str, files: list[Path], n_lines: int, n_bytes: int, reps: int,
-               work: Path) -> dict[str, float]:
-    """Interleaved runs of cat, a minimal Python loop and logpipe; medians of wall and CPU; one row."""
-    runs: dict[str, list[tuple[float, float]]] = {"cat": [], "py": [], "lp": [], "start": []}
+               work: Path, baseline: str | None = None) -> dict[str, float]:
+    """Interleaved runs of cat, a minimal Python loop and logpipe (and the ``baseline`` tree's
+    logpipe); medians of wall and CPU; one row."""
+    runs: dict[str, list[tuple[float, float]]] = {"cat": [], "py": [], "lp": [], "start": [],
+                                                  "base": []}
     empty = work / "empty.log"
     empty.touch()
     for r in range(reps):
@@ -136,14 +139,20 @@ def throughput(label: str, files: list[Path], n_lines: int, n_bytes: int, reps: 
         # start-up and shutdown alone (interpreter, imports, state dir): an empty file
         runs["start"].append(time_cmd([*LOGPIPE, "collect", "--once", str(empty)], env=env))
         shutil.rmtree(state, ignore_errors=True)
-    wall = {k: statistics.median(w for w, _ in v) for k, v in runs.items()}
-    cpu = {k: statistics.median(c for _, c in v) for k, v in runs.items()}
+        if baseline:
+            # the same command from another source tree (its directory first on sys.path)
+            runs["base"].append(time_cmd([*LOGPIPE, "collect", "--once", *map(str, files)],
+                                         env=env, cwd=baseline))
+            shutil.rmtree(state, ignore_errors=True)
+    wall = {k: statistics.median(w for w, _ in v) for k, v in runs.items() if v}
+    cpu = {k: statistics.median(c for _, c in v) for k, v in runs.items() if v}
     lp, st = wall["lp"], wall["start"]
     lpc, stc = cpu["lp"], cpu["start"]
     mb = n_bytes / 1e6
     print(f"| {label} | {n_lines:,} | {mb:.0f} | {lp:.2f} | {lpc:.2f} | {n_lines / lp:,.0f} "
           f"| **{n_lines / lpc:,.0f}** | {n_lines / (lpc - stc):,.0f} | {st:.2f} / {stc:.2f} "
-          f"| {n_lines / cpu['py']:,.0f} | {lpc / cpu['py']:.2f}x | {cpu['cat']:.3f} |")
+          f"| {n_lines / cpu['py']:,.0f} | {lpc / cpu['py']:.2f}x | {cpu['cat']:.3f} |"
+          + (f" {n_lines / cpu['base']:,.0f} | {cpu['base'] / lpc:.2f}x |" if "base" in cpu else ""))
     return {"lp": lp, "lp_cpu": lpc, "py_cpu": cpu["py"], "startup_cpu": stc}
 
 
@@ -151,6 +160,10 @@ TABLE_HEAD = ("| input | lines | MB | logpipe wall s | logpipe CPU-s | logpipe l
               "logpipe lines per CPU-s | lines per CPU-s after start-up | start-up wall / CPU s | "
               "python floor lines per CPU-s | logpipe / floor CPU | cat CPU-s |\n"
               "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+
+
+TABLE_HEAD_BASE = (TABLE_HEAD.split("\n")[0] + " baseline lines per CPU-s | baseline / logpipe CPU |\n"
+                   + TABLE_HEAD.split("\n")[1] + "---:|---:|")
 
 
 def many_files(work: Path, n: int, idle_seconds: float) -> None:
@@ -224,6 +237,9 @@ def main() -> None:
     ap.add_argument("--many", type=int, default=1000, help="files for the RSS / idle CPU run")
     ap.add_argument("--idle", type=float, default=10.0, help="seconds of the idle CPU window")
     ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--baseline", metavar="TREE",
+                    help="also run the logpipe of this source tree (e.g. `git archive main` "
+                         "unpacked), interleaved: its lines per CPU-s and its CPU / this tree's")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="lp-bench-collector-"))
     try:
@@ -236,10 +252,14 @@ def main() -> None:
         print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load average "
               f"{os.getloadavg()[0]:.2f}; median of {args.reps} interleaved runs; CPU = user+sys "
               f"(wait4)\n")
-        print(TABLE_HEAD)
-        res = throughput("JSON ~200 B/line", sorted(jd.iterdir()), jl, jb, args.reps, work)
-        throughput("JSON from logpipe's logger", sorted(ld.iterdir()), ll, lb, args.reps, work)
-        throughput("plain text ~170 B/line", sorted(pd.iterdir()), pl, pb, args.reps, work)
+        if args.baseline:
+            print(TABLE_HEAD_BASE)
+        else:
+            print(TABLE_HEAD)
+        base = args.baseline
+        res = throughput("JSON ~200 B/line", sorted(jd.iterdir()), jl, jb, args.reps, work, base)
+        throughput("JSON from logpipe's logger", sorted(ld.iterdir()), ll, lb, args.reps, work, base)
+        throughput("plain text ~170 B/line", sorted(pd.iterdir()), pl, pb, args.reps, work, base)
         print(f"\nJSON lines per CPU-second: {jl / res['lp_cpu']:,.0f} (target >= 600,000); "
               f"load average after: {os.getloadavg()[0]:.2f}\n")
         if args.many:

@@ -38,8 +38,10 @@ Every sink subclasses :class:`Sink`. A sink:
   stalled sink stalls the others only once its buffer is full.
 - MUST NOT mutate ``batch.records`` (or the dicts in it) or ``batch.lines``: the same batch
   object goes to every sink, possibly at the same time.
-- SHOULD keep ``write`` cheap per record: use ``batch.lines`` (pre-encoded NDJSON) where bytes
-  are what it needs.
+- SHOULD keep ``write`` cheap per record: use ``batch.encoded()`` (pre-encoded NDJSON) where
+  bytes are what it needs, and ``len(batch)`` to count. A batch from the line path builds its
+  record dicts only when ``batch.records`` is first read, so a sink that never reads it spares
+  every record its parse.
 
 The Source contract
 -------------------
@@ -54,7 +56,6 @@ from __future__ import annotations
 import abc
 import enum
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 from logpipe import record
@@ -72,20 +73,43 @@ class Outcome(enum.Enum):
     SPOOLED = "spooled"
 
 
-@dataclass(slots=True, eq=False)
 class Batch:
     """Records from one source, in order, with an ack callback for the source's checkpoint.
 
     ``lines`` (optional) are the records' NDJSON encodings without newlines, parallel to
-    ``records``; sources that already have them (the normaliser's fast path) pass them so byte
-    sinks need not re-encode.
+    ``records``; sources that already have them (the normaliser) pass them so byte sinks need
+    not re-encode. ``records`` may be given as a :class:`~logpipe.record.NormalisedLines`
+    (what the line path makes): the dicts are then built only when a sink first reads
+    ``batch.records``, so a batch written as bytes (``collect`` to stdout, ``sink splunk``)
+    never builds one. ``normalised`` is that object (None otherwise): the Splunk sink takes
+    each envelope's fields from it.
     """
 
-    records: list[dict[str, Any]]
-    lines: list[bytes] | None = None
-    ack: Callable[[], None] | None = None
-    source: str = ""
-    _pending: int = field(default=0, repr=False)
+    __slots__ = ("_pending", "_records", "ack", "lines", "normalised", "source")
+
+    def __init__(self, records: Sequence[dict[str, Any]], lines: list[bytes] | None = None,
+                 ack: Callable[[], None] | None = None, source: str = "") -> None:
+        if isinstance(records, record.NormalisedLines):
+            self.normalised: record.NormalisedLines | None = records
+            self._records: list[dict[str, Any]] | None = None
+            if lines is None:
+                lines = records.lines
+        else:
+            self.normalised = None
+            self._records = records if isinstance(records, list) else list(records)
+        self.lines = lines
+        self.ack = ack
+        self.source = source
+        self._pending = 0
+
+    @property
+    def records(self) -> list[dict[str, Any]]:
+        """The records as dicts (built from the lines on first access when the batch came from
+        the line path)."""
+        if self._records is None:
+            assert self.normalised is not None
+            self._records = self.normalised.records()
+        return self._records
 
     def encoded(self) -> list[bytes]:
         """The records as NDJSON lines (no trailing newline), encoded once and cached."""
@@ -101,7 +125,13 @@ class Batch:
         return b"\n".join(lines) + b"\n"
 
     def __len__(self) -> int:
-        return len(self.records)
+        if self._records is not None:
+            return len(self._records)
+        assert self.normalised is not None
+        return len(self.normalised)
+
+    def __repr__(self) -> str:
+        return f"Batch({len(self)} records, source={self.source!r})"
 
 
 class Sink(abc.ABC):
@@ -179,4 +209,4 @@ def sink_labels(sinks: Sequence[Sink]) -> list[str]:
 
 def batch_bytes(batch: Batch) -> int:
     """A batch's size as the buffers count it: its NDJSON bytes (encoded once, then cached)."""
-    return sum(map(len, batch.encoded())) + len(batch.records)
+    return sum(map(len, batch.encoded())) + len(batch)

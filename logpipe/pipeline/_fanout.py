@@ -155,7 +155,7 @@ class Pipeline:
         # (asyncio.Lock is FIFO, so concurrent sources take turns).
         async with self._put_lock:
             self._raise_if_failed()
-            if not batch.records:
+            if not len(batch):
                 # nothing to deliver, but the source's position still moves (e.g. dropped
                 # lines): acked once everything before it is.
                 if batch.ack is not None:
@@ -247,7 +247,7 @@ class Pipeline:
     def _settle(self, sbuf: _SinkBuffer, outcome: Outcome) -> None:
         """The batch at the head of ``sbuf`` reached ``outcome``: count it, ack what is ready."""
         batch, _ = sbuf.items[0]
-        self.outcomes[self.labels[self._buffers.index(sbuf)]][outcome] += len(batch.records)
+        self.outcomes[self.labels[self._buffers.index(sbuf)]][outcome] += len(batch)
         sbuf.pop()
         batch._pending -= 1
         self._ack_ready()

@@ -16,6 +16,7 @@ from typing import Any
 
 import orjson
 
+from logpipe.record._canonical import UNSET, Head, NormalisedLines
 from logpipe.record._rules import (
     EXCEPTION_SOURCES,
     HOST_ALIASES,
@@ -28,7 +29,6 @@ from logpipe.record._rules import (
     SERVICE_ALIASES,
     TIME_ALIASES,
     TIME_ORIGINAL,
-    parse_plain,
     rename,
 )
 from logpipe.record._time import (
@@ -43,13 +43,49 @@ from logpipe.record._time import (
 )
 
 __all__ = [
-    "EXCEPTION", "EXCEPTION_SOURCES", "FEATURE", "HOST", "HOST_ALIASES", "INSTANCE_ID", "LEVEL",
-    "LEVELS", "LEVEL_ALIASES", "LOCAL_TIME_KEYS", "LOGGER", "LOGURU", "MAX_EPOCH", "MESSAGE",
-    "MESSAGE_ALIASES", "MIN_EPOCH", "OWN_MARK_KEY", "OWN_MARK_VALUE", "PID", "PM_ID",
-    "SERVICE", "SERVICE_ALIASES", "SOURCE", "TIME", "TIME_ALIASES", "TIME_ORIGINAL",
-    "TRUNCATED", "LineNormaliser", "TimeFormatter", "decode_text", "dumps", "format_time",
-    "is_canonical_time", "is_own", "normalise", "normalise_level", "normalise_time", "now",
-    "parse_line", "to_epoch",
+    "EXCEPTION",
+    "EXCEPTION_SOURCES",
+    "FEATURE",
+    "HOST",
+    "HOST_ALIASES",
+    "INSTANCE_ID",
+    "LEVEL",
+    "LEVELS",
+    "LEVEL_ALIASES",
+    "LOCAL_TIME_KEYS",
+    "LOGGER",
+    "LOGURU",
+    "MAX_EPOCH",
+    "MESSAGE",
+    "MESSAGE_ALIASES",
+    "MIN_EPOCH",
+    "OWN_MARK_KEY",
+    "OWN_MARK_VALUE",
+    "PID",
+    "PM_ID",
+    "SERVICE",
+    "SERVICE_ALIASES",
+    "SOURCE",
+    "TIME",
+    "TIME_ALIASES",
+    "TIME_ORIGINAL",
+    "TRUNCATED",
+    "UNSET",
+    "Head",
+    "LineNormaliser",
+    "NormalisedLines",
+    "TimeFormatter",
+    "decode_text",
+    "dumps",
+    "format_time",
+    "is_canonical_time",
+    "is_own",
+    "normalise",
+    "normalise_level",
+    "normalise_time",
+    "now",
+    "parse_line",
+    "to_epoch",
 ]
 
 # --- key names (SPEC §1) ---------------------------------------------------------------------
@@ -197,136 +233,6 @@ def normalise(rec: dict[str, Any], defaults: Mapping[str, Any] | None = None) ->
 _PLAIN_SHAPES = ("DEBUG:", "INFO:", "WARNING:", "ERROR:", "CRITICAL:")
 
 
-# --- the hot path for sources -------------------------------------------------------------------
-class LineNormaliser:
-    """Turns raw lines from one origin into (record, NDJSON bytes) pairs, fast.
-
-    ``defaults`` are the keys the origin knows (``source``, ``service``, ``instance_id``,
-    ``host``, …); ``plain_level`` is the level of plain-text lines (``error`` for stderr). The
-    receipt time is passed per call (one clock read per chunk, not per line).
-
-    Fast path: a line that is a JSON object needing no renames keeps its own bytes; the missing
-    keys are spliced in before the closing brace from fragments encoded once, so the line is
-    parsed once and never re-serialised. ``batch()`` does a whole chunk in one call.
-    """
-
-    __slots__ = ("_defaults", "_fragments", "_plain_level")
-
-    def __init__(self, defaults: Mapping[str, Any], plain_level: str = "info") -> None:
-        self._defaults = dict(defaults)
-        self._plain_level = plain_level
-        # (key, value, b'"key":value') for each default, encoded once
-        self._fragments = tuple(
-            (k, v, orjson.dumps({k: v}, default=repr)[1:-1]) for k, v in self._defaults.items()
-        )
-
-    @property
-    def defaults(self) -> dict[str, Any]:
-        """The keys this normaliser fills in (a copy)."""
-        return dict(self._defaults)
-
-    def __call__(self, line: bytes, received: str) -> tuple[dict[str, Any], bytes] | None:
-        """Normalise one line (without its newline). ``None`` for a line to drop (empty, or one
-        of logpipe's own diagnostics)."""
-        recs, outs = self.batch([line], received)
-        if not recs:
-            return None
-        return recs[0], outs[0]
-
-    def batch(self, lines: list[bytes], received: str) -> tuple[list[dict[str, Any]], list[bytes]]:
-        """Normalise many lines (without newlines); dropped lines (blank, logpipe's own
-        diagnostics) are left out of both lists."""
-        recs: list[dict[str, Any]] = []
-        outs: list[bytes] = []
-        add_rec = recs.append
-        add_out = outs.append
-        loads = orjson.loads
-        decode_error = orjson.JSONDecodeError
-        needs_work = _NEEDS_WORK
-        levels = _LEVEL_SET
-        canonical = is_canonical_time
-        fragments = self._fragments
-        n_frag = len(fragments)
-        bits = [(k, v, 1 << i) for i, (k, v, _) in enumerate(fragments)]
-        time_bit = 1 << n_frag
-        level_bit = time_bit << 1
-        # the bytes spliced before the closing brace, per set of missing keys (bit i: default
-        # i; then time, level), built once per batch (the read time is the batch's)
-        tails: dict[int, bytes] = {}
-        for line in lines:
-            if line and line[0] == 123 and line[-1] == 125:  # b"{" ... b"}"
-                try:
-                    obj = loads(line)
-                except decode_error:
-                    obj = None
-                # (logpipe's own mark is in needs_work: such lines take the slow path)
-                if type(obj) is dict and needs_work.isdisjoint(obj):
-                    t = obj.get(TIME)
-                    lv = obj.get(LEVEL)
-                    if (t is None or canonical(t)) and (
-                            lv is None or (type(lv) is str and lv in levels)):
-                        missing = 0
-                        for k, v, bit in bits:
-                            if k not in obj:
-                                obj[k] = v
-                                missing |= bit
-                        if t is None:
-                            obj[TIME] = received
-                            missing |= time_bit
-                        if lv is None:
-                            obj[LEVEL] = "info"
-                            missing |= level_bit
-                        add_rec(obj)
-                        if not missing:
-                            add_out(line)
-                            continue
-                        tail = tails.get(missing)
-                        if tail is None:
-                            tail = tails[missing] = self._tail(missing, received)
-                        if len(obj) == missing.bit_count():  # the line was an empty object
-                            add_out(b"{" + tail[1:])
-                        else:
-                            add_out(line[:-1] + tail)
-                        continue
-            res = self._slow(line, received)
-            if res is not None:
-                add_rec(res[0])
-                add_out(res[1])
-        return recs, outs
-
-    def _tail(self, missing: int, received: str) -> bytes:
-        """``,"key":value,…}`` for the keys whose bits are set in ``missing``."""
-        parts = [frag for i, (_, _, frag) in enumerate(self._fragments) if missing >> i & 1]
-        n = len(self._fragments)
-        if missing >> n & 1:
-            parts.append(b'"time":"' + received.encode() + b'"')
-        if missing >> (n + 1) & 1:
-            parts.append(b'"level":"info"')
-        return b"," + b",".join(parts) + b"}"
-
-    def _slow(self, line: bytes, received: str) -> tuple[dict[str, Any], bytes] | None:
-        if line.endswith(b"\r"):
-            line = line[:-1]
-        if not line.strip():
-            return None
-        rec = parse_line(line)
-        if is_own(rec):
-            return None
-        defaults = dict(self._defaults)
-        defaults.setdefault(TIME, received)
-        # a plain-text line takes the stream's level (error for stderr); a JSON object without
-        # a level is info
-        text = rec.get(MESSAGE)
-        if len(rec) == 1 and text.__class__ is str and (line[0] != 123 or text == decode_text(line)):
-            if text.startswith(_PLAIN_SHAPES) or "\n" in text:
-                parse_plain(rec, text)  # stdlib's LEVEL:logger:message, a joined traceback, Node
-            defaults.setdefault(LEVEL, self._plain_level)
-        else:
-            defaults.setdefault(LEVEL, "info")
-        normalise(rec, defaults)
-        return rec, dumps(rec)
-
-
 # --- encoding -----------------------------------------------------------------------------------
 def dumps(rec: Mapping[str, Any]) -> bytes:
     """One record → one NDJSON line without the newline. Never raises: unserialisable values are
@@ -362,3 +268,7 @@ def _safe_value(value: Any) -> Any:
                                             option=orjson.OPT_NON_STR_KEYS))
     except TypeError:
         return repr(value)
+
+
+# the line path's normaliser lives in its own module (it uses the functions above)
+from logpipe.record._normaliser import LineNormaliser  # noqa: E402

@@ -127,8 +127,17 @@ def normalised_batches(
     records get ``truncated: true``. Dropped lines (blank, logpipe's own diagnostics) are left
     out, so a batch may hold no record (its ``end`` still counts: an offset may be acked).
 
-    The common case is one ``LineNormaliser.batch`` call per batch (no per-line calls).
+    The records are a :class:`~logpipe.record.NormalisedLines`: dicts built only when a sink
+    asks for them. The common case is one ``LineNormaliser.lines`` call per batch (no per-line
+    calls).
     """
+    for j, norm in _normalised(normalise, lines, truncated, received):
+        yield j, norm, norm.lines  # type: ignore[misc]  # a Sequence of the records
+
+
+def _normalised(normalise: record.LineNormaliser, lines: Sequence[bytes],
+                truncated: Container[int] | None, received: str | None,
+                ) -> Iterator[tuple[int, record.NormalisedLines]]:
     received = received or record.now()
     n = len(lines)
     i = 0
@@ -147,15 +156,17 @@ def normalised_batches(
                     enc = record.dumps(rec)
                 recs.append(rec)
                 outs.append(enc)
+            yield j, record.NormalisedLines(outs, list(recs), {})
         else:
-            recs, outs = normalise.batch(list(lines[i:j]), received)
-        yield j, recs, outs
+            yield j, normalise.lines(list(lines[i:j]), received)
         i = j
 
 
 class LineBatch(NamedTuple):
     """Normalised records of consecutive lines, their NDJSON lines, and ``end``: the stream
-    offset (bytes consumed by the splitter, from its start) just past the batch's last line."""
+    offset (bytes consumed by the splitter, from its start) just past the batch's last line.
+    ``records`` is a :class:`~logpipe.record.NormalisedLines` (dicts built on first access):
+    pass it on as a Batch's records and a sink that only writes bytes never builds one."""
 
     records: list[dict[str, Any]]
     lines: list[bytes]
@@ -268,11 +279,11 @@ class LineAssembler:
                received: str | None) -> Iterator[LineBatch]:
         pos = start
         i = 0
-        for j, recs, outs in normalised_batches(self._normalise, lines, cut, received):
+        for j, norm in _normalised(self._normalise, lines, cut, received):
             pos += sum(map(len, lines[i:j])) + (j - i)
             if cut:
                 pos += sum(raw - len(lines[k]) - 1 for k, raw in cut.items() if i <= k < j)
-            yield LineBatch(recs, outs, pos)
+            yield LineBatch(norm, norm.lines, pos)  # type: ignore[arg-type]
             i = j
 
     def _pairs(self, pairs: list[tuple[bytes, int]], flagged: Container[int],
@@ -280,8 +291,8 @@ class LineAssembler:
         if not pairs:
             return
         lines = [p[0] for p in pairs]
-        for j, recs, outs in normalised_batches(self._normalise, lines, flagged, received):
-            yield LineBatch(recs, outs, pairs[j - 1][1])
+        for j, norm in _normalised(self._normalise, lines, flagged, received):
+            yield LineBatch(norm, norm.lines, pairs[j - 1][1])  # type: ignore[arg-type]
 
 
 def _ends(raws: list[int], start: int) -> Iterator[int]:

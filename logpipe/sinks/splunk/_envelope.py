@@ -6,7 +6,9 @@ Reference: "Format events for HEC", https://help.splunk.com/splunk-enterprise/ge
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import operator
 import time as _time
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
@@ -14,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from logpipe import record
+from logpipe import diagnostics, record
 
 #: Indexed fields sent with every event (SPEC §4). HEC ``fields`` must be a flat object whose
 #: values are strings (or arrays of strings); a nested value is rejected with code 15.
@@ -52,7 +54,8 @@ class EnvelopeEncoder:
         HEC wants ``<sec>.<fraction>`` seconds (Splunk "Format events"); Splunk keeps
         microseconds, so we send exactly six decimals. The canonical RFC 3339 form is converted
         exactly (no float rounding); other forms go through :func:`record.to_epoch`; a record
-        without a usable time gets the current time.
+        without a usable time gets the current time, and a warning says so (at most one per
+        10 s, diagnostics' rate limit).
         """
         if record.is_canonical_time(value):
             frac = value[20:26]
@@ -72,6 +75,11 @@ class EnvelopeEncoder:
                     return secs + frac.encode()
         epoch = record.to_epoch(value) if value is not None else None
         if epoch is None:
+            # only a record handed to the sink directly can get here (the line path gives every
+            # record a readable time): say so rather than silently re-dating it
+            what = "no time" if value is None else f"time {str(value)[:40]!r}"
+            diagnostics.warning(f"splunk: a record with {what} is sent with the time it is sent",
+                                key="splunk-send-time")
             epoch = _time.time()
         return f"{epoch:.6f}".encode()
 
@@ -143,51 +151,117 @@ class EnvelopeEncoder:
     def _encode(self, records: Sequence[Mapping[str, Any]], lines: Sequence[bytes] | None,
                 grouped: bool) -> dict[int, list[bytes]]:
         """Cached metadata around the time, then ``"event":`` and the record's own NDJSON
-        line — no per-record dict or JSON encoding (the hot path)."""
+        line — no per-record dict or JSON encoding (the hot path). Records given as a
+        :class:`~logpipe.record.NormalisedLines` (the line path's batches) are read from the
+        heads the normaliser found, without building their dicts."""
+        if isinstance(records, record.NormalisedLines):
+            return self._encode_heads(records, grouped)
         if lines is None:
             lines = [record.dumps(r) for r in records]
-        heads = self._heads
-        tcache = self._tcache
-        epoch_text = self.epoch_text
         out: dict[int, list[bytes]] = {}
         flat: list[bytes] = []
         if not grouped:
             out[0] = flat
+        one = self._one
         for rec, line in zip(records, lines, strict=True):
-            get = rec.get
-            t = get("time")
-            tb = None
-            if record.is_canonical_time(t):
-                secs = tcache.get(t[:19])
-                frac = t[20:26]
-                if secs is not None and frac.isdigit():
-                    tb = secs + frac.encode()
-            if tb is None:
-                tb = epoch_text(t)
-            key = (get("host"), get("source"), get("service"), get("feature"), get("instance_id"),
-                   get("level"))
-            try:
-                head = heads.get(key)
-            except TypeError:  # an unhashable value (a list, a dict)
-                head = None
-            if head is None:
-                head = self._head(rec)
-                # Only keys of strings (or None) are cached: 1 == 1.0 == True would otherwise
-                # share a slot. A lookup can then only hit with equal strings, never with
-                # numbers or booleans (no str equals them), so hits need no type check.
-                if all(v is None or isinstance(v, str) for v in key):
-                    if len(heads) > 4096:
-                        heads.clear()
-                    heads[key] = head
-            env = b"".join((head[0], tb, head[1], line, b"}"))
+            env, group = one(rec, line)
             if grouped:
-                bucket = out.get(head[2])
+                bucket = out.get(group)
                 if bucket is None:
-                    bucket = out[head[2]] = []
+                    bucket = out[group] = []
                 bucket.append(env)
             else:
                 flat.append(env)
         return out
+
+    def _one(self, rec: Mapping[str, Any], line: bytes) -> tuple[bytes, int]:
+        """One record's envelope and source group."""
+        get = rec.get
+        t = get("time")
+        tb = None
+        if record.is_canonical_time(t):
+            secs = self._tcache.get(t[:19])
+            frac = t[20:26]
+            if secs is not None and frac.isdigit():
+                tb = secs + frac.encode()
+        if tb is None:
+            tb = self.epoch_text(t)
+        head = self._cached_head((get("host"), get("source"), get("service"), get("feature"),
+                                  get("instance_id"), get("level")), rec)
+        return b"".join((head[0], tb, head[1], line, b"}")), head[2]
+
+    def _cached_head(self, key: tuple[Any, ...], rec: Mapping[str, Any]) -> tuple[bytes, bytes, int]:
+        """The envelope head of ``rec`` whose (host, source, service, feature, instance_id,
+        level) is ``key``, from the cache when it is there."""
+        heads = self._heads
+        try:
+            head = heads.get(key)
+        except TypeError:  # an unhashable value (a list, a dict)
+            head = None
+        if head is None:
+            head = self._head(rec)
+            # Only keys of strings (or None) are cached: 1 == 1.0 == True would otherwise
+            # share a slot. A lookup can then only hit with equal strings, never with
+            # numbers or booleans (no str equals them), so hits need no type check.
+            if all(v is None or isinstance(v, str) for v in key):
+                if len(heads) > 4096:
+                    heads.clear()
+                heads[key] = head
+        return head
+
+    def _encode_heads(self, norm: record.NormalisedLines, grouped: bool) -> dict[int, list[bytes]]:
+        """Envelopes of a line-path batch: per canonical line, its time and envelope keys as
+        the normaliser read them (a key it lacked has the value the normaliser spliced in,
+        ``norm.fill``); a line of the general path goes through :meth:`_one` with its dict.
+        The time of a canonical line is canonical (checked), so it converts from the cache."""
+        fill = norm.fill
+        received: str = fill.get(record.TIME) or record.now()
+        tcache = self._tcache
+        epoch_text = self.epoch_text
+        read = _HEAD_FIELDS
+        unset = record.UNSET
+        # what each distinct tuple of read values (UNSET where the line lacked the key) sends
+        local: dict[tuple[Any, ...], tuple[bytes, bytes, int]] = {}
+        out: dict[int, list[bytes]] = {}
+        flat: list[bytes] = []
+        if not grouped:
+            out[0] = flat
+        for h, line in zip(norm.heads, norm.lines, strict=True):
+            if h.__class__ is dict:
+                env, group = self._one(h, line)
+            else:
+                t = h.time  # type: ignore[union-attr]
+                if not isinstance(t, str):  # UNSET: the normaliser spliced in the read time
+                    t = received
+                secs = tcache.get(t[:19])
+                tb = secs + t[20:26].encode() if secs is not None else epoch_text(t)
+                seen = read(h)
+                try:
+                    head = local.get(seen)
+                except TypeError:  # an unhashable value (a list, an object)
+                    head = None
+                if head is None:
+                    filled = {k: fill.get(k) if v is unset else v
+                              for k, v in zip(_HEAD_KEYS, seen, strict=True)}
+                    head = self._cached_head(tuple(filled.values()), filled)
+                    with contextlib.suppress(TypeError):
+                        local[seen] = head
+                env = b"".join((head[0], tb, head[1], line, b"}"))
+                group = head[2]
+            if grouped:
+                bucket = out.get(group)
+                if bucket is None:
+                    bucket = out[group] = []
+                bucket.append(env)
+            else:
+                flat.append(env)
+        return out
+
+
+#: The keys of an envelope head, in the order of the cache key, and a getter of a Head's.
+_HEAD_KEYS = (record.HOST, record.SOURCE, record.SERVICE, record.FEATURE, record.INSTANCE_ID,
+              record.LEVEL)
+_HEAD_FIELDS = operator.attrgetter(*_HEAD_KEYS)
 
 
 def source_key(envelope: bytes) -> bytes:

@@ -219,13 +219,14 @@ class SplunkSink(Sink):
             raise SinkError("splunk: write before start")
         if not spool.reserve_held:
             await self._wait_for_reserve(spool)
-        groups = self._encoder.encode_grouped(batch.records, batch.encoded())
+        # a line-path batch is encoded from what its normaliser read: no record dict is built
+        groups = self._encoder.encode_grouped(batch.normalised or batch.records, batch.encoded())
         items: list[tuple[bytes, int]] = []  # (spool item, its events)
         for g, envelopes in groups.items():
             for bundle in cut_group(envelopes):
                 items.append((to_item(g, bundle), len(bundle)))
-        await self._append_until_room(spool, items, len(batch.records))
-        self._shared.counts.spooled += len(batch.records)
+        await self._append_until_room(spool, items, len(batch))
+        self._shared.counts.spooled += len(batch)
         return Outcome.SPOOLED
 
     async def _append_until_room(self, spool: Spool, items: list[tuple[bytes, int]], records: int) -> None:

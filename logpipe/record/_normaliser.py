@@ -42,7 +42,7 @@ class LineNormaliser:
     parsed once and never re-serialised. ``batch()`` does a whole chunk in one call.
     """
 
-    __slots__ = ("_cooldown", "_decode", "_defaults", "_fill_keys", "_fragments", "_missing",
+    __slots__ = ("_backoff", "_cooldown", "_decode", "_defaults", "_fill_keys", "_fragments", "_missing",
                  "_plain_level", "_present")
 
     def __init__(self, defaults: Mapping[str, Any], plain_level: str = "info") -> None:
@@ -60,8 +60,10 @@ class LineNormaliser:
         self._present = operator.attrgetter(*names) if len(names) > 1 else None
         self._missing: dict[tuple[Any, ...], int] = {}
         self._fill_keys = tuple(self._defaults)
-        #: batches left to normalise without the canonical check (most lines failed it lately)
+        #: batches left to normalise without the canonical check (most lines failed it lately),
+        #: and how many the next such pause lasts (doubling while the check keeps failing)
         self._cooldown = 0
+        self._backoff = 8
 
     @property
     def defaults(self) -> dict[str, Any]:
@@ -89,8 +91,9 @@ class LineNormaliser:
         spliced in. Dropped lines (blank, logpipe's own diagnostics) are left out.
 
         When most lines of a batch fail the canonical check (another logger's shape, plain
-        text), the next batches of this origin skip it for a while, so such input costs what
-        it cost before the check existed."""
+        text), the next batches of this origin skip it for a while (16 batches, doubling up to
+        1,024 while it keeps failing), so such input costs what it cost before the check
+        existed."""
         decode = self._decode
         if decode is None or self._cooldown:
             self._cooldown = max(0, self._cooldown - 1)
@@ -140,8 +143,15 @@ class LineNormaliser:
             rest.append(i)
             add(line)
         if rest:
-            self._cooldown = 16 if len(rest) * 4 > len(lines) else 0
+            if len(rest) * 4 > len(lines):
+                # mostly not canonical: skip the check for a while, longer each time in a row
+                self._backoff = min(1024, self._backoff * 2)
+                self._cooldown = self._backoff
+            else:
+                self._backoff = 8
             self._general_at(rest, outs, heads, received)
+        else:
+            self._backoff = 8
         return NormalisedLines(outs, heads, self._fill(received))
 
     def _missing_bits(self, seen: tuple[Any, ...]) -> int:

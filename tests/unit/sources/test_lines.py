@@ -53,3 +53,16 @@ def test_joined_groups_are_held_out_of_end_until_flushed() -> None:
     (rec,) = group.records
     assert rec["message"].startswith("Traceback") and rec["message"].endswith("ValueError: bad")
     assert group.end == len(data) and asm.held == 0
+
+
+def test_batches_keep_lines_and_build_records_only_on_demand() -> None:
+    """The assembler's batches carry the NDJSON lines and a NormalisedLines as records: a
+    canonical line is passed on as its own bytes plus the spliced defaults, and its dict is
+    built only when read."""
+    asm = _asm()
+    line = b'{"time":"2026-12-04T09:59:59.123456Z","level":"info","message":"a"}'
+    (batch,) = list(asm.feed(line + b"\nplain b\n"))
+    assert isinstance(batch.records, record.NormalisedLines)
+    assert batch.lines[0] == line[:-1] + b',"source":"t"}'
+    assert batch.records._records is None
+    assert [r["message"] for r in batch.records] == ["a", "plain b"]

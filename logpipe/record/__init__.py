@@ -12,11 +12,10 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from logpipe.record._canonical import UNSET, Head, NormalisedLines
 from logpipe.record._rules import (
     EXCEPTION_SOURCES,
     HOST_ALIASES,
@@ -270,5 +269,22 @@ def _safe_value(value: Any) -> Any:
         return repr(value)
 
 
-# the line path's normaliser lives in its own module (it uses the functions above)
-from logpipe.record._normaliser import LineNormaliser  # noqa: E402
+# The line path (the normaliser and the canonical check, which needs msgspec) is imported on
+# first use: a process that only logs (``from logpipe import logger``) never loads it.
+_LAZY = {"LineNormaliser": "_normaliser", "NormalisedLines": "_canonical", "Head": "_canonical",
+         "UNSET": "_canonical"}
+
+if TYPE_CHECKING:
+    from logpipe.record._canonical import UNSET, Head, NormalisedLines
+    from logpipe.record._normaliser import LineNormaliser
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value

@@ -56,6 +56,7 @@ from __future__ import annotations
 import abc
 import enum
 from collections.abc import Awaitable, Callable, Sequence
+from itertools import chain
 from typing import Any
 
 from logpipe import record
@@ -71,6 +72,10 @@ class Outcome(enum.Enum):
 
     DELIVERED = "delivered"
     SPOOLED = "spooled"
+
+
+#: joined after a batch's lines, so its NDJSON block ends with a newline
+_END = (b"",)
 
 
 class Batch:
@@ -122,7 +127,7 @@ class Batch:
         lines = self.encoded()
         if not lines:
             return b""
-        return b"\n".join(lines) + b"\n"
+        return b"\n".join(chain(lines, _END))  # one copy of the bytes (not a join, then a concat)
 
     def __len__(self) -> int:
         if self._records is not None:

@@ -109,7 +109,7 @@ class LineNormaliser:
         seconds = _SECONDS
         time_bit = 1 << len(self._fragments)
         tails: dict[int, bytes] = {}
-        for i, (line, h) in enumerate(zip(lines, heads, strict=True)):
+        for line, h in zip(lines, heads, strict=True):
             if h is not None and line[-1] == 125 and line[0] == 123:
                 ascii_ = line.isascii()
                 t = h.time
@@ -140,7 +140,7 @@ class LineNormaliser:
                     # an empty object (no key, so no quote) takes the keys alone
                     add(line[:-1] + tail if line[1] == 34 or line.find(b'"') > 0 else b"{" + tail[1:])
                     continue
-            rest.append(i)
+            rest.append(len(outs))  # its position: every line before it added one line
             add(line)
         if rest:
             if len(rest) * 4 > len(lines):

@@ -99,7 +99,15 @@ class LineNormaliser:
             self._cooldown = max(0, self._cooldown - 1)
             recs, general = self._general(lines, received)
             return NormalisedLines(general, recs, self._fill(received))  # type: ignore[arg-type]
-        heads: list[Any] = heads_of(decode, lines)
+        # the first lines first: when most of them fail, the batch goes to the general path
+        # without paying a failed decode for each of its other lines
+        heads: list[Any] = heads_of(decode, lines[:_PROBE])
+        if heads.count(None) * 4 > len(heads):
+            self._pause()
+            recs, general = self._general(lines, received)
+            return NormalisedLines(general, recs, self._fill(received))  # type: ignore[arg-type]
+        if len(lines) > _PROBE:
+            heads += heads_of(decode, lines[_PROBE:])
         outs: list[bytes] = []
         add = outs.append
         rest: list[int] = []  # positions of the lines for the general path
@@ -144,15 +152,19 @@ class LineNormaliser:
             add(line)
         if rest:
             if len(rest) * 4 > len(lines):
-                # mostly not canonical: skip the check for a while, longer each time in a row
-                self._backoff = min(1024, self._backoff * 2)
-                self._cooldown = self._backoff
+                self._pause()
             else:
                 self._backoff = 8
             self._general_at(rest, outs, heads, received)
         else:
             self._backoff = 8
         return NormalisedLines(outs, heads, self._fill(received))
+
+    def _pause(self) -> None:
+        """Most lines failed the check: skip it for the next batches, longer each time in a
+        row (16, 32 … 1,024 batches)."""
+        self._backoff = min(1024, self._backoff * 2)
+        self._cooldown = self._backoff
 
     def _missing_bits(self, seen: tuple[Any, ...]) -> int:
         """The missing-key bits for what the canonical check read (level, each default's
@@ -289,6 +301,10 @@ class LineNormaliser:
             defaults.setdefault(LEVEL, "info")
         normalise(rec, defaults)
         return rec, dumps(rec)
+
+
+#: lines of a batch checked before the rest (most failing: the batch takes the general path)
+_PROBE = 16
 
 
 def _field_name(decoder: Any, key: str) -> str:

@@ -59,13 +59,16 @@ class LineSplitter:
             self.consumed += head_raw
             self.truncated_lines += 1
             chunk = chunk[nl + 1 :]
-        data = self._buf + chunk if self._buf else chunk
-        parts = data.split(b"\n")
+        # the held partial line joins the chunk's first line only (no copy of the whole chunk)
+        parts = chunk.split(b"\n")
+        if self._buf:
+            parts[0] = self._buf + parts[0]
+        size = len(self._buf) + len(chunk)
         tail = parts.pop()
-        self.consumed += len(data) - len(tail)
+        self.consumed += size - len(tail)
         cut: dict[int, int] | None = None
         limit = self.max_line
-        if len(data) > limit and parts and max(map(len, parts)) > limit:
+        if size > limit and parts and max(map(len, parts)) > limit:
             cut = {}
             for i, p in enumerate(parts):
                 if len(p) > limit:

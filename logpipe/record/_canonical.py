@@ -22,7 +22,7 @@ not read are kept as the writer wrote them (the general path wrote them exactly,
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from itertools import islice
 from typing import Any, Literal, overload
 
@@ -116,13 +116,16 @@ class NormalisedLines(Sequence[dict[str, Any]]):
     want dicts keep working; byte sinks use ``lines`` and never build one.
     """
 
-    __slots__ = ("_records", "fill", "heads", "lines")
+    __slots__ = ("_records", "fill", "heads", "lines", "on_parse")
 
     def __init__(self, lines: list[bytes], heads: list[Head | dict[str, Any]],
-                 fill: Mapping[str, Any]) -> None:
+                 fill: Mapping[str, Any], on_parse: Callable[[], None] | None = None) -> None:
         self.lines = lines
         self.heads = heads
         self.fill = fill
+        #: called when records() has to parse lines (a sink wants dicts: the normaliser then
+        #: builds them directly for a while, cheaper than checking and parsing again)
+        self.on_parse = on_parse
         self._records: list[dict[str, Any]] | None = None
 
     def records(self) -> list[dict[str, Any]]:
@@ -130,6 +133,8 @@ class NormalisedLines(Sequence[dict[str, Any]]):
         if self._records is None:
             self._records = [h if h.__class__ is dict else _record_of(ln)  # type: ignore[misc,unused-ignore]
                              for h, ln in zip(self.heads, self.lines, strict=True)]
+            if self.on_parse is not None and any(h.__class__ is not dict for h in self.heads):
+                self.on_parse()
         return self._records
 
     def __len__(self) -> int:

@@ -42,8 +42,18 @@ class LineNormaliser:
     parsed once and never re-serialised. ``batch()`` does a whole chunk in one call.
     """
 
-    __slots__ = ("_backoff", "_cooldown", "_decode", "_defaults", "_fill_keys", "_fragments", "_missing",
-                 "_plain_level", "_present")
+    __slots__ = (
+        "_backoff",
+        "_cooldown",
+        "_decode",
+        "_defaults",
+        "_dicts",
+        "_fill_keys",
+        "_fragments",
+        "_missing",
+        "_plain_level",
+        "_present",
+    )
 
     def __init__(self, defaults: Mapping[str, Any], plain_level: str = "info") -> None:
         self._defaults = dict(defaults)
@@ -64,6 +74,8 @@ class LineNormaliser:
         #: and how many the next such pause lasts (doubling while the check keeps failing)
         self._cooldown = 0
         self._backoff = 8
+        #: batches left to normalise into dicts (a sink read the records of a recent batch)
+        self._dicts = 0
 
     @property
     def defaults(self) -> dict[str, Any]:
@@ -80,23 +92,27 @@ class LineNormaliser:
 
     def batch(self, lines: list[bytes], received: str) -> tuple[list[dict[str, Any]], list[bytes]]:
         """Normalise many lines (without newlines); dropped lines (blank, logpipe's own
-        diagnostics) are left out of both lists. The records are dicts (see :meth:`lines` for
-        the batch kept as bytes)."""
-        norm = self.lines(lines, received)
-        return norm.records(), norm.lines
+        diagnostics) are left out of both lists. The records are dicts, built while parsing
+        (see :meth:`lines` for the batch kept as bytes)."""
+        return self._general(lines, received)
 
     def lines(self, lines: list[bytes], received: str) -> NormalisedLines:
         """Normalise many lines (without newlines) into NDJSON lines, building no dict for a
         canonical line (see :mod:`._canonical`): its bytes are kept, the missing defaults
         spliced in. Dropped lines (blank, logpipe's own diagnostics) are left out.
 
+        When a sink reads the records of such a batch (a console or file sink wants dicts), the
+        next DICTS_FOR batches of this origin are parsed into dicts directly: one parse per
+        line, as before the check existed, rather than a check and then a parse.
+
         When most lines of a batch fail the canonical check (another logger's shape, plain
         text), the next batches of this origin skip it for a while (16 batches, doubling up to
         1,024 while it keeps failing), so such input costs what it cost before the check
         existed."""
         decode = self._decode
-        if decode is None or self._cooldown:
+        if decode is None or self._cooldown or self._dicts:
             self._cooldown = max(0, self._cooldown - 1)
+            self._dicts = max(0, self._dicts - 1)
             recs, general = self._general(lines, received)
             return NormalisedLines(general, recs, self._fill(received))  # type: ignore[arg-type]
         # the first lines first: when most of them fail, the batch goes to the general path
@@ -158,7 +174,13 @@ class LineNormaliser:
             self._general_at(rest, outs, heads, received)
         else:
             self._backoff = 8
-        return NormalisedLines(outs, heads, self._fill(received))
+        return NormalisedLines(outs, heads, self._fill(received), self._wants_dicts)
+
+    def _wants_dicts(self) -> None:
+        """A sink read the records of a batch kept as bytes (console, file): build the next
+        batches' dicts directly (the general path parses each line once, as such a sink needs),
+        and try keeping bytes again after DICTS_FOR batches."""
+        self._dicts = DICTS_FOR
 
     def _pause(self) -> None:
         """Most lines failed the check: skip it for the next batches, longer each time in a
@@ -302,6 +324,9 @@ class LineNormaliser:
         normalise(rec, defaults)
         return rec, dumps(rec)
 
+
+#: batches normalised into dicts after a sink read the records of a batch kept as bytes
+DICTS_FOR = 256
 
 #: lines of a batch checked before the rest (most failing: the batch takes the general path)
 _PROBE = 16

@@ -55,15 +55,18 @@ def test_every_other_shape_gets_what_the_general_path_gives() -> None:
     as the general path (one orjson.loads per line and the alias table) — the check changes
     only how fast a canonical line goes, never what any line becomes."""
     for defaults in (DEFAULTS, {"source": "stdin", "host": "h"}, {}):
-        fast, general = LineNormaliser(defaults, "error"), LineNormaliser(defaults, "error")
+        general = LineNormaliser(defaults, "error")
         for line in ODD_LINES:
-            norm = fast.lines([line], RECEIVED)
+            # a fresh normaliser each time: reading records switches one to dicts for a while
+            norm = LineNormaliser(defaults, "error").lines([line], RECEIVED)
             recs, outs = general._general([line], RECEIVED)
             assert norm.lines == outs, line
             assert norm.records() == recs, line
-        # and mixed in one batch, in order
-        norm = fast.lines(ODD_LINES, RECEIVED)
-        recs, outs = general._general(ODD_LINES, RECEIVED)
+        # and mixed in one batch among canonical lines (kept as bytes), in order
+        mixed = [x for odd in ODD_LINES for x in (LOGGER_LINE, LOGGER_LINE, LOGGER_LINE, odd)]
+        norm = LineNormaliser(defaults, "error").lines(mixed, RECEIVED)
+        assert isinstance(norm.heads[0], Head)
+        recs, outs = general._general(mixed, RECEIVED)
         assert norm.lines == outs
         assert list(norm) == recs
 
@@ -103,6 +106,22 @@ def test_a_mostly_non_canonical_origin_skips_the_check_for_a_while() -> None:
         assert isinstance(norm.heads[0], dict)
     norm = n.lines([LOGGER_LINE], RECEIVED)
     assert isinstance(norm.heads[0], Head)
+
+
+def test_reading_records_switches_the_origin_to_dicts_for_a_while() -> None:
+    """When a sink reads the records of a batch kept as bytes (console, file), the next
+    DICTS_FOR batches of that origin are parsed into dicts directly (heads are the dicts), then
+    bytes are kept again."""
+    from logpipe.record._normaliser import DICTS_FOR
+
+    n = LineNormaliser(DEFAULTS)
+    first = n.lines([LOGGER_LINE], RECEIVED)
+    assert isinstance(first.heads[0], Head)
+    first.records()
+    for _ in range(DICTS_FOR):
+        norm = n.lines([LOGGER_LINE], RECEIVED)
+        assert isinstance(norm.heads[0], dict) and norm.lines == first.lines
+    assert isinstance(n.lines([LOGGER_LINE], RECEIVED).heads[0], Head)
 
 
 def test_numbers_beyond_float_range_are_passed_as_written() -> None:

@@ -3,8 +3,10 @@
 A record is a plain ``dict`` that goes straight through orjson. This package is the only place
 that knows the key names and the aliases other loggers use (SPEC §1): ``_rules`` holds the alias
 table (one place), ``_time`` the one canonical-time check, the one RFC 3339 formatter and the
-time parser. Nothing here raises on bad input — a line that is not a JSON object becomes
-``{"message": <line>}``.
+time parser, ``_normaliser`` the line path's :class:`LineNormaliser` and ``_canonical`` its
+check for lines already in the canonical shape (kept as bytes: :class:`NormalisedLines`, whose
+dicts are built only when asked for). Nothing here raises on bad input — a line that is not a
+JSON object becomes ``{"message": <line>}``.
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ import contextlib
 import hashlib
 import operator
 import time as _time
+from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -158,20 +159,11 @@ class EnvelopeEncoder:
             return self._encode_heads(records, grouped)
         if lines is None:
             lines = [record.dumps(r) for r in records]
-        out: dict[int, list[bytes]] = {}
-        flat: list[bytes] = []
-        if not grouped:
-            out[0] = flat
+        out = _buckets(grouped)
         one = self._one
         for rec, line in zip(records, lines, strict=True):
             env, group = one(rec, line)
-            if grouped:
-                bucket = out.get(group)
-                if bucket is None:
-                    bucket = out[group] = []
-                bucket.append(env)
-            else:
-                flat.append(env)
+            out[group if grouped else 0].append(env)
         return out
 
     def _one(self, rec: Mapping[str, Any], line: bytes) -> tuple[bytes, int]:
@@ -222,10 +214,7 @@ class EnvelopeEncoder:
         unset = record.UNSET
         # what each distinct tuple of read values (UNSET where the line lacked the key) sends
         local: dict[tuple[Any, ...], tuple[bytes, bytes, int]] = {}
-        out: dict[int, list[bytes]] = {}
-        flat: list[bytes] = []
-        if not grouped:
-            out[0] = flat
+        out = _buckets(grouped)
         for h, line in zip(norm.heads, norm.lines, strict=True):
             if h.__class__ is dict:
                 env, group = self._one(h, line)
@@ -248,14 +237,16 @@ class EnvelopeEncoder:
                         local[seen] = head
                 env = b"".join((head[0], tb, head[1], line, b"}"))
                 group = head[2]
-            if grouped:
-                bucket = out.get(group)
-                if bucket is None:
-                    bucket = out[group] = []
-                bucket.append(env)
-            else:
-                flat.append(env)
+            out[group if grouped else 0].append(env)
         return out
+
+
+def _buckets(grouped: bool) -> defaultdict[int, list[bytes]]:
+    """Envelopes by source group (``grouped``), or all under 0 (present even when empty)."""
+    out: defaultdict[int, list[bytes]] = defaultdict(list)
+    if not grouped:
+        out[0] = []
+    return out
 
 
 #: The keys of an envelope head, in the order of the cache key, and a getter of a Head's.

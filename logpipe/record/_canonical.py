@@ -23,7 +23,6 @@ not read are kept as the writer wrote them (the general path wrote them exactly,
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from itertools import islice
 from typing import Any, Literal, overload
 
 import msgspec
@@ -83,12 +82,14 @@ _FAIL = (ValueError, RecursionError)
 
 def heads_of(decode: Any, lines: Sequence[bytes]) -> list[Head | None]:
     """``decode`` (a :func:`head_decoder`'s ``decode``) of every line; ``None`` where it fails.
-    One C-level ``map`` over the run of lines up to each failure."""
+    One C-level ``map`` over the run of lines up to each failure (the failing line is already
+    taken from the shared iterator, so the next run starts just after it)."""
     out: list[Head | None] = []
+    rest = iter(lines)
     n = len(lines)
     while len(out) < n:
         try:
-            out.extend(map(decode, islice(lines, len(out), None)))
+            out.extend(map(decode, rest))
         except _FAIL:
             out.append(None)
     return out

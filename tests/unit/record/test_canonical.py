@@ -138,3 +138,16 @@ def test_normalised_lines_compare_as_their_records() -> None:
     """A NormalisedLines is the records as a Sequence: equal to the list of its dicts."""
     norm = NormalisedLines([b'{"a":1}'], [{"a": 1}], {})
     assert norm == [{"a": 1}] and list(norm) == [{"a": 1}] and norm[0] == {"a": 1}
+
+
+def test_heads_stay_aligned_with_the_lines_around_failures() -> None:
+    """heads_of gives one entry per line, None exactly where the decode failed (not JSON, an
+    alias key), however many failures follow one another."""
+    from logpipe.record._canonical import head_decoder, heads_of
+
+    decoder = head_decoder(NEEDS_WORK, DEFAULTS)
+    assert decoder is not None
+    lines = [b"{}", b"x", b'{"msg":1}', b'{"a":1}', b"y", b"z", LOGGER_LINE, b""]
+    heads = heads_of(decoder.decode, lines)
+    assert [h is None for h in heads] == [False, True, True, False, True, True, False, True]
+    assert heads[6].service == "api"  # type: ignore[union-attr]

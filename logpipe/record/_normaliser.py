@@ -108,7 +108,10 @@ class LineNormaliser:
         When most lines of a batch fail the canonical check (another logger's shape, plain
         text), the next batches of this origin skip it for a while (16 batches, doubling up to
         1,024 while it keeps failing), so such input costs what it cost before the check
-        existed."""
+        existed.
+
+        (Longer than 60 lines on purpose: the per-line loop is the collector's hot path, and a
+        helper call per line costs ≈ 80 ns, ≈ 6 % of it.)"""
         decode = self._decode
         if decode is None or self._cooldown or self._dicts:
             self._cooldown = max(0, self._cooldown - 1)
@@ -230,7 +233,8 @@ class LineNormaliser:
     def _general(self, lines: list[bytes], received: str, keep_drops: bool = False,
                  ) -> tuple[list[dict[str, Any]], list[bytes]]:
         """The general path (every line parsed into a dict); with ``keep_drops`` a dropped line
-        leaves ``None`` in both lists instead of nothing."""
+        leaves ``None`` in both lists instead of nothing. (main's ``batch`` loop, unchanged:
+        one loop per batch on purpose, the per-line calls it avoids cost more than its length.)"""
         recs: list[dict[str, Any]] = []
         outs: list[bytes] = []
         add_rec = recs.append

@@ -8,20 +8,17 @@ Who wrote a PM2 log file is answered, in this order, by:
    ``pm_err_log_path``, ``pm_log_path``, ``log_date_format``, ``log_type``. No ``pm2`` command is
    needed (cron, systemd and ``npx pm2`` users have none on PATH);
 2. ``pm2 jlist``, when a ``pm2`` command is found and PM2's daemon is already up (``jlist``
-   would otherwise *start* one), with a 5 s timeout, rate-limited;
+   would otherwise *start* one), with a 5 s timeout, rate-limited. Only the start-up refresh
+   waits for it; later ones run it on a worker thread and keep its previous answer meanwhile,
+   so a hung PM2 daemon never stalls the event loop (1 and 3, which decide what is logpipe's
+   own output, stay synchronous: a pid file, a few ``/proc`` reads and one small file);
 3. ``$PM2_HOME/dump.pm2`` (written by ``pm2 save``), for apps that are stopped.
 
 Only those keys are kept: an app's environment may hold secrets and is never logged. When no
 source names a file, one warning per file says so and what its records lack.
 
-PM2's own formats (lib/God/ForkMode.js, PM2 5 to 7) are undone by two pure decoders:
-:class:`PrefixDecoder` for ``--time``/``log_date_format`` (``prefixLogWithDate``: each line of a
-chunk becomes ``<dayjs date>: <line>\\n``, in the host's local time unless the pattern has a
-zone) and :class:`JsonChunkDecoder` for ``log_type: "json"`` (``transformLogToJson``: each chunk
-becomes ``{"message": <chunk>, "timestamp": …, "type": "out"|"err", …}\\n``; chunks are re-joined
-into the app's own byte stream). ``feed(raw)`` returns decoded byte segments with the PM2 time
-of their lines; ``raw_offset(decoded)`` maps a decoded offset back to the raw file offset a
-checkpoint may commit.
+PM2's own formats (``--time``/``log_date_format`` prefixes, ``log_type: json`` chunks) are undone
+by the decoders of :mod:`logpipe.sources.pm2_formats`; :meth:`Pm2Registry.decoder` picks one.
 """
 
 from __future__ import annotations
@@ -31,6 +28,7 @@ import os
 import re
 import shutil
 import subprocess
+import threading
 import time
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
@@ -178,6 +176,50 @@ def apps_from_proc(home: str) -> list[Pm2App]:
     return apps
 
 
+def run_jlist(pm2_bin: str, home: str) -> list[Pm2App]:
+    """``pm2 jlist`` against ``home`` (5 s timeout) → its apps; [] and one warning on failure."""
+    env = dict(os.environ, PM2_HOME=home)
+    try:
+        proc = subprocess.run([pm2_bin, "jlist"], capture_output=True, timeout=JLIST_TIMEOUT,
+                              env=env, stdin=subprocess.DEVNULL, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        # the message names the failure only; jlist's output (app env) is never logged
+        diagnostics.warning(f"pm2 jlist failed ({type(exc).__name__}); using PM2's pid files "
+                            "and dump only", key="pm2-jlist")
+        return []
+    if proc.returncode != 0:
+        diagnostics.warning(f"pm2 jlist exited with {proc.returncode}; using PM2's pid files "
+                            "and dump only", key="pm2-jlist")
+        return []
+    return parse_jlist(proc.stdout)
+
+
+class _JlistWorker:
+    """``pm2 jlist`` off the event loop: one run at a time on a daemon thread; ``answer`` is
+    the last one (a whole list, swapped in one assignment), ``take_fresh`` says it is new."""
+
+    def __init__(self) -> None:
+        self.answer: list[Pm2App] = []
+        self._thread: threading.Thread | None = None
+        self._fresh = threading.Event()
+
+    def ask(self, pm2_bin: str, home: str) -> None:
+        if self._thread is not None and self._thread.is_alive():
+            return  # still waiting for the last run (a hung daemon: up to JLIST_TIMEOUT)
+        self._thread = threading.Thread(target=self._run, args=(pm2_bin, home), daemon=True,
+                                        name="logpipe-pm2-jlist")
+        self._thread.start()
+
+    def _run(self, pm2_bin: str, home: str) -> None:
+        self.answer = run_jlist(pm2_bin, home)
+        self._fresh.set()
+
+    def take_fresh(self) -> bool:
+        fresh = self._fresh.is_set()
+        self._fresh.clear()
+        return fresh
+
+
 class Pm2Registry:
     """PM2's log directory and who wrote each of its files, for ``origin`` and ``decoder``."""
 
@@ -189,6 +231,7 @@ class Pm2Registry:
         self._by_path: dict[str, list[tuple[Pm2App, str]]] = {}
         self._at = -1e9
         self._told: set[str] = set()
+        self._jlist = _JlistWorker()
 
     @property
     def apps(self) -> list[Pm2App]:
@@ -196,13 +239,21 @@ class Pm2Registry:
         return list(self._apps)
 
     def refresh(self, force: bool = False, min_interval: float = JLIST_MIN_INTERVAL) -> None:
-        """Ask the sources again (rate-limited): live processes, then jlist, then dump.pm2."""
+        """Ask the sources again (rate-limited): live processes, then jlist, then dump.pm2.
+        ``force`` (start-up) waits for jlist; otherwise jlist runs on the worker thread and its
+        previous answer is used, and a new answer is merged at the next call."""
         now = time.monotonic()
+        fresh = self._jlist.take_fresh()
         if not force and now - self._at < min_interval:
+            if fresh:
+                self._merge(self._jlist.answer)  # the worker answered: no new jlist run
             return
         self._at = now
+        self._merge(self._from_jlist(wait=force))
+
+    def _merge(self, jlist: list[Pm2App]) -> None:
         merged: dict[object, Pm2App] = {}
-        for source in (self._from_dump(), self._from_jlist(), apps_from_proc(self.home)):
+        for source in (self._from_dump(), jlist, apps_from_proc(self.home)):
             for app in source:  # later sources win: the live environment is the truth
                 key = app.pm_id if app.pm_id is not None else (app.name, app.out_path)
                 old = merged.get(key)
@@ -225,23 +276,16 @@ class Pm2Registry:
         except OSError:
             return []
 
-    def _from_jlist(self) -> list[Pm2App]:
+    def _from_jlist(self, wait: bool) -> list[Pm2App]:
+        """jlist's apps: asked now and waited for (``wait``), else asked on the worker thread
+        (one run at a time) while its last answer is used."""
         if self._bin is None or not self.daemon_running():
             return []
-        env = dict(os.environ, PM2_HOME=self.home)
-        try:
-            proc = subprocess.run([self._bin, "jlist"], capture_output=True, timeout=JLIST_TIMEOUT,
-                                  env=env, stdin=subprocess.DEVNULL, check=False)
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            # the message names the failure only; jlist's output (app env) is never logged
-            diagnostics.warning(f"pm2 jlist failed ({type(exc).__name__}); using PM2's pid files "
-                                "and dump only", key="pm2-jlist")
-            return []
-        if proc.returncode != 0:
-            diagnostics.warning(f"pm2 jlist exited with {proc.returncode}; using PM2's pid files "
-                                "and dump only", key="pm2-jlist")
-            return []
-        return parse_jlist(proc.stdout)
+        if wait:
+            self._jlist.answer = run_jlist(self._bin, self.home)
+        else:
+            self._jlist.ask(self._bin, self.home)
+        return self._jlist.answer
 
     def daemon_running(self) -> bool:
         """True when PM2's daemon for this home is up: its ``rpc.sock`` exists and the pid in

@@ -109,3 +109,17 @@ while time.monotonic() - t0 < seconds:
     time.sleep(0.005)  # pacing: the writer's rate is the scenario
 print(sent)
 """
+
+
+def rotated_of(log: Path) -> list[rotate.RotatedFile]:
+    """The rotated files of ``log``, oldest first (``rotate.rotated_files``)."""
+    return rotate.rotated_files(str(log))
+
+
+def capture_main(opts: rotate.RotateOptions) -> str:
+    """``rotate.main(opts)`` in-process; asserts exit 0 and returns what it printed."""
+    import io
+
+    out = io.StringIO()
+    assert rotate.main(opts, out=out) == 0
+    return out.getvalue()

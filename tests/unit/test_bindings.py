@@ -16,22 +16,12 @@ import time
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 import logpipe
 from logpipe import _emit
 from logpipe.errors import UsageError
 from tests._logger_helpers import TIME_RE, capture, lines, logger_child_env, run_py
 from tests.helpers import wait_for
-
-_ANY = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats()
-    | st.text(alphabet=st.characters(min_codepoint=0, max_codepoint=0x10FFFF), max_size=8)
-    | st.binary(max_size=8) | st.builds(object),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
-    max_leaves=10,
-)
 
 # --- the record ---------------------------------------------------------------------------------
 
@@ -359,7 +349,7 @@ def test_redaction_list_is_configurable(tmp_path: Path) -> None:
     assert b["ssn"] == "123"
 
 
-# --- exceptions and never raising -------------------------------------------------------------
+# --- exceptions (never raising: test_emit.py) ---------------------------------------------------
 
 
 def test_exception_is_one_line_with_traceback(tmp_path: Path) -> None:
@@ -386,223 +376,7 @@ def test_exception_is_one_line_with_traceback(tmp_path: Path) -> None:
     assert "exception" not in c and "exc_info" not in c
 
 
-class _Hostile:
-    def __repr__(self) -> str:
-        raise RuntimeError("repr exploded")
-
-
-class _Plain:
-    def __repr__(self) -> str:
-        return "<Plain>"
-
-
-def test_a_call_never_raises_whatever_it_is_given(tmp_path: Path) -> None:
-    """Unserialisable values are rendered with repr (or a placeholder when repr raises), invalid
-    bytes and lone surrogates are replaced, huge ints and cycles survive, a bad %-format keeps
-    its arguments, and a non-string message is kept — each call still writes one valid line."""
-    cyclic: dict[str, object] = {}
-    cyclic["self"] = cyclic
-    with capture(tmp_path) as read:
-        logpipe.logger.info("objects", obj=_Plain(), hostile=_Hostile(), tags={"a"})
-        logpipe.logger.info("bytes", raw=b"ok\xff\xfe", name="caf\udce9")
-        logpipe.logger.info("big", n=2**80, cyclic=cyclic)
-        logpipe.logger.info("bad %d format", "x")
-        logpipe.logger.info(12345)
-        logpipe.logger.info("msg \udcff")
-        logpipe.logger.bind(**{"weird key\n": 1}).info("keys")
-        logpipe.logger.info()
-        logpipe.logger.info("names of parameters", self="s", event="e", level="loud")
-    recs = read()
-    assert len(recs) == 9
-    assert recs[0]["obj"] == "<Plain>" and recs[0]["hostile"] == "<unrepresentable _Hostile>"
-    assert recs[0]["tags"] == ["a"]
-    assert recs[1]["raw"] == "ok\ufffd\ufffd" and recs[1]["name"] == "caf\ufffd"
-    assert recs[2]["n"] == str(2**80) and "cyclic" in recs[2]
-    assert recs[3]["message"] == "bad %d format ('x',)"
-    assert recs[4]["message"] == 12345
-    assert recs[5]["message"] == "msg \ufffd"
-    assert recs[6]["weird key\n"] == 1
-    assert "message" not in recs[7] and recs[7]["level"] == "info"
-    assert (recs[8]["self"], recs[8]["event"], recs[8]["level"]) == ("s", "e", "info")
-
-
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(message=st.one_of(st.text(alphabet=st.characters(min_codepoint=0, max_codepoint=0x10FFFF)),
-                         st.integers(), st.none(), st.builds(object)),
-       fields=st.dictionaries(st.text(min_size=1, max_size=8), _ANY, max_size=4),
-       ctx=st.dictionaries(st.text(min_size=1, max_size=8), _ANY, max_size=2))
-def test_any_call_writes_exactly_one_valid_line(tmp_path: Path, message: object,
-                                                fields: dict[str, object],
-                                                ctx: dict[str, object]) -> None:
-    """Property: whatever message, fields and context values (surrogates, bytes, huge ints, NaN,
-    objects, nesting), each call returns None and writes exactly one line of valid UTF-8 JSON."""
-    with capture(tmp_path) as read:
-        with logpipe.context(**ctx):
-            assert logpipe.logger.warning(message, **fields) is None
-        recs = read()
-    assert len(recs) == 1 and recs[0]["level"] == "warning"
-
-
-def test_closed_stream_and_closed_stdout_do_not_raise(tmp_path: Path) -> None:
-    """Logging to a stream the app closed, or with fd 1 closed, or to a pipe whose reader is gone
-    (EPIPE), returns normally and the program goes on (exit 0)."""
-    f = open(tmp_path / "x.log", "wb")  # noqa: SIM115
-    with capture(tmp_path):
-        logpipe.configure(stream=f)
-        f.close()
-        logpipe.logger.info("into a closed file")
-    proc = run_py(
-        """
-        import os
-        from logpipe import logger
-        os.close(1)
-        logger.info("no stdout")
-        print("still here", file=__import__("sys").stderr)
-        """
-    )
-    assert proc.returncode == 0 and b"still here" in proc.stderr
-    r, w = os.pipe()
-    os.close(r)
-    try:
-        proc = run_py(
-            """
-            import sys
-            from logpipe import logger
-            for i in range(1000):
-                logger.info("into a broken pipe", i=i)
-            print("survived", file=sys.stderr)
-            """,
-            stdout=w,
-        )
-    finally:
-        os.close(w)
-    assert proc.returncode == 0 and b"survived" in proc.stderr and b"Traceback" not in proc.stderr
-
-
-def test_stream_without_fileno(tmp_path: Path) -> None:
-    """``configure(stream=io.StringIO())`` (or BytesIO) receives the same JSON lines."""
-    import io
-
-    import orjson
-
-    text, raw = io.StringIO(), io.BytesIO()
-    with capture(tmp_path):
-        logpipe.configure(stream=text)
-        logpipe.logger.info("to text", n=1)
-        logpipe.configure(stream=raw)
-        logpipe.logger.info("to bytes", n=2)
-    assert orjson.loads(text.getvalue())["n"] == 1
-    assert orjson.loads(raw.getvalue())["n"] == 2
-    with pytest.raises(UsageError, match="file object"):
-        logpipe.configure(stream=3.5)  # type: ignore[arg-type]
-
-
-# --- reaching the OS: pipes, sockets, kill -9, threads, fork ----------------------------------
-
-
-def _read_all(fd: int, proc: subprocess.Popen[bytes]) -> bytes:
-    """Read ``fd`` until EOF (all writers gone), with a deadline."""
-    out = b""
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([fd], [], [], 0.5)
-        if ready:
-            chunk = os.read(fd, 1 << 20)
-            if not chunk:
-                return out
-            out += chunk
-    proc.kill()
-    raise AssertionError("timed out reading the child's output")
-
-
-KILL_SELF = """
-import os, signal, sys
-{setup}
-for i in range(500):
-    {log}
-os.kill(os.getpid(), signal.SIGKILL)
-"""
-
-
-@pytest.mark.parametrize("kind", ["pipe", "socket"])
-def test_lines_survive_kill_9_right_after_logging(kind: str) -> None:
-    """A child whose stdout is a pipe (or a socket, as PM2 gives it) logs 500 lines and is
-    SIGKILLed at once: all 500 lines are there, complete. (Control: the same loop with print()
-    loses them, so the test can tell.)"""
-
-    def run(setup: str, log: str) -> bytes:
-        if kind == "pipe":
-            r, w = os.pipe()
-        else:
-            r, w = (s.detach() for s in socket.socketpair())
-        proc = subprocess.Popen([sys.executable, "-c", KILL_SELF.format(setup=setup, log=log)],
-                                stdout=w, env=logger_child_env())
-        os.close(w)
-        try:
-            out = _read_all(r, proc)
-        finally:
-            os.close(r)
-        assert proc.wait(timeout=30) == -signal.SIGKILL
-        return out
-
-    out = run("from logpipe import logger", 'logger.info("order placed", i=i)')
-    recs = lines(out)
-    assert [r["i"] for r in recs] == list(range(500))
-    # control: print() to a pipe/socket is block-buffered, so the tail of the same loop is lost
-    assert not run("", 'print("order placed", i)').endswith(b"order placed 499\n")
-
-
-def test_threads_never_interleave_lines() -> None:
-    """8 threads each log 100 lines of 8 KB (twice PIPE_BUF, so the kernel alone would not keep
-    them whole) to a pipe: every line read back is whole JSON and every (thread, i) appears
-    exactly once."""
-    proc = subprocess.Popen(
-        [sys.executable, "-c",
-         "import threading\n"
-         "from logpipe import logger\n"
-         "pad = 'x' * 8000\n"
-         "def run(t):\n"
-         "    for i in range(100):\n"
-         "        logger.info('bulk', t=t, i=i, pad=pad)\n"
-         "ts = [threading.Thread(target=run, args=(t,)) for t in range(8)]\n"
-         "[t.start() for t in ts]; [t.join() for t in ts]\n"],
-        stdout=subprocess.PIPE, env=logger_child_env())
-    assert proc.stdout is not None
-    with proc.stdout:
-        out = _read_all(proc.stdout.fileno(), proc)
-    assert proc.wait(timeout=30) == 0
-    recs = lines(out)
-    assert sorted((r["t"], r["i"]) for r in recs) == [(t, i) for t in range(8) for i in range(100)]
-    assert all(len(r["pad"]) == 8000 for r in recs)
-
-
-def test_processes_sharing_a_pipe_never_interleave_lines() -> None:
-    """4 processes (forked after import, as a pre-fork server does) log 300 lines of ~2 KB each
-    to one shared stdout pipe: every line is whole, because each is a single write() below
-    PIPE_BUF (POSIX makes those atomic on a pipe)."""
-    proc = subprocess.Popen(
-        [sys.executable, "-c",
-         "import os\n"
-         "from logpipe import logger\n"
-         "pad = 'y' * 2000\n"
-         "kids = []\n"
-         "for k in range(4):\n"
-         "    pid = os.fork()\n"
-         "    if pid == 0:\n"
-         "        for i in range(300):\n"
-         "            logger.info('bulk', k=k, i=i, pad=pad)\n"
-         "        os._exit(0)\n"
-         "    kids.append(pid)\n"
-         "for pid in kids:\n"
-         "    os.waitpid(pid, 0)\n"],
-        stdout=subprocess.PIPE, env=logger_child_env())
-    assert proc.stdout is not None
-    with proc.stdout:
-        out = _read_all(proc.stdout.fileno(), proc)
-    assert proc.wait(timeout=30) == 0
-    recs = lines(out)
-    assert sorted((r["k"], r["i"]) for r in recs) == [(k, i) for k in range(4) for i in range(300)]
-    assert len({r["pid"] for r in recs}) == 4
+# --- fork (reaching the OS whole: test_output.py) ------------------------------------------------
 
 
 def test_forked_child_reports_its_own_pid() -> None:
@@ -623,58 +397,6 @@ def test_forked_child_reports_its_own_pid() -> None:
     before, child, after = lines(proc.stdout)
     assert child["pid"] == child["me"] != before["pid"]
     assert after["pid"] == after["me"] == before["pid"]
-
-
-# --- the stdlib logging bridge ----------------------------------------------------------------
-
-
-def test_stdlib_records_come_out_the_same_way() -> None:
-    """Records from ``logging`` (as httpx/uvicorn write them) come out as JSON lines with the
-    same bindings and context, the logger name, ``extra`` fields, the SPEC level name and the
-    traceback; below the configured level they are dropped."""
-    proc = run_py(
-        """
-        import logging, logpipe
-        logpipe.bind(service="api", feature="store")
-        lib = logging.getLogger("httpx")
-        with logpipe.context(request_id="r-9"):
-            lib.info("HTTP Request: %s %s", "GET", "http://x/", extra={"status": 200})
-        lib.debug("hidden")
-        try:
-            {}["k"]
-        except KeyError:
-            logging.getLogger("uvicorn.error").exception("crash")
-        logging.getLogger("x").log(25, "custom level")
-        """
-    )
-    assert proc.returncode == 0, proc.stderr
-    info, crash, custom = lines(proc.stdout)
-    assert info["message"] == "HTTP Request: GET http://x/" and info["level"] == "info"
-    assert (info["service"], info["feature"], info["request_id"]) == ("api", "store", "r-9")
-    assert info["logger"] == "httpx" and info["status"] == 200
-    assert re.match(TIME_RE, info["time"])
-    assert crash["level"] == "error" and crash["exception"].endswith("KeyError: 'k'")
-    assert custom["level"] == "info"
-    assert proc.stderr == b""
-
-
-def test_stdout_is_not_block_buffered_while_child_lives() -> None:
-    """A line is readable from the pipe while the child is still running (it reached the OS when
-    the call returned; no flush, no PYTHONUNBUFFERED)."""
-    proc = subprocess.Popen(
-        [sys.executable, "-c",
-         "import sys, time\nfrom logpipe import logger\nlogger.info('ready')\nsys.stdin.read()\n"],
-        stdout=subprocess.PIPE, stdin=subprocess.PIPE, env=logger_child_env())
-    assert proc.stdout is not None and proc.stdin is not None
-    try:
-        line = wait_for(lambda: select.select([proc.stdout], [], [], 0.2)[0] and proc.stdout.readline(),
-                        timeout=20, message="the first line")
-        assert lines(line)[0]["message"] == "ready"
-        assert proc.poll() is None
-    finally:
-        proc.stdin.close()
-        proc.wait(timeout=30)
-        proc.stdout.close()
 
 
 # --- the examples the README demo runs ----------------------------------------------------------

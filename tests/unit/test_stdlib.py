@@ -35,3 +35,33 @@ def test_stdlib_records_come_out_the_same_way() -> None:
     assert crash["level"] == "error" and crash["exception"].endswith("KeyError: 'k'")
     assert custom["level"] == "info"
     assert proc.stderr == b""
+
+
+def test_handler_turns_a_log_record_into_level_message_and_fields() -> None:
+    """``_stdlib.Handler`` (in-process, on a private logger): the SPEC level name, the
+    %-formatted message, ``logger``, the record's time, ``extra`` fields (not uvicorn's
+    ``color_message``), uvicorn.access's arguments as fields, ``exc_info`` passed on; a bad
+    %-format keeps its arguments instead of raising."""
+    import logging
+
+    from logpipe import _stdlib
+
+    got: list[tuple[str, object, dict[str, object]]] = []
+    handler = _stdlib.Handler(lambda level, msg, kw: got.append((level, msg, kw)))
+    lg = logging.Logger("lib")  # not in the manager: nothing else sees these records
+    lg.addHandler(handler)
+    lg.warning("slow %s", "upstream", extra={"ms": 812, "color_message": "\x1b[1mslow"})
+    lg.info("bad %d", "x")
+    access = logging.Logger("uvicorn.access")
+    access.addHandler(handler)
+    access.info('%s - "%s %s HTTP/%s" %d', "1.2.3.4:5", "GET", "/x", "1.1", 200)
+    try:
+        {}["k"]  # noqa: B018 - raise a KeyError to log it
+    except KeyError:
+        lg.exception("crash")
+    (l1, m1, k1), (l2, m2, _), (_, _, k3), (l4, _, k4) = got
+    assert (l1, m1, k1["logger"], k1["ms"]) == ("warning", "slow upstream", "lib", 812)
+    assert "color_message" not in k1 and re.match(TIME_RE, str(k1["time"]))
+    assert (l2, m2) == ("info", "'bad %d' % ('x',)")
+    assert (k3["client"], k3["method"], k3["path"], k3["status"]) == ("1.2.3.4:5", "GET", "/x", 200)
+    assert l4 == "error" and isinstance(k4["exc_info"], tuple) and k4["exc_info"][0] is KeyError

@@ -345,7 +345,7 @@ class HecDouble:
                 return events
             if time.monotonic() > deadline:
                 raise AssertionError(f"HEC double: {len(events)} events after {timeout}s, wanted {n}")
-            time.sleep(0.02)
+            time.sleep(0.02)  # the poll interval of this deadline poll
 
     def statuses(self) -> list[int]:
         """HTTP statuses answered so far, in order."""

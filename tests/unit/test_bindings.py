@@ -171,7 +171,7 @@ def test_context_is_per_thread_and_per_task(tmp_path: Path) -> None:
 
     async def handle(rid: str) -> None:
         with logpipe.context(request_id=rid):
-            await asyncio.sleep(0.01)
+            await asyncio.sleep(0.01)  # the scenario: the tasks interleave inside their contexts
             logpipe.logger.info("task", expect=rid)
 
     async def main() -> None:

@@ -126,7 +126,7 @@ def _stable(path: Path, expect: int, settle: float = 2.5) -> bool:
             last, since = size, time.monotonic()
         elif time.monotonic() - since >= settle and _line_count(path) == expect:
             return True
-        time.sleep(0.1)
+        time.sleep(0.1)  # the poll interval of a deadline poll; `settle` is an observation window
     return False
 
 

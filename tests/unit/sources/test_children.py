@@ -111,14 +111,14 @@ def test_sigterm_drains_last_lines_and_leaves_no_orphan(tmp_path: Path) -> None:
     pidfile = tmp_path / "grandchild.pid"
     code = (
         "import signal, subprocess, sys, time\n"
-        f"g = subprocess.Popen(['sleep', '300'])\n"
+        f"g = subprocess.Popen(['sleep', '300'])\n"  # a grandchild that lives on unless killed
         f"open({str(pidfile)!r}, 'w').write(str(g.pid))\n"
         "def bye(*a):\n"
         "    for i in range(50): print(f'last words {i}', flush=True)\n"
         "    sys.exit(0)\n"
         "signal.signal(signal.SIGTERM, bye)\n"
         "print('ready', flush=True)\n"
-        "while True: time.sleep(1)\n"
+        "while True: time.sleep(1)  # the scenario: stay alive until signalled\n"
     )
     col = Collector(["--run", f"svc={python_cmd(code)}"])
     try:
@@ -141,7 +141,7 @@ def test_stop_escalates_to_sigkill_for_a_child_ignoring_sigterm() -> None:
     """A child that ignores SIGTERM is killed with SIGKILL after stop_timeout; run() returns
     and the exit record names SIGKILL."""
     code = "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\nprint('up', flush=True)\n" \
-           "while True: time.sleep(1)\n"
+           "while True: time.sleep(1)  # the scenario: stay alive until signalled\n"
     spec = parse_runs([f"stubborn={python_cmd(code)}"])
     src = ChildrenSource(spec, stop_timeout=0.5)
     got: list[dict[str, object]] = []
@@ -244,7 +244,7 @@ def test_child_killed_from_outside_is_reported_and_restarted() -> None:
     is started again (a new pid) after the first backoff step."""
     import signal as sig
 
-    code = "import time\nprint('up', flush=True)\nwhile True: time.sleep(1)\n"
+    code = "import time\nprint('up', flush=True)\nwhile True: time.sleep(1)  # stay alive until killed\n"
     col = Collector(["--run", f"victim={python_cmd(code)}"])
     try:
         first = col.wait_records(lambda r: r.get("message") == "up")[0]

@@ -6,17 +6,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from tests._collect_helpers import Collector
+from tests._collect_helpers import Collector, pid_alive
 from tests.helpers import wait_for
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            state = f.read().rsplit(b")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != b"Z"
 
 
 def test_hung_pm2_jlist_does_not_stop_reading(tmp_path: Path) -> None:
@@ -45,11 +36,11 @@ def test_hung_pm2_jlist_does_not_stop_reading(tmp_path: Path) -> None:
         # a-out.log is named by no source: the registry asks jlist again, which hangs
         pid = int(wait_for(lambda: hung.exists() and hung.read_text().strip(),
                            message="a second pm2 jlist to start"))
-        assert _alive(pid)
+        assert pid_alive(pid)
         with (logs / "a-out.log").open("a") as f:
             f.write("two\n")
         (logs / "b-out.log").write_text("three\n")
         col.wait_records(lambda r: r["message"] in ("one", "two", "three"), n=3)
-        assert _alive(pid), "the collector read nothing while pm2 jlist hung"
+        assert pid_alive(pid), "the collector read nothing while pm2 jlist hung"
     finally:
         col.terminate()

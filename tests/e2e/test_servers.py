@@ -56,6 +56,18 @@ class _Server:
                 return None
         return wait_for(attempt, timeout=60, message="the server's first response")
 
+    def request_then_stop(self, path: str, logger: str) -> tuple[httpx.Response, list[dict[str, Any]]]:
+        """GET ``path``, wait until a record of ``logger`` came out, stop the server (whatever
+        happened); stderr must be empty. Returns the response and every record."""
+        try:
+            resp = self.get(path)
+            wait_for(lambda: any(r.get("logger") == logger for r in self.records()), timeout=30,
+                     message=f"the {logger} record")
+        finally:
+            err = self.stop()
+        assert err == b""
+        return resp, self.records()
+
     def stop(self) -> bytes:
         """SIGTERM, wait, return stderr; every stdout line must then be one JSON record."""
         self.sock.close()
@@ -102,15 +114,8 @@ def test_uvicorn_access_log_is_a_record_with_request_fields() -> None:
     ``status``, ``duration_ms``, ``bytes`` as fields — are logpipe records with the bindings;
     stdout holds nothing else and stderr nothing at all."""
     server = _Server([sys.executable, "-c", textwrap.dedent(UVICORN_APP), "{fd}"])
-    try:
-        resp = server.get("/items/7?full=1")
-        assert resp.status_code == 200 and resp.text == "hello"
-        wait_for(lambda: any(r.get("logger") == "access" for r in server.records()), timeout=30,
-                 message="the access record")
-    finally:
-        err = server.stop()
-    assert err == b""
-    recs = server.records()
+    resp, recs = server.request_then_stop("/items/7?full=1", "access")
+    assert resp.status_code == 200 and resp.text == "hello"
     assert recs and all(_has_bindings(r) and isinstance(r["pid"], int) for r in recs), recs
     (access,) = [r for r in recs if r.get("logger") == "access"]
     assert access["message"] == "GET /items/7 200" and access["level"] == "info"
@@ -128,14 +133,8 @@ def test_uvicorn_own_access_log_records_have_request_fields() -> None:
     ``path``, ``status`` fields and the bindings, and nothing reaches stderr."""
     app = UVICORN_APP.replace("AccessLog(app)", "app").replace("access_log=False", "access_log=True")
     server = _Server([sys.executable, "-c", textwrap.dedent(app), "{fd}"])
-    try:
-        assert server.get("/ping").status_code == 200
-        wait_for(lambda: any(r.get("logger") == "uvicorn.access" for r in server.records()),
-                 timeout=30, message="uvicorn's access record")
-    finally:
-        err = server.stop()
-    assert err == b""
-    recs = server.records()
+    resp, recs = server.request_then_stop("/ping", "uvicorn.access")
+    assert resp.status_code == 200
     assert all(_has_bindings(r) for r in recs), recs
     (access,) = [r for r in recs if r.get("logger") == "uvicorn.access"]
     assert (access["method"], access["path"], access["status"]) == ("GET", "/ping", 200)
@@ -167,15 +166,8 @@ def test_gunicorn_logger_class_gives_records_with_request_fields(tmp_path: Path)
     server = _Server([sys.executable, "-m", "gunicorn", "--logger-class",
                       "logpipe.integrations.gunicorn.Logger", "-w", "1", "-k", "sync", *extra,
                       "--bind", "fd://{fd}", "wsgiapp:app"], cwd=tmp_path, LOGPIPE_SERVICE="api")
-    try:
-        resp = server.get("/orders?id=3")
-        assert resp.status_code == 200 and resp.text == "hello"
-        wait_for(lambda: any(r.get("logger") == "gunicorn.access" for r in server.records()),
-                 timeout=30, message="the access record")
-    finally:
-        err = server.stop()
-    assert err == b""
-    recs = server.records()
+    resp, recs = server.request_then_stop("/orders?id=3", "gunicorn.access")
+    assert resp.status_code == 200 and resp.text == "hello"
     assert all(r["service"] == "api" and isinstance(r["pid"], int) for r in recs), recs
     (access,) = [r for r in recs if r.get("logger") == "gunicorn.access"]
     assert _has_bindings(access) and access["message"] == "GET /orders 200"

@@ -73,6 +73,23 @@ def test_file_sink_marker_directory(tmp_path: Path) -> None:
     assert not feedback.is_own_output(str(mine), mine.stat())
 
 
+def _wait_own_output(path: Path, message: str) -> None:
+    """Wait (rescanning /proc each time) until ``path`` is recognised as logpipe's own output."""
+
+    def seen() -> bool:
+        feedback.refresh()
+        return feedback.is_own_output(str(path), path.stat())
+
+    wait_for(seen, timeout=20, message=message)
+
+
+def _end(proc: subprocess.Popen[bytes]) -> None:
+    """Close the logpipe child's stdin (its input ends) and wait for it to exit."""
+    assert proc.stdin is not None
+    proc.stdin.close()
+    proc.wait(timeout=30)
+
+
 @needs_proc
 def test_other_running_logpipe_process_output(tmp_path: Path) -> None:
     """A file that another running logpipe process's stdout points at is own output while
@@ -82,18 +99,12 @@ def test_other_running_logpipe_process_output(tmp_path: Path) -> None:
         proc = subprocess.Popen([*LOGPIPE, "sink", "ndjson"], stdin=subprocess.PIPE, stdout=fo,
                                 stderr=subprocess.DEVNULL)
     try:
-        def seen() -> bool:
-            feedback.refresh()
-            return feedback.is_own_output(str(target), target.stat())
-
-        wait_for(seen, timeout=20, message="the sink process's stdout target recognised")
+        _wait_own_output(target, "the sink process's stdout target recognised")
         unrelated = tmp_path / "y.log"
         unrelated.write_text("y\n")
         assert not feedback.is_own_output(str(unrelated), unrelated.stat())
     finally:
-        assert proc.stdin is not None
-        proc.stdin.close()
-        proc.wait(timeout=30)
+        _end(proc)
     feedback.refresh()
     assert not feedback.is_own_output(str(target), target.stat())
 
@@ -281,11 +292,7 @@ def test_pm2_app_tree_running_logpipe_is_own_output(tmp_path: Path) -> None:
     proc = subprocess.Popen(["bash", "-c", cmd], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, env=env)
     try:
-        def seen() -> bool:
-            feedback.refresh()
-            return feedback.is_own_output(str(out), out.stat())
-
-        wait_for(seen, timeout=20, message="the PM2-style tree running logpipe recognised")
+        _wait_own_output(out, "the PM2-style tree running logpipe recognised")
         assert feedback.is_own_output(str(err), err.stat())
         merged.write_text("created after the scan\n")
         assert feedback.is_own_output(str(merged), merged.stat())
@@ -296,9 +303,7 @@ def test_pm2_app_tree_running_logpipe_is_own_output(tmp_path: Path) -> None:
         unrelated.write_text("y\n")
         assert not feedback.is_own_output(str(unrelated), unrelated.stat())
     finally:
-        assert proc.stdin is not None
-        proc.stdin.close()
-        proc.wait(timeout=30)
+        _end(proc)
     feedback.refresh()
     assert feedback.is_own_output(str(out), out.stat())
     assert feedback.is_own_output(str(err), err.stat())

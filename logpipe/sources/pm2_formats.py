@@ -151,6 +151,37 @@ class _Decoder:
         """See :meth:`_OffsetMap.raw_offset`."""
         return self._map.raw_offset(decoded)
 
+    def feed(self, raw: bytes) -> list[tuple[bytes, str | None]]:
+        """Raw bytes → [(decoded bytes, PM2 time)] for the complete raw lines seen so far:
+        consecutive lines with the same PM2 time in one piece."""
+        lines = self._complete(raw)
+        if lines is None:
+            return []
+        out: list[tuple[bytes, str | None]] = []
+        parts: list[bytes] = []
+        cur: str | None = None
+        piece = self._piece
+        dec, rawpos = self._map.dec_pos, self._map.raw_pos
+        for line in lines.split(b"\n"):
+            body, t = piece(line, parts, dec)
+            if parts and t != cur:
+                out.append((b"".join(parts), cur))
+                parts = []
+            cur = t
+            parts.append(body)
+            dec += len(body)
+            rawpos += len(line) + 1
+            self._map.add(dec, rawpos)
+        if parts:
+            out.append((b"".join(parts), cur))
+            self.last_time = cur
+        return out
+
+    def _piece(self, line: bytes, parts: list[bytes], dec: int) -> tuple[bytes, str | None]:
+        """One raw line → (its decoded bytes, newline included; its PM2 time). ``parts`` (the
+        piece being built) and ``dec`` (the decoded offset so far) are read, never changed."""
+        raise NotImplementedError
+
     def _complete(self, raw: bytes) -> bytes | None:
         """The complete raw lines (without the last newline) that ``raw`` finishes; the rest is
         held for the next read. None when no line is complete yet."""
@@ -170,32 +201,11 @@ class PrefixDecoder(_Decoder):
         super().__init__(start)
         self.fmt = DateFormat(date_format or "YYYY-MM-DDTHH:mm:ss")
 
-    def feed(self, raw: bytes) -> list[tuple[bytes, str | None]]:
-        """Raw bytes → [(decoded bytes, PM2 time)] for the complete raw lines seen so far."""
-        lines = self._complete(raw)
-        if lines is None:
-            return []
-        out: list[tuple[bytes, str | None]] = []
-        parts: list[bytes] = []
-        cur: str | None = None
-        match = self.fmt.prefix.match
-        dec, rawpos = self._map.dec_pos, self._map.raw_pos
-        for line in lines.split(b"\n"):
-            m = match(line)
-            t = self.fmt.time_of(m) if m else None
-            body = line[m.end():] if m else line
-            if parts and t != cur:
-                out.append((b"\n".join(parts) + b"\n", cur))
-                parts = []
-            cur = t
-            parts.append(body)
-            dec += len(body) + 1
-            rawpos += len(line) + 1
-            self._map.add(dec, rawpos)
-        if parts:
-            out.append((b"\n".join(parts) + b"\n", cur))
-            self.last_time = cur
-        return out
+    def _piece(self, line: bytes, parts: list[bytes], dec: int) -> tuple[bytes, str | None]:
+        m = self.fmt.prefix.match(line)
+        if m is None:
+            return line + b"\n", None
+        return line[m.end():] + b"\n", self.fmt.time_of(m)
 
 
 class JsonChunkDecoder(_Decoder):
@@ -214,40 +224,16 @@ class JsonChunkDecoder(_Decoder):
                 return self.fmt.time_of(m)
         return record.normalise_time(ts)  # toISOString(): UTC with Z
 
-    def feed(self, raw: bytes) -> list[tuple[bytes, str | None]]:
-        """Raw bytes → [(decoded bytes, PM2 time)] for the complete chunk records seen so far.
-        A raw line that is not a PM2 chunk record passes through as a line of its own."""
-        lines = self._complete(raw)
-        if lines is None:
-            return []
-        out: list[tuple[bytes, str | None]] = []
-        parts: list[bytes] = []
-        cur: str | None = None
-        dec, rawpos = self._map.dec_pos, self._map.raw_pos
-        for line in lines.split(b"\n"):
-            body: bytes | None = None
-            t: str | None = None
-            if line.startswith(b"{"):
-                try:
-                    obj = orjson.loads(line)
-                except orjson.JSONDecodeError:
-                    obj = None
-                if isinstance(obj, dict) and isinstance(obj.get("message"), str):
-                    body = obj["message"].encode("utf-8", "surrogateescape")
-                    t = self._time(obj.get("timestamp"))
-            if body is None:  # not PM2's: a line of its own
-                body = line + b"\n"
-                if dec and parts and not parts[-1].endswith(b"\n"):
-                    body = b"\n" + body
-            if parts and t != cur:
-                out.append((b"".join(parts), cur))
-                parts = []
-            cur = t
-            parts.append(body)
-            dec += len(body)
-            rawpos += len(line) + 1
-            self._map.add(dec, rawpos)
-        if parts:
-            out.append((b"".join(parts), cur))
-            self.last_time = cur
-        return out
+    def _piece(self, line: bytes, parts: list[bytes], dec: int) -> tuple[bytes, str | None]:
+        # a chunk record's message; a raw line that is not one passes through as a line of its
+        # own (after a newline, if the chunks before it left their last line open)
+        if line.startswith(b"{"):
+            try:
+                obj = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                obj = None
+            if isinstance(obj, dict) and isinstance(obj.get("message"), str):
+                return obj["message"].encode("utf-8", "surrogateescape"), self._time(obj.get("timestamp"))
+        if dec and parts and not parts[-1].endswith(b"\n"):
+            return b"\n" + line + b"\n", None
+        return line + b"\n", None

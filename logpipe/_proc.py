@@ -150,9 +150,11 @@ def holds_pipe(pid: int, ino: int) -> bool:
         return False
 
 
-def pid_alive(pid: int) -> bool:
+def pid_alive(pid: int, group: bool = False) -> bool:
+    """True while process ``pid`` (with ``group``: process group ``pid``) exists — another
+    user's counts as alive (signal 0: nothing is sent)."""
     try:
-        os.kill(pid, 0)
+        (os.killpg if group else os.kill)(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:

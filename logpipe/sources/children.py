@@ -39,7 +39,7 @@ from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from logpipe import identity, record
+from logpipe import _proc, identity, record
 from logpipe.errors import UsageError
 from logpipe.multiline import Joiner
 from logpipe.pipeline import Batch, Source
@@ -319,7 +319,7 @@ class ChildrenSource(Source):
             os.killpg(pgid, signal.SIGTERM)
         deadline = time.monotonic() + self.stop_timeout
         while time.monotonic() < deadline:
-            if waiter.done() and not _group_alive(pgid):
+            if waiter.done() and not _proc.pid_alive(pgid, group=True):
                 return
             await asyncio.sleep(0.05)
         with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -367,12 +367,3 @@ class _ChildProtocol(asyncio.subprocess.SubprocessStreamProtocol):
         super().process_exited()
         if not self._exited.done():
             self._exited.set_result(None)
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

@@ -4,7 +4,6 @@ back-pressure from a slow reader, --to sinks."""
 from __future__ import annotations
 
 import contextlib
-import io
 import os
 import socket
 import subprocess
@@ -15,8 +14,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from logpipe import diagnostics
-from logpipe.collector import CollectOptions, file_origin, parse_jlist, plan
+from logpipe.collector import CollectOptions, file_origin, plan
 from logpipe.errors import UsageError
 from tests._collect_helpers import Collector, python_cmd, rss_kib, run_collect
 from tests.helpers import LOGPIPE
@@ -92,39 +90,6 @@ def test_file_origin_from_names() -> None:
     assert (d["service"], d["pm_id"], d["instance_id"], lvl) == ("api", 3, "3", "info")
     d, lvl = file_origin("/x/worker-error.log")
     assert d["service"] == "worker" and lvl == "error"
-
-
-def test_parse_jlist_keeps_only_identity() -> None:
-    """From pm2 jlist only name, pm_id, instance and log paths are kept (no app env); banner
-    lines before the JSON are tolerated; garbage gives no apps."""
-    doc = [{"name": "api", "pm_id": 3, "pm2_env": {"NODE_APP_INSTANCE": 1, "SECRET": "s3cr3t",
-                                                    "pm_out_log_path": "/l/api-out-3.log",
-                                                    "pm_err_log_path": "/dev/null"}}]
-    apps = parse_jlist(b"[PM2] banner\n" + orjson.dumps(doc))
-    assert len(apps) == 1
-    app = apps[0]
-    assert (app.name, app.pm_id, app.instance, app.err_path) == ("api", 3, "1", None)
-    assert app.out_path is not None and app.out_path.endswith("api-out-3.log")
-    assert "s3cr3t" not in repr(app)
-    assert parse_jlist(b"not json") == []
-
-
-def test_pm2_formats_are_read_from_jlist_without_a_warning() -> None:
-    """``pm2 jlist``'s ``log_date_format`` and ``log_type`` are kept per app (the decoders use
-    them) and no longer warned about: logpipe undoes both formats."""
-    buf = io.BytesIO()
-    diagnostics.set_stream(buf)
-    try:
-        doc = [{"name": n, "pm_id": i, "pm2_env": env} for i, (n, env) in enumerate([
-            ("dated", {"log_date_format": "YYYY-MM-DDTHH:mm:ss"}),
-            ("wrapped", {"log_type": "json"}),
-            ("plain", {"log_type": "raw"})])]
-        apps = parse_jlist(orjson.dumps(doc))
-    finally:
-        diagnostics.set_stream(None)
-    assert [(a.name, a.date_format, a.log_type) for a in apps] == [
-        ("dated", "YYYY-MM-DDTHH:mm:ss", None), ("wrapped", None, "json"), ("plain", None, "raw")]
-    assert buf.getvalue() == b""
 
 
 def _write_lines(path: Path, start: int, n: int) -> None:

@@ -9,9 +9,10 @@ Who wrote a PM2 log file is answered, in this order, by:
    needed (cron, systemd and ``npx pm2`` users have none on PATH);
 2. ``pm2 jlist``, when a ``pm2`` command is found and PM2's daemon is already up (``jlist``
    would otherwise *start* one), with a 5 s timeout, rate-limited. Only the start-up refresh
-   waits for it; later ones run it on a worker thread and keep its previous answer meanwhile,
-   so a hung PM2 daemon never stalls the event loop (1 and 3, which decide what is logpipe's
-   own output, stay synchronous: a pid file, a few ``/proc`` reads and one small file);
+   waits for it; later ones run it on a worker thread (:mod:`logpipe.sources._pm2_jlist`) and
+   keep its previous answer meanwhile, so a hung PM2 daemon never stalls the event loop (1 and
+   3, which decide what is logpipe's own output, stay synchronous: a pid file, a few ``/proc``
+   reads and one small file);
 3. ``$PM2_HOME/dump.pm2`` (written by ``pm2 save``), for apps that are stopped.
 
 Only those keys are kept: an app's environment may hold secrets and is never logged. When no
@@ -27,8 +28,6 @@ import glob
 import os
 import re
 import shutil
-import subprocess
-import threading
 import time
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
@@ -37,11 +36,11 @@ import orjson
 
 from logpipe import _proc, diagnostics, identity, record
 from logpipe.feedback import is_logpipe_cmdline
+from logpipe.sources._pm2_jlist import JlistWorker, run_jlist
 
 if TYPE_CHECKING:
     from logpipe.sources.pm2_formats import JsonChunkDecoder, PrefixDecoder
 
-JLIST_TIMEOUT = 5.0
 JLIST_MIN_INTERVAL = 2.0
 JLIST_RECHECK = 0.5
 
@@ -176,50 +175,6 @@ def apps_from_proc(home: str) -> list[Pm2App]:
     return apps
 
 
-def run_jlist(pm2_bin: str, home: str) -> list[Pm2App]:
-    """``pm2 jlist`` against ``home`` (5 s timeout) → its apps; [] and one warning on failure."""
-    env = dict(os.environ, PM2_HOME=home)
-    try:
-        proc = subprocess.run([pm2_bin, "jlist"], capture_output=True, timeout=JLIST_TIMEOUT,
-                              env=env, stdin=subprocess.DEVNULL, check=False)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        # the message names the failure only; jlist's output (app env) is never logged
-        diagnostics.warning(f"pm2 jlist failed ({type(exc).__name__}); using PM2's pid files "
-                            "and dump only", key="pm2-jlist")
-        return []
-    if proc.returncode != 0:
-        diagnostics.warning(f"pm2 jlist exited with {proc.returncode}; using PM2's pid files "
-                            "and dump only", key="pm2-jlist")
-        return []
-    return parse_jlist(proc.stdout)
-
-
-class _JlistWorker:
-    """``pm2 jlist`` off the event loop: one run at a time on a daemon thread; ``answer`` is
-    the last one (a whole list, swapped in one assignment), ``take_fresh`` says it is new."""
-
-    def __init__(self) -> None:
-        self.answer: list[Pm2App] = []
-        self._thread: threading.Thread | None = None
-        self._fresh = threading.Event()
-
-    def ask(self, pm2_bin: str, home: str) -> None:
-        if self._thread is not None and self._thread.is_alive():
-            return  # still waiting for the last run (a hung daemon: up to JLIST_TIMEOUT)
-        self._thread = threading.Thread(target=self._run, args=(pm2_bin, home), daemon=True,
-                                        name="logpipe-pm2-jlist")
-        self._thread.start()
-
-    def _run(self, pm2_bin: str, home: str) -> None:
-        self.answer = run_jlist(pm2_bin, home)
-        self._fresh.set()
-
-    def take_fresh(self) -> bool:
-        fresh = self._fresh.is_set()
-        self._fresh.clear()
-        return fresh
-
-
 class Pm2Registry:
     """PM2's log directory and who wrote each of its files, for ``origin`` and ``decoder``."""
 
@@ -231,7 +186,7 @@ class Pm2Registry:
         self._by_path: dict[str, list[tuple[Pm2App, str]]] = {}
         self._at = -1e9
         self._told: set[str] = set()
-        self._jlist = _JlistWorker()
+        self._jlist = JlistWorker(parse_jlist)
 
     @property
     def apps(self) -> list[Pm2App]:
@@ -282,7 +237,7 @@ class Pm2Registry:
         if self._bin is None or not self.daemon_running():
             return []
         if wait:
-            self._jlist.answer = run_jlist(self._bin, self.home)
+            self._jlist.answer = run_jlist(self._bin, self.home, parse_jlist)
         else:
             self._jlist.ask(self._bin, self.home)
         return self._jlist.answer

@@ -14,7 +14,8 @@ def test_hung_pm2_jlist_does_not_stop_reading(tmp_path: Path) -> None:
     """``collect --pm2`` with a live daemon (rpc.sock, pm2.pid alive) and a ``pm2`` on PATH that
     answers once (start-up) then hangs: a file no source names makes the registry ask jlist
     again, and while that ``pm2 jlist`` (a real process, killed only by the 5 s timeout) hangs,
-    lines appended to the known file and a new file come out of the collector."""
+    lines appended to the known file and a new file come out of the collector; when the
+    collector exits, the hung ``pm2 jlist`` goes with it."""
     home = tmp_path / "h"
     logs = home / "logs"
     logs.mkdir(parents=True)
@@ -44,3 +45,5 @@ def test_hung_pm2_jlist_does_not_stop_reading(tmp_path: Path) -> None:
         assert pid_alive(pid), "the collector read nothing while pm2 jlist hung"
     finally:
         col.terminate()
+    wait_for(lambda: not pid_alive(pid), timeout=10,
+             message="the hung pm2 jlist killed when the collector exited")

@@ -173,14 +173,14 @@ def make_input(path: Path, n: int) -> int:
 
 
 def _run(cmd: list[str], stdin_path: Path | None, env: dict[str, str], base: str, n: int,
-         timeout: float) -> tuple[float, float]:
+         timeout: float, cwd: str | None = None) -> tuple[float, float]:
     """Run ``cmd`` until it exits and the receiver counted ``n`` events: (wall s, CPU s)."""
     _get(f"{base}/reset")
     stdin = open(stdin_path, "rb") if stdin_path is not None else subprocess.DEVNULL  # noqa: SIM115
     t0 = time.perf_counter()
     try:
         proc = subprocess.Popen(cmd, stdin=stdin, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.PIPE, env=env)
+                                stderr=subprocess.PIPE, env=env, cwd=cwd)
         assert proc.stderr is not None
         err_box: list[bytes] = []
         reader = threading.Thread(target=lambda: err_box.append(proc.stderr.read()))  # type: ignore[union-attr]
@@ -213,6 +213,10 @@ def main() -> None:
     p.add_argument("--receiver", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--baseline", nargs=3, metavar=("FILE", "PORT", "FLUSH"), help=argparse.SUPPRESS)
     p.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
+    p.add_argument("--before", metavar="TREE",
+                   help="also run `sink splunk` from this source tree (e.g. `git archive main | tar -x "
+                        "-C TREE`), interleaved: a before/after in the same run")
+    p.add_argument("--no-baseline", action="store_true", help="skip splunk-handler (faster A/B runs)")
     a = p.parse_args()
     if a.receiver:
         receiver_main(a.port)
@@ -234,9 +238,12 @@ def main() -> None:
               f"{os.cpu_count()} CPUs; Python {sys.version.split()[0]}")
         env = {k: v for k, v in os.environ.items() if not k.startswith("LOGPIPE_")}
 
-        def logpipe_run(i: int) -> tuple[float, float]:
-            e = dict(env, LOGPIPE_SPLUNK_TOKEN=TOKEN, LOGPIPE_STATE_DIR=str(tmp / f"state{i}"))
-            return _run([*LOGPIPE, "sink", "splunk", "--url", base], data, e, base, n, 120)
+        def logpipe_run(i: int, tree: str | None = None) -> tuple[float, float]:
+            e = dict(env, LOGPIPE_SPLUNK_TOKEN=TOKEN,
+                     LOGPIPE_STATE_DIR=str(tmp / f"state{i}{'-before' if tree else ''}"))
+            if tree is not None:  # `-m` puts the working directory first on sys.path: run in the tree
+                e["PYTHONPATH"] = tree
+            return _run([*LOGPIPE, "sink", "splunk", "--url", base], data, e, base, n, 120, cwd=tree)
 
         def baseline_run(flush: float) -> tuple[float, float]:
             cmd = [sys.executable, str(HERE), "--baseline", str(data), str(port), str(flush)]
@@ -254,16 +261,26 @@ def main() -> None:
             # no Splunk sink at all, i.e. the most any sink behind this source could reach
             return _run_local([*LOGPIPE, "sink", "ndjson"], data, env)
 
-        rows: dict[str, list[tuple[float, float]]] = {"logpipe": [], "splunk-handler": [],
-                                                      "ceiling (ndjson)": []}
+        rows: dict[str, list[tuple[float, float]]] = {"logpipe": []}
+        if a.before:
+            rows["logpipe before"] = []
+        if not a.no_baseline:
+            rows["splunk-handler"] = []
+        rows["ceiling (ndjson)"] = []
         for i in range(a.reps):
             rows["logpipe"].append(logpipe_run(i))
-            rows["splunk-handler"].append(baseline_run(a.flush_interval))
-            rows["ceiling (ndjson)"].append(ceiling_run())
             lw, lc = rows["logpipe"][-1]
-            bw, bc = rows["splunk-handler"][-1]
-            print(f"  rep {i + 1}: logpipe {n / lw:>9,.0f} ev/s ({lc:.2f} CPU s)   "
-                  f"splunk-handler {n / bw:>9,.0f} ev/s ({bc:.2f} CPU s)   ratio {bw / lw:.1f}x")
+            line = f"  rep {i + 1}: logpipe {n / lw:>9,.0f} ev/s ({lc:.2f} CPU s)"
+            if a.before:
+                rows["logpipe before"].append(logpipe_run(i, str(Path(a.before).resolve())))
+                bw, bc = rows["logpipe before"][-1]
+                line += f"   before {n / bw:>9,.0f} ev/s ({bc:.2f} CPU s)"
+            if not a.no_baseline:
+                rows["splunk-handler"].append(baseline_run(a.flush_interval))
+                bw, bc = rows["splunk-handler"][-1]
+                line += f"   splunk-handler {n / bw:>9,.0f} ev/s ({bc:.2f} CPU s)"
+            rows["ceiling (ndjson)"].append(ceiling_run())
+            print(line)
         print()
         print(f"{'sender':<16}{'events/s (median)':>20}{'CPU s / 100k events':>22}{'wall s':>9}")
         med: dict[str, tuple[float, float]] = {}
@@ -272,6 +289,12 @@ def main() -> None:
             cpu = statistics.median(c for _, c in runs)
             med[name] = (wall, cpu)
             print(f"{name:<16}{n / wall:>20,.0f}{cpu / n * 1e5:>22.2f}{wall:>9.2f}")
+        if a.before:
+            cpu_ab = [b[1] / o[1] for o, b in zip(rows["logpipe"], rows["logpipe before"], strict=True)]
+            print(f"\nCPU per event, before / after: median {statistics.median(cpu_ab):.2f}x "
+                  f"(per rep: {', '.join(f'{r:.2f}' for r in cpu_ab)})")
+        if a.no_baseline:
+            return
         pairs = list(zip(rows["logpipe"], rows["splunk-handler"], strict=True))
         ratios = [base[0] / ours[0] for ours, base in pairs]
         cpu_ratios = [base[1] / ours[1] for ours, base in pairs]

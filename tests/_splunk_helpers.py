@@ -12,6 +12,7 @@ from typing import Any
 
 import orjson
 
+from logpipe.sinks.splunk.items import bundle_of
 from logpipe.spool import HDR_SIZE, MAGIC
 from tests.helpers import LOGPIPE
 
@@ -94,8 +95,8 @@ def count_spooled(spool_dir: Path) -> int:
             length = struct.unpack_from("<I", data, off)[0]
             if off + HDR_SIZE + length > len(data):
                 break
-            # item: 1 format byte + 4-byte source group, then envelopes joined by newlines
-            total += data.count(b"\n", off + HDR_SIZE + 5, off + HDR_SIZE + length) + 1
+            # item: format byte, source group, (format 2) count, envelopes joined by newlines
+            total += bundle_of(data[off + HDR_SIZE:off + HDR_SIZE + length])[1]
             off += HDR_SIZE + length
     return total
 

@@ -53,6 +53,7 @@ class SinkOptions:
     splunk_batch_timeout: float | None = None
     splunk_concurrency: int | None = None
     splunk_drain_timeout: float | None = None
+    splunk_compression: str = "gzip"
 
 
 def build(spec: str, options: SinkOptions) -> Sink:

@@ -44,21 +44,24 @@ import time
 
 from logpipe import diagnostics
 from logpipe.errors import DiskFullError, SinkError, SpoolFullError, UsageError
-from logpipe.spool import _segments
+from logpipe.spool import _records, _segments
 from logpipe.spool._handout import Chunk, HandedOut
-from logpipe.spool._segments import HDR_SIZE, MAGIC, Position, SegmentFiles, SegmentReader
+from logpipe.spool._records import HDR_SIZE, MAGIC, DiskReader, Position, RecentRecords
+from logpipe.spool._segments import SegmentFiles
 
-__all__ = ["CURSOR_INTERVAL", "HDR_SIZE", "MAGIC", "Chunk", "Spool"]
+__all__ = ["CURSOR_INTERVAL", "HDR_SIZE", "MAGIC", "RECENT_BYTES", "Chunk", "Spool"]
 
 #: The cursor is persisted at most this often while chunks are being marked done.
 CURSOR_INTERVAL = 0.2
+#: Item bytes just appended that are kept in memory to hand out without reading them back
+RECENT_BYTES = 8 << 20
 
 
 class Spool:
     """A bounded, ordered, crash-safe queue of opaque byte items in ``directory``."""
 
     def __init__(self, directory: str, max_bytes: int = 1 << 30, segment_bytes: int = 16 << 20,
-                 reserve_bytes: int = 0) -> None:
+                 reserve_bytes: int = 0, recent_bytes: int = RECENT_BYTES) -> None:
         if max_bytes <= 0 or segment_bytes <= 0 or reserve_bytes < 0:
             raise UsageError("spool: max_bytes and segment_bytes must be positive")
         if reserve_bytes and reserve_bytes * 2 > max_bytes:
@@ -73,7 +76,9 @@ class Spool:
         self.max_bytes = max_bytes
         self.segment_bytes = segment_bytes
         self._files = SegmentFiles(self.directory)
-        self._reader = SegmentReader(self._files)
+        self._reader = DiskReader(self.directory, self._files.path)
+        #: the items appended last, handed out from memory while the reader keeps up
+        self._recent = RecentRecords(recent_bytes)
         self._segments: list[int] = []
         self._sizes: dict[int, int] = {}
         self._write_segment = 0
@@ -181,21 +186,26 @@ class Spool:
         self._check_open()
         if not items:
             return
-        data = b"".join(_segments.frame(i) for i in items)
+        header = _records.header
+        parts: list[bytes] = []
+        for item in items:
+            parts += (header(item), item)
+        nbytes = sum(map(len, items)) + HDR_SIZE * len(items)
         async with self._append_lock:
-            await self._wait_for_room(len(data), len(items))
+            await self._wait_for_room(nbytes, len(items))
             if self._disk_full:
                 await self._reclaim_drained()
             try:
-                await self._write_or_release(data)
+                await self._write_or_release(parts)
             except DiskFullError:
                 self._disk_full = True
                 raise
             self._disk_full = False
-            self._write_offset += len(data)
+            self._recent.add(self._write_segment, self._write_offset, items)
+            self._write_offset += nbytes
             self._sizes[self._write_segment] = self._write_offset
             self._appended_items += len(items)
-            self._appended_bytes += len(data)
+            self._appended_bytes += nbytes
             self._data.set()
 
     @property
@@ -252,10 +262,10 @@ class Spool:
                                  "in place again", key=f"spool-reserve:{self.directory}")
         return self._reserve_held
 
-    async def _write_or_release(self, data: bytes) -> None:
+    async def _write_or_release(self, parts: list[bytes]) -> None:
         """Write; on a full disk release the reserve (once) and write into the space it frees."""
         try:
-            await self._write_at_end(data)
+            await self._write_at_end(parts)
         except DiskFullError:
             if not self._reserve_held:
                 raise
@@ -264,12 +274,14 @@ class Spool:
             diagnostics.warning(f"spool {self.directory}: disk full; released its reserve of "
                                 f"{self.reserve_bytes} bytes to keep what was already read",
                                 key=f"spool-reserve-released:{self.directory}")
-            await self._write_at_end(data)
+            await self._write_at_end(parts)
 
-    async def _write_at_end(self, data: bytes) -> None:
+    async def _write_at_end(self, parts: list[bytes]) -> None:
+        """Write at the write end (a new segment first when this one is full); the write end
+        itself moves only after the caller has the records in memory too."""
         if self._write_offset >= self.segment_bytes:
             await self._start_next_segment()
-        await asyncio.to_thread(self._write, data)
+        await asyncio.to_thread(self._write, parts)
 
     @property
     def disk_full(self) -> bool:
@@ -291,6 +303,7 @@ class Spool:
         older = [s for s in self._segments if s != number]
         async with self._read_lock, self._save_lock:
             self._reader.close()
+            self._recent.clear()
             try:
                 await asyncio.to_thread(self._files.empty_last, number, fd, older)
             except OSError as e:
@@ -313,11 +326,11 @@ class Spool:
         self._segments.append(number)
         self._sizes[number] = HDR_SIZE
 
-    def _write(self, data: bytes) -> None:
+    def _write(self, parts: list[bytes]) -> None:
         assert self._write_fd is not None
         os.lseek(self._write_fd, self._write_offset, os.SEEK_SET)
         try:
-            _segments.write_all(self._write_fd, data)
+            _segments.write_all(self._write_fd, parts)
         except OSError as e:
             # leave no partial frame behind: the next append starts at a record boundary
             with contextlib.suppress(OSError):
@@ -365,9 +378,13 @@ class Spool:
         self._read_pos = self._normalised(self._read_pos)
         if self._read_pos >= limit:
             return None
-        items, ends, end = await asyncio.to_thread(
-            self._reader.read, self._read_pos, max_items, max_bytes, limit,
-            list(self._segments), dict(self._sizes))
+        read = self._recent.take(self._read_pos, max_items, max_bytes)
+        if read is None:  # after a restart, or fallen behind by more than the memory bound
+            read = await asyncio.to_thread(
+                self._reader.read, self._read_pos, max_items, max_bytes, limit,
+                list(self._segments), dict(self._sizes))
+            self._recent.drop_before(read[2])
+        items, ends, end = read
         start, self._read_pos = self._read_pos, end
         if not items:
             return None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from logpipe.spool._segments import HDR_SIZE, Position
+from logpipe.spool._records import HDR_SIZE, Position
 
 
 class _Handed(enum.Enum):

@@ -1,13 +1,8 @@
-"""The spool's files on disk: segment files of CRC-framed records, the cursor file, the lock.
+"""The spool's files on disk: the lock, the segment files, the cursor file, the reserve.
 
-Words used here and in :mod:`logpipe.spool`:
-
-- *record*: one item as stored, framed ``<u32 length><u32 crc32><item bytes>``; the CRC covers
-  the length field and the item, so a torn or changed record is never misread as data.
-- *segment*: a file ``<16-digit number>.seg`` = 8-byte ``MAGIC`` + records. Numbers only grow.
-- *position*: ``(segment number, byte offset of a record start)``.
-- *cursor*: the file ``cursor`` = ``{"version":1,"segment":S,"offset":O}``, the position of the
-  first record not yet done, written atomically.
+The words (item, record, segment, position) are those of :mod:`logpipe.spool._records`. The
+*cursor* is the file ``cursor`` = ``{"version":1,"segment":S,"offset":O}``, the position of the
+first record not yet done, written atomically.
 """
 
 from __future__ import annotations
@@ -17,8 +12,7 @@ import errno
 import fcntl
 import os
 import re
-import struct
-import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import orjson
@@ -26,37 +20,29 @@ import orjson
 from logpipe import diagnostics
 from logpipe._fsutil import atomic_write, fsync_dir
 from logpipe.errors import DiskFullError, SinkError, UsageError
+from logpipe.spool._records import HDR_SIZE, MAGIC, Position, walk
 
-MAGIC = b"LPSPOOL1"
-RECORD_HEADER = struct.Struct("<II")
-#: bytes of a record's header (length + crc) — also the size of ``MAGIC``
-HDR_SIZE = RECORD_HEADER.size
-assert len(MAGIC) == HDR_SIZE
 SEGMENT_NAME = re.compile(r"^(\d{16})\.seg$")
 DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 #: the preallocated file whose space is kept for records read but not yet spooled
 RESERVE_NAME = "reserve"
-
-Position = tuple[int, int]  # (segment number, byte offset of a record start)
-
-
-def frame(item: bytes) -> bytes:
-    """One item → its record bytes (header + item)."""
-    head = struct.pack("<I", len(item))
-    return head + struct.pack("<I", zlib.crc32(item, zlib.crc32(head))) + item
+#: buffers per ``writev`` call (Linux's IOV_MAX)
+_IOV_MAX = 1024
 
 
-def crc_ok(length: int, crc: int, item: bytes) -> bool:
-    """Whether a record header's CRC matches its item."""
-    return zlib.crc32(item, zlib.crc32(struct.pack("<I", length))) == crc
-
-
-def write_all(fd: int, data: bytes) -> None:
-    """Write everything and fdatasync (a hook tests can replace to simulate ENOSPC)."""
-    view = memoryview(data)
-    while view:
-        n = os.write(fd, view)
-        view = view[n:]
+def write_all(fd: int, parts: Sequence[bytes]) -> None:
+    """Write ``parts`` one after another at the file position with ``writev`` (the frame headers
+    and items go out as they are, never joined into one copy), then fdatasync. A hook tests
+    replace to simulate ENOSPC."""
+    pending: list[bytes | memoryview] = list(parts)
+    at = 0
+    while at < len(pending):
+        written = os.writev(fd, pending[at:at + _IOV_MAX])
+        while at < len(pending) and written >= len(pending[at]):
+            written -= len(pending[at])
+            at += 1
+        if written:  # a short write ended inside this buffer
+            pending[at] = memoryview(pending[at])[written:]
     os.fdatasync(fd)
 
 
@@ -139,7 +125,7 @@ class SegmentFiles:
         """A new empty segment (just ``MAGIC``), durable."""
         fd = os.open(self.path(number), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
-            write_all(fd, MAGIC)
+            write_all(fd, [MAGIC])
         finally:
             os.close(fd)
         fsync_dir(self.directory)
@@ -289,7 +275,7 @@ class SegmentFiles:
                     return 0, 0, HDR_SIZE, from_off == HDR_SIZE
                 raise UsageError(f"spool: {path} is not a logpipe spool segment; move it out of "
                                  f"{self.directory}")
-            off, records, nbytes, boundary = _walk(data, from_off)
+            off, records, nbytes, boundary = walk(data, from_off)
             if off < len(data):
                 what = "a torn write at the end (crash)" if last else "a corrupt record"
                 diagnostics.warning(f"spool {self.directory}: segment {number} has {what}; dropped its "
@@ -317,93 +303,3 @@ def _fill(fd: int, nbytes: int) -> None:
     done = 0
     while done < nbytes:
         done += os.pwrite(fd, zeros[:min(len(zeros), nbytes - done)], done)
-
-
-def _walk(data: bytes, from_off: int) -> tuple[int, int, int, bool]:
-    """(end of the last good record, records and bytes at/after ``from_off``, boundary hit)."""
-    off, end = HDR_SIZE, len(data)
-    records = nbytes = 0
-    boundary = from_off == HDR_SIZE
-    while off + HDR_SIZE <= end:
-        length, crc = RECORD_HEADER.unpack_from(data, off)
-        stop = off + HDR_SIZE + length
-        if stop > end or not crc_ok(length, crc, data[off + HDR_SIZE:stop]):
-            break
-        if off >= from_off:
-            records += 1
-            nbytes += stop - off
-        off = stop
-        if off == from_off:
-            boundary = True
-    return off, records, nbytes, boundary
-
-
-class SegmentReader:
-    """Reads records in order from the segments, keeping one descriptor open (worker thread)."""
-
-    def __init__(self, files: SegmentFiles) -> None:
-        self.files = files
-        self._open: tuple[int, int] | None = None  # (segment number, fd)
-
-    def read(self, pos: Position, max_items: int, max_bytes: int, limit: Position,
-             segments: list[int], sizes: dict[int, int]) -> tuple[list[bytes], list[Position], Position]:
-        """Items from ``pos`` up to ``limit``: at most ``max_items`` and ``max_bytes`` of item bytes
-        (at least one item). Returns (items, the position after each, the position reached)."""
-        items: list[bytes] = []
-        ends: list[Position] = []
-        total = 0
-        number, off = pos
-        while len(items) < max_items:
-            size = limit[1] if number == limit[0] else sizes[number]
-            if off >= size:
-                if number >= limit[0]:
-                    break
-                number, off = segments[segments.index(number) + 1], HDR_SIZE
-                continue
-            fd = self._fd(number)
-            want = min(size - off, max(1 << 16, max_bytes - total + HDR_SIZE * (max_items - len(items))))
-            buf = os.pread(fd, want, off)
-            p = 0
-            full = False
-            while p + HDR_SIZE <= len(buf) and len(items) < max_items:
-                length, crc = RECORD_HEADER.unpack_from(buf, p)
-                if items and total + length > max_bytes:
-                    full = True
-                    break
-                if p + HDR_SIZE + length > len(buf):
-                    if p or len(buf) >= HDR_SIZE + length or off + HDR_SIZE + length > size:
-                        break  # the rest of this block is read next time round
-                    buf = os.pread(fd, HDR_SIZE + length, off)  # one record larger than our read
-                    continue
-                item = buf[p + HDR_SIZE:p + HDR_SIZE + length]
-                if not crc_ok(length, crc, item):
-                    self._corrupt(number, off + p)
-                items.append(item)
-                total += length
-                p += HDR_SIZE + length
-                ends.append((number, off + p))
-            if p == 0 and not full:
-                self._corrupt(number, off)
-            off += p
-            if full:
-                break
-        return items, ends, (number, off)
-
-    def _corrupt(self, number: int, at: int) -> None:
-        raise SinkError(f"spool {self.files.directory}: segment {number} is corrupt at byte {at} "
-                        "(changed on disk while logpipe was running)")
-
-    def _fd(self, number: int) -> int:
-        if self._open is not None:
-            if self._open[0] == number:
-                return self._open[1]
-            self.close()
-        fd = os.open(self.files.path(number), os.O_RDONLY)
-        self._open = (number, fd)
-        return fd
-
-    def close(self) -> None:
-        """Close the open descriptor (if any)."""
-        if self._open is not None:
-            os.close(self._open[1])
-            self._open = None

@@ -18,7 +18,8 @@ from logpipe.sinks.splunk.endpoints import Endpoint, Endpoints, Stopped
 from logpipe.sinks.splunk.state import Shared
 
 if TYPE_CHECKING:
-    from logpipe.sinks.splunk.sender import InFlight, Request
+    from logpipe.sinks.splunk.requests import Request
+    from logpipe.sinks.splunk.sender import InFlight
 
 #: Bound on requests awaiting an ack: when reached, senders stop taking chunks, so the spool
 #: (and then stdin) absorbs the wait (Vector bounds its pending acks the same way).

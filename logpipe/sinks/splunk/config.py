@@ -141,6 +141,8 @@ class SplunkConfig:
     batch_bytes: int = DEFAULT_BATCH_BYTES
     batch_timeout: float = DEFAULT_BATCH_TIMEOUT
     concurrency: int = DEFAULT_CONCURRENCY
+    #: "gzip" (bodies from 1500 bytes) or "none"
+    compression: str = "gzip"
     ack_timeout: float = DEFAULT_ACK_TIMEOUT
     ack_interval: float = DEFAULT_ACK_INTERVAL
     drain_timeout: float = DEFAULT_DRAIN_TIMEOUT
@@ -171,6 +173,7 @@ class SplunkConfig:
             batch_bytes=options.splunk_batch_bytes or DEFAULT_BATCH_BYTES,
             batch_timeout=options.splunk_batch_timeout or DEFAULT_BATCH_TIMEOUT,
             concurrency=options.splunk_concurrency or DEFAULT_CONCURRENCY,
+            compression=options.splunk_compression,
             ack_timeout=env_float(ENV_ACK_TIMEOUT, DEFAULT_ACK_TIMEOUT),
             ack_interval=env_float(ENV_ACK_INTERVAL, DEFAULT_ACK_INTERVAL),
             drain_timeout=(options.splunk_drain_timeout if options.splunk_drain_timeout is not None

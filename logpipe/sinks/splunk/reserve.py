@@ -21,6 +21,7 @@ from __future__ import annotations
 from logpipe import pipeack, record
 from logpipe.pipeline import BATCH_MAX_BYTES, BATCH_MAX_RECORDS
 from logpipe.sinks.splunk import _hec
+from logpipe.sinks.splunk.items import ITEM_HEAD_SIZE
 from logpipe.sources.stdin import READ_SIZE
 from logpipe.spool import HDR_SIZE
 
@@ -34,8 +35,8 @@ MIN_AVG_LINE = 64
 _NORMALISED_KEYS = len(b',"time":"2026-01-01T00:00:00.000000Z","level":"critical","source":"stdin","host":""')
 #: bytes of an epoch time in an envelope, at most (``1767225600.123456`` plus slack)
 _TIME_TEXT = 24
-#: spool item header (format byte + source group) and frame
-_ITEM_OVERHEAD = 5 + HDR_SIZE
+#: spool item header (format byte, source group, count) and frame
+_ITEM_OVERHEAD = ITEM_HEAD_SIZE + HDR_SIZE
 
 
 def reserve_bytes(encoder: _hec.EnvelopeEncoder, host: str) -> int:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-import zlib
 from collections import deque
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
@@ -20,15 +19,20 @@ from logpipe.sinks.splunk import _hec
 from logpipe.sinks.splunk._hec import Action, Verdict
 from logpipe.sinks.splunk.acks import AckTracker, AwaitingAck
 from logpipe.sinks.splunk.endpoints import Endpoint, Endpoints, Stopped, error_verdict
-from logpipe.sinks.splunk.items import from_item
+from logpipe.sinks.splunk.items import bundle_of
 from logpipe.sinks.splunk.quarantine import Quarantine
+from logpipe.sinks.splunk.requests import (
+    GZIP_THREAD_MIN,
+    Request,
+    cut_requests,
+    gzip_parts,
+    plain_body,
+    should_gzip,
+    with_index,
+)
 from logpipe.sinks.splunk.state import Shared
 from logpipe.spool import Spool
 
-#: gzip level 1: JSON logs compress ~8-10x even at the fastest level, and CPU is the budget
-GZIP_LEVEL = 1
-#: Bodies above this are compressed in a worker thread (zlib releases the GIL).
-GZIP_THREAD_MIN = 32 << 10
 MAX_ITEMS_PER_CHUNK = 100_000
 #: requests queued per lane (the one being sent included) before the taker waits
 LANE_DEPTH = 2
@@ -49,35 +53,11 @@ class InFlight:
     finished: bool = False
 
 
-@dataclass(slots=True, eq=False)
-class Request:
-    """What one POST carries: bundles (or single envelopes, once split), kept whole so the
-    body is a join of a few bundles, not of every event."""
-
-    bundles: list[bytes]
-    events: int
-
-    def envelopes(self) -> list[bytes]:
-        """The single envelopes, in order (needed only to split or isolate a bad event)."""
-        out: list[bytes] = []
-        for bundle in self.bundles:
-            out.extend(bundle.split(b"\n"))
-        return out
-
-    @property
-    def nbytes(self) -> int:
-        return sum(map(len, self.bundles))
-
-
 def _unexpected(doing: str, exc: Exception) -> str:
     """The one line that stops the sink after a bug or an unexpected OS error in a task."""
     reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else repr(exc)
     where = f" ({exc.filename})" if isinstance(exc, OSError) and exc.filename else ""
     return f"splunk: {doing} stopped by an unexpected error: {reason}{where}"
-
-
-def _request(envelopes: list[bytes]) -> Request:
-    return Request(envelopes, len(envelopes))
 
 
 @dataclass(eq=False)
@@ -86,12 +66,6 @@ class LaneQueue:
 
     jobs: deque[tuple[InFlight, Request, bool]] = field(default_factory=deque)
     ready: asyncio.Event = field(default_factory=asyncio.Event)
-
-
-def gzip(body: bytes) -> bytes:
-    """gzip ``body`` at GZIP_LEVEL (wbits 31: the gzip container HEC expects)."""
-    c = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31)
-    return c.compress(body) + c.flush()
 
 
 class Sender:
@@ -118,16 +92,18 @@ class Sender:
         self.unread_bytes = 0
         self.first_unread: float | None = None
         self.draining = False
-        #: events per spooled item not yet read back, in spool order (this run's appends)
-        self.item_events: deque[int] = deque()
+        #: events this run appended, and those of them the taker has taken (the taker may take
+        #: an item before the sink has counted it in: a difference, never a queue to pop)
+        self.appended_events = 0
+        self.taken_events = 0
         #: items from an earlier run not yet read back (their event counts are unknown)
         self.backlog_unread = 0
         self._warned_no_ack_id = False
 
     # ------------------------------------------------------------------ bookkeeping
-    def appended(self, events_per_item: list[int], nbytes: int) -> None:
-        """The sink spooled these items: count them and wake the taker."""
-        self.item_events.extend(events_per_item)
+    def appended(self, events: int, nbytes: int) -> None:
+        """The sink spooled ``events`` in items of ``nbytes``: count them and wake the taker."""
+        self.appended_events += events
         self.unread_bytes += nbytes
         if self.first_unread is None:
             self.first_unread = time.monotonic()
@@ -137,7 +113,7 @@ class Sender:
         """Events still in the spool that this process knows the count of: read but not done,
         and appended but not read yet (earlier runs' unread items are not counted)."""
         return (sum(w.events for w in self.in_hand.values() if not w.finished)
-                + sum(self.item_events))
+                + max(0, self.appended_events - self.taken_events))
 
     def is_drained(self) -> bool:
         """Nothing left: the spool is empty and nothing is in flight."""
@@ -203,41 +179,16 @@ class Sender:
 
     def _queue_chunk(self, chunk_id: int, items: list[bytes], nbytes: int) -> None:
         """Cut a chunk into requests of at most --batch-size per lane and queue them."""
-        by_lane: dict[int, list[tuple[bytes, int]]] = {}
-        n_lanes = len(self.lanes)
-        events = 0
-        for item in items:
-            group, bundle = from_item(item)
-            n = bundle.count(b"\n") + 1
-            by_lane.setdefault(group % n_lanes, []).append((bundle, n))
-            events += n
-            if self.backlog_unread:
-                self.backlog_unread -= 1
-            elif self.item_events:
-                self.item_events.popleft()
+        events, requests = cut_requests(items, len(self.lanes), self._shared.config.batch_bytes)
+        earlier = min(self.backlog_unread, len(items))  # an earlier run's items come first
+        self.backlog_unread -= earlier
+        self.taken_events += events - sum(bundle_of(item)[1] for item in items[:earlier])
         self._seq += 1
         work = InFlight(self._seq, chunk_id, events, nbytes)
-        jobs: list[tuple[int, Request]] = []
-        limit = self._shared.config.batch_bytes
-        for k, bundles in by_lane.items():
-            cur: list[bytes] = []
-            size = count = 0
-            for bundle, n in bundles:
-                # a bundle over --batch-size goes as single envelopes
-                runs = [(bundle, n)] if len(bundle) <= limit else [
-                    (env, 1) for env in bundle.split(b"\n")]
-                for run, m in runs:
-                    if cur and size + len(run) > limit:
-                        jobs.append((k, Request(cur, count)))
-                        cur, size, count = [], 0, 0
-                    cur.append(run)
-                    size += len(run) + 1
-                    count += m
-            jobs.append((k, Request(cur, count)))
-        work.requests_left = len(jobs)
+        work.requests_left = len(requests)
         self.in_hand[work.seq] = work
-        for k, request in jobs:
-            lane = self.lanes[k]
+        for request in requests:
+            lane = self.lanes[request.lane]
             lane.jobs.append((work, request, False))
             lane.ready.set()
 
@@ -263,14 +214,6 @@ class Sender:
             await asyncio.wait_for(wake.wait(), seconds)
 
     # ------------------------------------------------------------------ lanes
-    def _lane_of(self, envelope: bytes) -> int:
-        """Which lane sends this envelope: a hash of its ``source``, so one source's events
-        always go through one lane, one request at a time, in order."""
-        n = len(self.lanes)
-        if n == 1:
-            return 0
-        return _hec.source_group(_hec.source_key(envelope)) % n
-
     async def _lane_sender(self, lane: LaneQueue) -> None:
         """Sends its lane's requests one at a time, each until HEC takes it (retry in place)."""
         while not self._shared.stop.is_set():
@@ -299,7 +242,7 @@ class Sender:
             self._maybe_finish(work)
 
     def _queue_resend(self, p: AwaitingAck) -> None:
-        lane = self.lanes[self._lane_of(p.request.bundles[0])]
+        lane = self.lanes[p.request.lane]
         lane.jobs.append((p.chunk, p.request, True))
         lane.ready.set()
 
@@ -324,7 +267,7 @@ class Sender:
                     await self._quarantine.add(envs, 0, verdict, ep, "larger than the HEC accepts (413)")
                 else:
                     mid = len(envs) // 2
-                    requests.extendleft([_request(envs[mid:]), _request(envs[:mid])])
+                    requests.extendleft([request.again(envs[mid:]), request.again(envs[:mid])])
             elif action is Action.BAD_EVENT:
                 i = verdict.event_index
                 if i is None or not 0 <= i < len(envs):
@@ -332,28 +275,26 @@ class Sender:
                         await self._quarantine.add(envs, 0, verdict, ep, "rejected by HEC")
                     else:  # HEC did not say which: bisect until it is alone
                         mid = len(envs) // 2
-                        requests.extendleft([_request(envs[mid:]), _request(envs[:mid])])
+                        requests.extendleft([request.again(envs[mid:]), request.again(envs[:mid])])
                     continue
                 # Objects before i were indexed; i and the rest were not (research/hec.md §4).
                 counts.delivered += i
                 await self._quarantine.add(envs[i:i + 1], i, verdict, ep, "rejected by HEC")
                 if i + 1 < len(envs):
-                    requests.appendleft(_request(envs[i + 1:]))
+                    requests.appendleft(request.again(envs[i + 1:]))
             else:  # REJECT
                 await self._quarantine.add(envs, None, verdict, ep, "rejected by HEC (request)")
 
     async def _post_until_answered(self, request: Request) -> tuple[Verdict, Endpoint]:
         """POST ``request`` until HEC gives a non-transient answer (no attempt limit: it is spooled)."""
-        prefix = self._index_prefix
-        bundles = request.bundles
-        if prefix:
-            # every envelope starts with "{", and a raw newline only ever separates envelopes
-            nl_prefix = b"\n" + prefix
-            bundles = [prefix + b[1:].replace(b"\n{", nl_prefix) for b in bundles]
-        body = _hec.join_body(bundles)
-        gz = len(body) >= _hec.GZIP_MIN_BYTES
-        if gz:
-            body = await asyncio.to_thread(gzip, body) if len(body) >= GZIP_THREAD_MIN else gzip(body)
+        parts = with_index(request.parts, self._index_prefix)
+        gz = should_gzip(parts, self._shared.config.compression)
+        if not gz:
+            body = plain_body(parts)
+        elif request.nbytes >= GZIP_THREAD_MIN:
+            body = await asyncio.to_thread(gzip_parts, parts)
+        else:
+            body = gzip_parts(parts)
         headers = self._shared.headers(gz)
         while True:
             ep = await self._endpoints.pick(self._shared.stop)

@@ -241,14 +241,14 @@ class SplunkSink(Sink):
         while left:
             try:
                 await self._append(spool, [item for item, _ in left])
-                sender.appended([n for _, n in left], sum(len(item) for item, _ in left))
+                sender.appended(sum(n for _, n in left), sum(len(item) for item, _ in left))
                 break
             except DiskFullError as exc:
                 if len(left) > 1:  # what fits goes in now, in order
                     with contextlib.suppress(DiskFullError):
                         while left:
                             await self._append(spool, [left[0][0]])
-                            sender.appended([left[0][1]], len(left[0][0]))
+                            sender.appended(left[0][1], len(left[0][0]))
                             left = left[1:]
                     if not left:
                         break

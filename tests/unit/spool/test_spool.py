@@ -504,7 +504,8 @@ def test_disk_full_raises_one_line_and_keeps_the_spool_consistent(tmp_path: Path
     real = _segments.write_all
     d = str(tmp_path / "sp")
 
-    def full(fd: int, data: bytes) -> None:
+    def full(fd: int, parts: list[bytes]) -> None:
+        data = b"".join(parts)
         os.write(fd, data[: len(data) // 2])  # half written, as a real ENOSPC can leave it
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
@@ -533,7 +534,7 @@ def test_after_disk_full_a_drained_spool_gives_its_space_back(tmp_path: Path,
     real = _segments.write_all
     d = tmp_path / "sp"
 
-    def full(fd: int, data: bytes) -> None:
+    def full(fd: int, parts: list[bytes]) -> None:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
     async def scenario() -> list[bytes]:

@@ -145,3 +145,28 @@ def test_an_unexpected_error_in_the_ack_poller_stops_the_sink_with_one_line(
     assert "\n" not in msg and "kept in spool" in msg
     assert took < 20.0, took  # stopped at once, not after the 30 s drain timeout
     assert sink.delivered == 0 and pending_in_spool(tmp_path / "spool") >= 1
+
+
+def test_many_small_writes_racing_the_taker_are_all_delivered_before_close(tmp_path: Path) -> None:
+    """The stall of bench/RESULTS.md ("a lost wake-up between the spool reader and the chunk
+    taker"): 400 one-record writes from 4 sources, back to back and with the batch timeout
+    (20 ms) firing between them, while the taker reads items straight from memory. Every event
+    must reach HEC within 10 s of the last write *before* close() — whose drain would wake a
+    stuck taker and hide the stall — once each and in order per source."""
+    n = 400
+    recs = records(n, sources=["a", "b", "c", "d"])
+    with HecDouble(token=TOKEN) as hec:
+        sink = make_sink(tmp_path, [hec.url], batch_timeout=0.02)
+
+        async def go() -> None:
+            await sink.start()
+            for i, rec in enumerate(recs):
+                await feed(sink, [rec], batch=1)
+                if i % 7 == 0:
+                    await asyncio.sleep(0.001)
+            await until(lambda: sink.delivered == n, 10, "every event delivered before close")
+            await sink.close()
+
+        asyncio.run(go())
+        assert_exactly_once_in_order(hec, n)
+    assert (sink.delivered, sink.left_in_spool) == (n, 0)

@@ -41,7 +41,7 @@ def test_an_envelope_with_a_raw_newline_is_re_encoded_so_the_bundle_keeps_its_sh
     """A raw newline inside an envelope (JSON whitespace) would split it in two: it is re-encoded
     compactly, and the item still holds exactly its envelopes."""
     pretty = b'{"source": "a",\n "event": {"n": 1}}'
-    group, events, bundle = bundle_of(to_item(1, [ENVS[0], pretty]))
+    _, events, bundle = bundle_of(to_item(1, [ENVS[0], pretty]))
     parts = bytes(bundle).split(b"\n")
     assert events == 2 and len(parts) == 2
     assert orjson.loads(parts[1]) == orjson.loads(pretty)

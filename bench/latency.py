@@ -65,28 +65,31 @@ def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
 
 
 def run_subject(name: str, rec: Receiver, work: Path, rate: float, seconds: float,
-                sng: str | None) -> dict[str, object]:
-    d = work / name
+                sng: str | None, tree: str | None = None) -> dict[str, object]:
+    """One subject; ``tree``: run logpipe from that source tree instead (the "before" rows)."""
+    d = work / (name + ("-before" if tree else ""))
     shutil.rmtree(d, ignore_errors=True)
     (d / "logs").mkdir(parents=True)
     log = d / "logs" / "app.log"
     log.touch()
     env = splunk_env(rec.base, d / "state")
+    if tree is not None:  # `-m` puts the working directory first on sys.path: run in the tree
+        env["PYTHONPATH"] = tree
     rec.reset()
     rec.get("/lat")
     rc0 = rec.cpu()
     names: list[str]
     if name == "pipe":
         col = subprocess.Popen([*LOGPIPE, "collect", str(log)], stdout=subprocess.PIPE,
-                               stderr=subprocess.DEVNULL, env=env)
+                               stderr=subprocess.DEVNULL, env=env, cwd=tree)
         sink = subprocess.Popen([*LOGPIPE, "sink", "splunk"], stdin=col.stdout,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=tree)
         assert col.stdout is not None
         col.stdout.close()
         procs, names = [col, sink], ["collect", "sink splunk"]
     elif name == "to":
         procs = [subprocess.Popen([*LOGPIPE, "collect", str(log), "--to", "splunk"],
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)]
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=tree)]
         names = ["collect --to splunk"]
     else:
         assert sng is not None
@@ -112,7 +115,8 @@ def run_subject(name: str, rec: Receiver, work: Path, rate: float, seconds: floa
         _stop(procs)
     cpu["receiver"] = rec.cpu() - rc0
     q = statistics.quantiles(lat, n=100)
-    return {"name": name, "n": len(lat), "p50": q[49], "p99": q[98], "max": lat[-1], "cpu": cpu}
+    return {"name": name + (" (before)" if tree else ""), "n": len(lat), "p50": q[49], "p99": q[98],
+            "max": lat[-1], "cpu": cpu}
 
 
 def main() -> None:
@@ -120,6 +124,9 @@ def main() -> None:
     ap.add_argument("--rate", type=float, default=1000.0)
     ap.add_argument("--seconds", type=float, default=20.0)
     ap.add_argument("--no-syslog-ng", action="store_true")
+    ap.add_argument("--before", metavar="TREE",
+                    help="also run logpipe's two shapes from this source tree (e.g. `git archive main "
+                         "| tar -x -C TREE`), each right after the same shape of this tree")
     ap.add_argument("--writer", nargs=3, help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.writer:
@@ -132,10 +139,13 @@ def main() -> None:
     rows = []
     try:
         with Receiver(latency=True) as rec:
-            for name in ["pipe", "to"] + (["syslog-ng"] if sng else []):
-                r = run_subject(name, rec, work, a.rate, a.seconds, sng)
+            before = str(Path(a.before).resolve()) if a.before else None
+            runs = [(n, t) for n in ("pipe", "to") for t in (None, before)] \
+                if before else [("pipe", None), ("to", None)]
+            for name, tree in runs + ([("syslog-ng", None)] if sng else []):
+                r = run_subject(name, rec, work, a.rate, a.seconds, sng, tree)
                 rows.append(r)
-                print(f"  {name:<10} n={r['n']:,} p50 {r['p50']:.3f} s  p99 {r['p99']:.3f} s  "
+                print(f"  {r['name']:<14} n={r['n']:,} p50 {r['p50']:.3f} s  p99 {r['p99']:.3f} s  "
                       f"max {r['max']:.3f} s  CPU-s {r['cpu']}", flush=True)
         print(f"after: {load_note()}\n")
         print("| subject | events | p50 s | p99 s | max s | CPU-s per process over the run |")

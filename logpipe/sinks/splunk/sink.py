@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 
 from logpipe import diagnostics, identity
-from logpipe.errors import DiskFullError, SinkConfigError, SinkError, UsageError
+from logpipe.errors import SinkConfigError, SinkError, UsageError
 from logpipe.pipeline import Batch, Outcome, Sink
 from logpipe.sinks import SinkOptions
 from logpipe.sinks.splunk import _hec
@@ -28,6 +28,7 @@ from logpipe.sinks.splunk.items import cut_group, to_item
 from logpipe.sinks.splunk.quarantine import Quarantine
 from logpipe.sinks.splunk.reserve import LANE_BATCHES, LANE_BYTES, reserve_bytes
 from logpipe.sinks.splunk.sender import Sender
+from logpipe.sinks.splunk.spooling import SpoolWriter
 from logpipe.sinks.splunk.state import Shared
 from logpipe.spool import Spool
 
@@ -63,10 +64,7 @@ class SplunkSink(Sink):
         self._progress_shown = False
         self._started = False
         self._closed = False
-        #: set by stopping(): the drain (and a disk-full wait) ends by then
-        self._stop_deadline: float | None = None
-        self._stopping = asyncio.Event()
-        self._disk_paused = False
+        self._writer = SpoolWriter(shared, self.endpoints)
 
     @property
     def channel(self) -> str:
@@ -149,7 +147,7 @@ class SplunkSink(Sink):
         self._started = True
         self._tasks = sender.tasks()
         if not spool.reserve_held:
-            await self._reserve_before_input(spool)
+            await self._writer.reserve_before_input(spool, self._close_once)
         show = config.progress if config.progress is not None else _stderr_is_tty()
         if show:
             self._progress_shown = True
@@ -166,47 +164,6 @@ class SplunkSink(Sink):
             "what was read from a plain pipe (it says so)", key="splunk-no-reserve")
         return 0
 
-    async def _reserve_before_input(self, spool: Spool) -> None:
-        """At start on a full disk: read no input until the reserve is in place (the senders run
-        meanwhile and free space). A stop meanwhile ends the run before anything is read."""
-        try:
-            while not await spool.restore_reserve():
-                self._say_disk_paused(f"spool disk full: no room for its reserve ({spool.reserve_bytes} "
-                                      "bytes, kept for records read but not yet spooled)")
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stopping.wait(), 0.25)
-                if self._stopping.is_set() or self._shared.fatal is not None:
-                    await self.close()
-                    raise SinkError("splunk: stopped while the spool's disk was full; no input was "
-                                    "read (it is still in the pipe)")
-        except BaseException:
-            if not self._closed:
-                await self.close()
-            raise
-        self._say_disk_resumed()
-
-    def _say_disk_paused(self, why: object) -> None:
-        if not self._disk_paused:
-            self._disk_paused = True
-            diagnostics.warning(f"splunk: {why}; input paused until Splunk has taken what is "
-                                "spooled and its space is reused (nothing is dropped)",
-                                key="splunk-disk-full")
-
-    def _say_disk_resumed(self) -> None:
-        if self._disk_paused:
-            self._disk_paused = False
-            diagnostics.info("splunk: the spool has disk space again; input resumed",
-                             key="splunk-disk-room")
-
-    async def _wait_for_reserve(self, spool: Spool) -> None:
-        """The reserve was spent on a full disk: take no more input (this write waits, the lane
-        fills, the pipeline stops reading) until it is back — or a stop lets what is held in."""
-        while not self._stopping.is_set() and not await spool.restore_reserve():
-            self._say_disk_paused("spool disk full (its reserve was used for records already read)")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), 0.25)
-            self._raise_if_fatal()
-
     def _error_verdict(self, exc: BaseException, ep: Endpoint) -> _hec.Verdict:
         """A transport error → its Verdict (kept for callers of the old method)."""
         return error_verdict(exc, ep, self._shared.token.scrub)
@@ -217,83 +174,22 @@ class SplunkSink(Sink):
         spool, sender = self._spool, self._sender
         if spool is None or sender is None:
             raise SinkError("splunk: write before start")
-        if not spool.reserve_held:
-            await self._wait_for_reserve(spool)
         # a line-path batch is encoded from what its normaliser read: no record dict is built
         groups = self._encoder.encode_grouped(batch.normalised or batch.records, batch.encoded())
         items: list[tuple[bytes, int]] = []  # (spool item, its events)
         for g, envelopes in groups.items():
             for bundle in cut_group(envelopes):
                 items.append((to_item(g, bundle), len(bundle)))
-        await self._append_until_room(spool, items, len(batch))
+        await self._writer.write(spool, sender, items, len(batch))
         self._shared.counts.spooled += len(batch)
         return Outcome.SPOOLED
 
-    async def _append_until_room(self, spool: Spool, items: list[tuple[bytes, int]], records: int) -> None:
-        """Append; on a full disk append item by item what fits, hold the rest (input pauses:
-        the pipeline stops reading), say so once, and retry until HEC has drained the spool and
-        its space is reused. After a stop, give up at the drain deadline (at once when HEC is
-        unreachable): the batch was not wholly spooled, so it is not acknowledged (a logpipe
-        collector reads it again; what did go in is delivered, so that part comes twice)."""
-        sender = self._sender
-        assert sender is not None
-        left = items
-        while left:
-            try:
-                await self._append(spool, [item for item, _ in left])
-                sender.appended(sum(n for _, n in left), sum(len(item) for item, _ in left))
-                break
-            except DiskFullError as exc:
-                if len(left) > 1:  # what fits goes in now, in order
-                    with contextlib.suppress(DiskFullError):
-                        while left:
-                            await self._append(spool, [left[0][0]])
-                            sender.appended(left[0][1], len(left[0][0]))
-                            left = left[1:]
-                    if not left:
-                        break
-                await self._wait_for_disk(exc, records)
-        if spool.reserve_held:
-            self._say_disk_resumed()
-
-    async def _wait_for_disk(self, exc: DiskFullError, records: int) -> None:
-        """One pause step on a full disk (says so the first time); raises at the stop deadline."""
-        self._say_disk_paused(exc)
-        deadline = self._stop_deadline
-        if deadline is not None and (time.monotonic() >= deadline or self.endpoints.all_unreachable()):
-            raise DiskFullError(
-                f"splunk: the spool's disk is still full at the end of the drain; a batch of {records} "
-                "records read was not wholly spooled and is not acknowledged (a logpipe collector "
-                "reads it again; a plain pipe into `logpipe sink` loses it)") from None
-        wait = 0.25 if deadline is None else max(0.0, min(0.25, deadline - time.monotonic()))
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._shared.fatal_event.wait(), wait)
-        self._raise_if_fatal()
-
     def stopping(self) -> None:
         """A stop was asked (SIGTERM/SIGINT): deliver for at most the drain timeout from now."""
-        if self._stop_deadline is None:
-            self._stop_deadline = time.monotonic() + self.config.drain_timeout
-            self._stopping.set()
+        if self._writer.stop(self.config.drain_timeout):
             if self._spool is not None:
                 self._spool.use_reserve()
             self._shared.wake.set()
-
-    async def _append(self, spool: Spool, items: list[bytes]) -> None:
-        """``spool.append``, abandoned only if sending stops for good while the spool is full."""
-        append = asyncio.ensure_future(spool.append(items))
-        if not append.done():
-            fatal = asyncio.ensure_future(self._shared.fatal_event.wait())
-            try:
-                await asyncio.wait({append, fatal}, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                fatal.cancel()
-            if not append.done():
-                append.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await append
-                self._raise_if_fatal()
-        append.result()
 
     async def close(self) -> None:
         """Drain (bounded by the drain timeout), stop, close the spool; raise a fatal error."""
@@ -346,9 +242,10 @@ class SplunkSink(Sink):
             now = time.monotonic()
             if self.delivered != delivered:
                 progress_at, delivered = now, self.delivered
-            deadline = self._stop_deadline if self._stop_deadline is not None else progress_at + timeout
+            stop_deadline = self._writer.stop_deadline
+            deadline = stop_deadline if stop_deadline is not None else progress_at + timeout
             left = deadline - now
-            if left <= 0 or (self._stop_deadline is not None and self.endpoints.all_unreachable()):
+            if left <= 0 or (stop_deadline is not None and self.endpoints.all_unreachable()):
                 break
             shared.settled.clear()
             with contextlib.suppress(TimeoutError):
@@ -403,8 +300,11 @@ class SplunkSink(Sink):
         return f"{n}{unit}"
 
     def _raise_if_fatal(self) -> None:
-        if self._shared.fatal is not None:
-            raise self._shared.fatal
+        self._shared.raise_if_fatal()
+
+    async def _close_once(self) -> None:
+        if not self._closed:
+            await self.close()
 
     def _on_fatal(self, message: str) -> None:
         shared = self._shared

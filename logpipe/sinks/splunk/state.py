@@ -50,6 +50,11 @@ class Shared:
             self.on_fatal(message)
         raise Stopped
 
+    def raise_if_fatal(self) -> None:
+        """Raise the fatal error, if sending stopped for good."""
+        if self.fatal is not None:
+            raise self.fatal
+
     def headers(self, gzipped: bool) -> dict[str, str]:
         """Request headers (the only place the token is revealed)."""
         h = {

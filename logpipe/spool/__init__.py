@@ -46,6 +46,7 @@ from logpipe import diagnostics
 from logpipe.errors import DiskFullError, SinkError, SpoolFullError, UsageError
 from logpipe.spool import _records, _segments
 from logpipe.spool._handout import Chunk, HandedOut
+from logpipe.spool._log import SegmentLog
 from logpipe.spool._records import HDR_SIZE, MAGIC, DiskReader, Position, RecentRecords
 from logpipe.spool._segments import SegmentFiles
 
@@ -76,14 +77,10 @@ class Spool:
         self.max_bytes = max_bytes
         self.segment_bytes = segment_bytes
         self._files = SegmentFiles(self.directory)
+        self._log = SegmentLog(self._files)
         self._reader = DiskReader(self.directory, self._files.path)
         #: the items appended last, handed out from memory while the reader keeps up
         self._recent = RecentRecords(recent_bytes)
-        self._segments: list[int] = []
-        self._sizes: dict[int, int] = {}
-        self._write_segment = 0
-        self._write_fd: int | None = None
-        self._write_offset = 0
         self._read_pos: Position = (0, 0)
         self._done_pos: Position = (0, 0)
         self._saved_pos: Position | None = None  # what the cursor file says
@@ -127,22 +124,18 @@ class Spool:
     @property
     def unread_items(self) -> bool:
         """True when some item is waiting to be handed out (new, or released)."""
-        return self._handed.released > 0 or self._normalised(self._read_pos) < self._write_end
+        return self._handed.released > 0 or self._log.normalised(self._read_pos) < self._log.write_end
 
     def stats(self) -> dict[str, object]:
         """Depth and health for ``logpipe status``: items and bytes not yet done, whether the
         disk was full at the last append, and the oldest segment's mtime (epoch seconds; an
         upper bound on the age of the oldest item)."""
         oldest: float | None = None
-        if self._segments:
+        if self._log.segments:
             with contextlib.suppress(OSError):
-                oldest = os.stat(self._files.path(self._segments[0])).st_mtime
+                oldest = os.stat(self._files.path(self._log.segments[0])).st_mtime
         return {"items": self.pending_items, "bytes": self.pending_bytes, "max_bytes": self.max_bytes,
                 "disk_full": self._disk_full, "oldest_segment_mtime": oldest}
-
-    @property
-    def _write_end(self) -> Position:
-        return (self._write_segment, self._write_offset)
 
     # ------------------------------------------------------------------ open / recovery
 
@@ -171,10 +164,7 @@ class Spool:
 
     def _recover(self) -> None:
         found = self._files.recover()
-        self._segments, self._sizes = found.segments, found.sizes
-        self._write_segment = found.segments[-1]
-        self._write_offset = found.sizes[self._write_segment]
-        self._write_fd = os.open(self._files.path(self._write_segment), os.O_WRONLY)
+        self._log.restore(found.segments, found.sizes)
         self._done_pos = self._read_pos = found.start
         self._saved_pos = found.cursor
         self._appended_items, self._appended_bytes = found.items, found.nbytes
@@ -201,9 +191,8 @@ class Spool:
                 self._disk_full = True
                 raise
             self._disk_full = False
-            self._recent.add(self._write_segment, self._write_offset, items)
-            self._write_offset += nbytes
-            self._sizes[self._write_segment] = self._write_offset
+            self._recent.add(self._log.write_segment, self._log.write_offset, items)
+            self._log.advance(nbytes)
             self._appended_items += len(items)
             self._appended_bytes += nbytes
             self._data.set()
@@ -279,9 +268,9 @@ class Spool:
     async def _write_at_end(self, parts: list[bytes]) -> None:
         """Write at the write end (a new segment first when this one is full); the write end
         itself moves only after the caller has the records in memory too."""
-        if self._write_offset >= self.segment_bytes:
-            await self._start_next_segment()
-        await asyncio.to_thread(self._write, parts)
+        if self._log.is_full(self.segment_bytes):
+            await asyncio.to_thread(self._log.start_next)
+        await asyncio.to_thread(self._log.write, parts)
 
     @property
     def disk_full(self) -> bool:
@@ -294,13 +283,12 @@ class Spool:
         Segments otherwise roll over only at ``segment_bytes``, so on a disk smaller than that
         a drained segment would never be freed and the spool would stay full for good.
         """
-        if self.pending_items or self._handed or self._read_pos < self._write_end:
+        if self.pending_items or self._handed or self._read_pos < self._log.write_end:
             return
-        if self._write_offset <= HDR_SIZE and len(self._segments) == 1:
+        emptying = self._log.empty()
+        if emptying is None:
             return
-        number, fd = self._write_segment, self._write_fd
-        assert fd is not None
-        older = [s for s in self._segments if s != number]
+        number, fd, older = emptying
         async with self._read_lock, self._save_lock:
             self._reader.close()
             self._recent.clear()
@@ -308,34 +296,10 @@ class Spool:
                 await asyncio.to_thread(self._files.empty_last, number, fd, older)
             except OSError as e:
                 _segments.raise_write_error(self.directory, e)
-            self._segments = [number]
-            self._sizes = {number: HDR_SIZE}
-            self._write_offset = HDR_SIZE
+            self._log.emptied()
             self._read_pos = self._done_pos = self._saved_pos = (number, HDR_SIZE)
         diagnostics.info(f"spool {self.directory}: everything spooled was delivered; its disk space "
                          "is free again", key=f"spool-reclaimed:{self.directory}")
-
-    async def _start_next_segment(self) -> None:
-        number = self._write_segment + 1
-        new_fd = await asyncio.to_thread(self._files.create_for_writing, number)
-        if self._write_fd is not None:
-            os.close(self._write_fd)
-        self._write_fd = new_fd
-        self._write_segment = number
-        self._write_offset = HDR_SIZE
-        self._segments.append(number)
-        self._sizes[number] = HDR_SIZE
-
-    def _write(self, parts: list[bytes]) -> None:
-        assert self._write_fd is not None
-        os.lseek(self._write_fd, self._write_offset, os.SEEK_SET)
-        try:
-            _segments.write_all(self._write_fd, parts)
-        except OSError as e:
-            # leave no partial frame behind: the next append starts at a record boundary
-            with contextlib.suppress(OSError):
-                os.ftruncate(self._write_fd, self._write_offset)
-            _segments.raise_write_error(self.directory, e)
 
     # ------------------------------------------------------------------ hand out
 
@@ -371,18 +335,19 @@ class Spool:
         again = self._handed.again(max_items, max_bytes)
         if again is not None:
             return again
-        limit = self._write_end
+        log = self._log
+        limit = log.write_end
         # the read position may name a segment the cursor save has deleted since (it was read
         # to its very end, then the writer rolled over and its records were done): start at
         # the next live segment, never hand the reader a segment it no longer knows
-        self._read_pos = self._normalised(self._read_pos)
+        self._read_pos = log.normalised(self._read_pos)
         if self._read_pos >= limit:
             return None
         read = self._recent.take(self._read_pos, max_items, max_bytes)
         if read is None:  # after a restart, or fallen behind by more than the memory bound
             read = await asyncio.to_thread(
                 self._reader.read, self._read_pos, max_items, max_bytes, limit,
-                list(self._segments), dict(self._sizes))
+                list(log.segments), dict(log.sizes))
             self._recent.drop_before(read[2])
         items, ends, end = read
         start, self._read_pos = self._read_pos, end
@@ -420,7 +385,7 @@ class Spool:
         # loop: done() calls that land while a write is in flight do not schedule another task.
         # Never cancelled (close() wakes it instead): a cancelled task would leave its worker
         # thread writing an older cursor that could land after close()'s newer one.
-        while self._normalised(self._done_pos) != self._saved_pos:
+        while self._log.normalised(self._done_pos) != self._saved_pos:
             wait = self._last_save + CURSOR_INTERVAL - time.monotonic()
             if wait > 0 and not self._closed:
                 with contextlib.suppress(TimeoutError):
@@ -441,29 +406,14 @@ class Spool:
 
     async def _save_cursor(self) -> None:
         async with self._save_lock:
-            pos = self._normalised(self._done_pos)
+            pos = self._log.normalised(self._done_pos)
             self._last_save = time.monotonic()
             if pos == self._saved_pos:
                 return
-            consumed = [s for s in self._segments if s < pos[0] and s != self._write_segment]
+            consumed = self._log.consumed_before(pos)
             await asyncio.to_thread(self._files.save_cursor, pos, consumed)
             self._saved_pos = pos
-            for number in consumed:
-                self._segments.remove(number)
-                self._sizes.pop(number, None)
-
-    def _normalised(self, pos: Position) -> Position:
-        """Move a position at the very end of a finished segment to the start of the next one.
-
-        A position in a segment already deleted as consumed (the read position, or the start of
-        a run handed out, left at its very end) is the start of the first segment left."""
-        number, off = pos
-        if number < self._segments[0]:
-            return (self._segments[0], HDR_SIZE)
-        while number != self._write_segment and off >= self._sizes.get(number, 0) \
-                and number in self._segments:
-            number, off = self._segments[self._segments.index(number) + 1], HDR_SIZE
-        return (number, off)
+            self._log.forget(consumed)
 
     # ------------------------------------------------------------------ close
 
@@ -488,9 +438,7 @@ class Spool:
             async with self._read_lock:
                 self._reader.close()
             async with self._append_lock:
-                if self._write_fd is not None:
-                    os.close(self._write_fd)
-                    self._write_fd = None
+                self._log.close()
             self._files.unlock()
 
     def _check_open(self) -> None:

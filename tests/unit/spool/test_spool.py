@@ -613,9 +613,7 @@ async def _crash(s: Spool) -> None:
     await s._save_lock.acquire()
     if s._save_task is not None:
         s._save_task.cancel()
-    if s._write_fd is not None:
-        os.close(s._write_fd)
-    s._write_fd = None
+    s._log.close()
     s._reader.close()
     s._files.unlock()
     s._closed = True

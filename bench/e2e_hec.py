@@ -159,10 +159,12 @@ def _wait_all(procs: dict[str, subprocess.Popen[bytes]]) -> dict[str, float]:
 
 
 def run_logpipe(shape: str, gzip: bool, files: list[Path], rec: Receiver, state: Path, n: int,
-                timeout: float, stall_dump: Path) -> Run:
-    """One ``pipe`` or ``to`` run; state dir fresh."""
+                timeout: float, stall_dump: Path, tree: str | None = None) -> Run:
+    """One ``pipe`` or ``to`` run; state dir fresh; ``tree``: logpipe from that source tree."""
     shutil.rmtree(state, ignore_errors=True)
     env = splunk_env(rec.base, state)
+    if tree is not None:  # `-m` puts the working directory first on sys.path: run in the tree
+        env["PYTHONPATH"] = tree
     cli = LOGPIPE if gzip else NO_GZIP
     fargs = [str(f) for f in files]
     rec.reset()
@@ -171,15 +173,15 @@ def run_logpipe(shape: str, gzip: bool, files: list[Path], rec: Receiver, state:
     t0 = time.perf_counter()
     if shape == "pipe":
         col = subprocess.Popen([*cli, "collect", "--once", *fargs], stdout=subprocess.PIPE,
-                               stderr=subprocess.DEVNULL, env=env)
+                               stderr=subprocess.DEVNULL, env=env, cwd=tree)
         sink = subprocess.Popen([*cli, "sink", "splunk"], stdin=col.stdout, stdout=subprocess.DEVNULL,
-                                stderr=err, env=env)
+                                stderr=err, env=env, cwd=tree)
         assert col.stdout is not None
         col.stdout.close()
         procs = {"collect": col, "sink splunk": sink}
     else:
         col = subprocess.Popen([*cli, "collect", "--once", *fargs, "--to", "splunk"],
-                               stdout=subprocess.DEVNULL, stderr=err, env=env)
+                               stdout=subprocess.DEVNULL, stderr=err, env=env, cwd=tree)
         procs = {"collect --to splunk": col}
     dog = Watchdog(rec, [p.pid for p in procs.values()], n, stall_dump)
     dog.start()
@@ -285,6 +287,9 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds (median reported)")
     ap.add_argument("--no-nogzip", action="store_true", help="skip the gzip-off reference rows")
     ap.add_argument("--no-syslog-ng", action="store_true")
+    ap.add_argument("--before", metavar="TREE",
+                    help="also run `pipe` and `to` from this source tree (e.g. `git archive main | "
+                         "tar -x -C TREE`) as `pipe@before` / `to@before`, in the same rounds")
     ap.add_argument("--only", default="", help="comma-separated subjects to run (default: all)")
     ap.add_argument("--sng-batch-lines", type=int, default=5000)
     ap.add_argument("--sng-workers", type=int, default=4)
@@ -300,7 +305,8 @@ def main() -> None:
     files, size = make_service_files(data, a.files, a.lines)
     n = len(files) * (a.lines // len(files))
     names = ["syslog-ng"] if exe else []
-    names += ["pipe", "to"] + ([] if a.no_nogzip else ["pipe-nogz", "to-nogz"])
+    names += ["pipe", "to"] + (["pipe@before", "to@before"] if a.before else []) \
+        + ([] if a.no_nogzip else ["pipe-nogz", "to-nogz"])
     if a.only:
         names = [x for x in names if x in a.only.split(",")]
     subjects = [Subject(x) for x in names]
@@ -316,9 +322,11 @@ def main() -> None:
                         r = run_syslog_ng(exe, data, rec, work, n, a.timeout, a.sng_batch_lines,
                                           a.sng_workers)
                     else:
-                        shape, _, nogz = s.name.partition("-")
+                        name, _, before = s.name.partition("@")
+                        shape, _, nogz = name.partition("-")
+                        tree = str(Path(a.before).resolve()) if before else None
                         dump = Path(a.stall_dir) / f"stall-{s.name}-{rnd + 1}.txt"
-                        r = run_logpipe(shape, not nogz, files, rec, work / "state", n, a.timeout, dump)
+                        r = run_logpipe(shape, not nogz, files, rec, work / "state", n, a.timeout, dump, tree)
                     s.runs.append(r)
                     cpu = ", ".join(f"{k2} {v:.2f}" for k2, v in r.cpu.items())
                     print(f"  round {rnd + 1} {s.name:<10} {r.wall:6.2f} s  events {r.events:,}  "

@@ -45,6 +45,7 @@ import time
 from logpipe import diagnostics
 from logpipe.errors import DiskFullError, SinkError, SpoolFullError, UsageError
 from logpipe.spool import _records, _segments
+from logpipe.spool._cursor import CURSOR_INTERVAL, CursorSaver
 from logpipe.spool._handout import Chunk, HandedOut
 from logpipe.spool._log import SegmentLog
 from logpipe.spool._records import HDR_SIZE, MAGIC, DiskReader, Position, RecentRecords
@@ -52,8 +53,6 @@ from logpipe.spool._segments import SegmentFiles
 
 __all__ = ["CURSOR_INTERVAL", "HDR_SIZE", "MAGIC", "RECENT_BYTES", "Chunk", "Spool"]
 
-#: The cursor is persisted at most this often while chunks are being marked done.
-CURSOR_INTERVAL = 0.2
 #: Item bytes just appended that are kept in memory to hand out without reading them back
 RECENT_BYTES = 8 << 20
 
@@ -83,7 +82,6 @@ class Spool:
         self._recent = RecentRecords(recent_bytes)
         self._read_pos: Position = (0, 0)
         self._done_pos: Position = (0, 0)
-        self._saved_pos: Position | None = None  # what the cursor file says
         self._handed = HandedOut()
         self._appended_items = 0
         self._appended_bytes = 0
@@ -94,15 +92,12 @@ class Spool:
         self._paused = False
         #: the last write failed with ENOSPC/EDQUOT: reclaim drained space before the next one
         self._disk_full = False
-        self._last_save = 0.0
-        self._save_task: asyncio.Task[None] | None = None
         # created in open(), inside the loop that will use them
         self._data: asyncio.Event
         self._space: asyncio.Event
         self._append_lock: asyncio.Lock
         self._read_lock: asyncio.Lock
-        self._save_lock: asyncio.Lock
-        self._wake: asyncio.Event
+        self._cursor: CursorSaver
 
     # ------------------------------------------------------------------ properties
 
@@ -147,8 +142,7 @@ class Spool:
         self._space = asyncio.Event()
         self._append_lock = asyncio.Lock()
         self._read_lock = asyncio.Lock()
-        self._save_lock = asyncio.Lock()
-        self._wake = asyncio.Event()
+        self._cursor = CursorSaver(self._log, lambda: self._done_pos, None, self._cursor_disk_full)
         await asyncio.to_thread(self._open_sync)
         self._opened = True
 
@@ -166,7 +160,7 @@ class Spool:
         found = self._files.recover()
         self._log.restore(found.segments, found.sizes)
         self._done_pos = self._read_pos = found.start
-        self._saved_pos = found.cursor
+        self._cursor.saved = found.cursor
         self._appended_items, self._appended_bytes = found.items, found.nbytes
 
     # ------------------------------------------------------------------ append
@@ -289,7 +283,7 @@ class Spool:
         if emptying is None:
             return
         number, fd, older = emptying
-        async with self._read_lock, self._save_lock:
+        async with self._read_lock, self._cursor.lock:
             self._reader.close()
             self._recent.clear()
             try:
@@ -297,7 +291,7 @@ class Spool:
             except OSError as e:
                 _segments.raise_write_error(self.directory, e)
             self._log.emptied()
-            self._read_pos = self._done_pos = self._saved_pos = (number, HDR_SIZE)
+            self._read_pos = self._done_pos = self._cursor.saved = (number, HDR_SIZE)
         diagnostics.info(f"spool {self.directory}: everything spooled was delivered; its disk space "
                          "is free again", key=f"spool-reclaimed:{self.directory}")
 
@@ -366,54 +360,16 @@ class Spool:
             self._done_bytes += nbytes
             self._done_pos = first_out if first_out is not None else self._read_pos
             self._space.set()
-            self._schedule_save()
+            if not self._closed:
+                self._cursor.schedule()
 
     def release(self, chunk_id: int) -> None:
         """Chunk not delivered: its items are handed out again, in order, before later ones."""
         self._handed.release(chunk_id)
         self._data.set()
 
-    # ------------------------------------------------------------------ cursor
-
-    def _schedule_save(self) -> None:
-        if self._closed:  # close() wrote the last cursor and dropped the lock; a late done() stays in memory
-            return
-        if self._save_task is None or self._save_task.done():
-            self._save_task = asyncio.get_running_loop().create_task(self._save_soon())
-
-    async def _save_soon(self) -> None:
-        # loop: done() calls that land while a write is in flight do not schedule another task.
-        # Never cancelled (close() wakes it instead): a cancelled task would leave its worker
-        # thread writing an older cursor that could land after close()'s newer one.
-        while self._log.normalised(self._done_pos) != self._saved_pos:
-            wait = self._last_save + CURSOR_INTERVAL - time.monotonic()
-            if wait > 0 and not self._closed:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), wait)
-            try:
-                await self._save_cursor()
-            except OSError as e:
-                if e.errno in _segments.DISK_FULL_ERRNOS:
-                    # the disk is full: the next append meets it too, says so once and reclaims
-                    # the space of what is done (this cursor is saved then)
-                    self._disk_full = True
-                else:
-                    diagnostics.error(f"spool {self.directory}: cannot save the cursor ({e.strerror}); "
-                                      "will retry", key=f"spool-cursor:{self.directory}")
-                self._last_save = time.monotonic()
-                if self._closed:
-                    return
-
-    async def _save_cursor(self) -> None:
-        async with self._save_lock:
-            pos = self._log.normalised(self._done_pos)
-            self._last_save = time.monotonic()
-            if pos == self._saved_pos:
-                return
-            consumed = self._log.consumed_before(pos)
-            await asyncio.to_thread(self._files.save_cursor, pos, consumed)
-            self._saved_pos = pos
-            self._log.forget(consumed)
+    def _cursor_disk_full(self) -> None:
+        self._disk_full = True
 
     # ------------------------------------------------------------------ close
 
@@ -424,13 +380,9 @@ class Spool:
         self._closed = True
         self._data.set()
         self._space.set()
-        self._wake.set()
-        task = self._save_task
-        if task is not None and not task.done():
-            await task
         try:
             try:
-                await self._save_cursor()
+                await self._cursor.close()
             except OSError as e:
                 raise SinkError(f"spool {self.directory}: cannot save the cursor at close ({e.strerror}); "
                                 "delivered items may be sent again") from None

@@ -610,9 +610,9 @@ async def _crash(s: Spool) -> None:
 
     Holding the cursor-save lock first makes sure no cursor write is half-way in a worker thread.
     """
-    await s._save_lock.acquire()
-    if s._save_task is not None:
-        s._save_task.cancel()
+    await s._cursor.lock.acquire()
+    if s._cursor.task is not None:
+        s._cursor.task.cancel()
     s._log.close()
     s._reader.close()
     s._files.unlock()
@@ -622,11 +622,11 @@ async def _crash(s: Spool) -> None:
 async def _settle(s: Spool) -> None:
     """Let the background cursor save run to the end now, without its CURSOR_INTERVAL wait
     (the model's steps otherwise come faster than any save, and never see segments deleted)."""
-    task = s._save_task
+    task = s._cursor.task
     if task is not None and not task.done():
-        s._wake.set()  # ends the save's interval wait (close() uses it the same way)
+        s._cursor.wake.set()  # ends the save's interval wait (close() uses it the same way)
         await task
-        s._wake.clear()
+        s._cursor.wake.clear()
 
 
 async def _check_program(directory: str, program: list[tuple[Any, ...]]) -> None:

@@ -33,6 +33,14 @@ records may use ``max_bytes - reserve_bytes`` until ``use_reserve`` (a stop).
 The bound (``max_bytes``) counts record bytes not yet done; ``append`` blocks while the spool
 is over it (back-pressure, Vector's ``when_full = "block"``) and says so once. Disk usage can
 exceed the bound by up to one segment plus what was done within the last cursor interval.
+
+Reading: the items just appended stay in memory (``recent_bytes``, 8 MiB) and are handed out
+from there while the reader keeps up; records are read back from disk (and their CRC checked)
+only after a restart or by a reader that fell further behind.
+
+Modules: ``_records`` (record format, memory and disk readers), ``_log`` (live segments and the
+write end), ``_segments`` (the files), ``_cursor`` (saving the cursor), ``_handout`` (what is
+out with a consumer, done, or given back).
 """
 
 from __future__ import annotations

@@ -16,14 +16,21 @@ Words for the byte shapes (used in every module here, and nowhere else with anot
 
 - **record**: a logpipe record (a dict), as the pipeline hands it over.
 - **envelope**: one record as a HEC event object, JSON bytes ``{"source":…,"time":…,…,"event":{…}}``
-  (:class:`_hec.EnvelopeEncoder`); never holds a raw newline.
+  (:class:`_envelope.EnvelopeEncoder`); never holds a raw newline.
 - **bundle**: the envelopes of one written batch that share a source group, joined by ``\\n``.
-- **spool item**: format byte + 4-byte source group + bundle (:mod:`.items`) — one per bundle.
-- **chunk**: spool items handed out together by :meth:`Spool.next_chunk`.
-- **request**: what one POST carries — a lane's bundles from one chunk (at most ``--batch-size``),
-  or single envelopes once a 413 or a bad event made it split (:class:`.sender.Request`).
-- **body**: a request's bytes on the wire: bundles joined by ``\\n`` (``index`` added),
-  gzipped from 1500 bytes.
+- **spool item**: format byte + 4-byte source group + 4-byte envelope count + bundle
+  (:mod:`.items`) — one per bundle of at most 256 KiB; what :class:`~logpipe.spool.Spool` stores.
+- **chunk**: spool items handed out together by :meth:`Spool.next_chunk` (from memory while
+  the taker keeps up).
+- **request**: what one POST carries — its *parts*: a lane's bundles from one chunk (at most
+  ``--batch-size``), held as views into the spool items, or single envelopes once a 413 or a bad
+  event made it split (:class:`.requests.Request`).
+- **body**: a request's bytes on the wire: its parts joined by ``\\n`` (``index`` added), gzipped
+  part by part from 1500 bytes (``--compression none``: never).
+
+From envelope to body the bytes are copied twice: the join into a spool item, and the
+compression (or, uncompressed, the join) into the body; the spool writes each item with its
+frame header by ``writev`` and hands it out of memory, and a request's parts are views into it.
 
 A batch is durable (spooled) before ``write`` returns, so the collector's checkpoint may
 advance; delivery continues in the background and across restarts (the spool replays on open).
@@ -46,7 +53,8 @@ host/source/sourcetype; ``--index`` is added when a request is built, so fixing 
 Modules: ``config`` (settings, token), ``sink`` (the Sink: write → spool, drain, summary),
 ``sender`` (chunks → requests → POST, retry, split), ``acks`` (indexer acknowledgement),
 ``endpoints`` (URLs, TLS, backoff, transport errors), ``health`` (the start-up check),
-``quarantine`` (dead letters), ``items`` (spool item format), ``state`` (what they share),
+``quarantine`` (dead letters), ``items`` (spool item format), ``requests`` (chunk → requests →
+body), ``spooling`` (a batch's items into the spool, full disk), ``state`` (what they share),
 ``_hec`` (the protocol, no I/O).
 
 Tuning through the environment (tests use short values):

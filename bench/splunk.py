@@ -37,6 +37,7 @@ import tempfile
 import threading
 import time
 import urllib.request
+import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -203,6 +204,40 @@ def _run(cmd: list[str], stdin_path: Path | None, env: dict[str, str], base: str
     return wall, ru.ru_utime + ru.ru_stime
 
 
+def gzip_levels(n: int) -> None:
+    """CPU per 100k events and size ratio of zlib and ISA-L at several levels, on request bodies
+    of this benchmark's input as the sink builds them (its own EnvelopeEncoder, ~1 MB bodies)."""
+    from isal import isal_zlib
+
+    from logpipe.sinks.splunk._envelope import EnvelopeEncoder
+
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "in.ndjson"
+        make_input(path, n)
+        lines = path.read_bytes().split(b"\n")[:-1]
+    envs = EnvelopeEncoder(sourcetype="_json").encode_many([orjson.loads(x) for x in lines], lines)
+    bodies, cur, size = [], [], 0
+    for e in envs:
+        cur.append(e)
+        size += len(e) + 1
+        if size >= 1_000_000:
+            bodies.append(b"\n".join(cur))
+            cur, size = [], 0
+    bodies.append(b"\n".join(cur))
+    raw = sum(map(len, bodies))
+    print(f"{n:,} events in {len(bodies)} bodies, {raw / 1e6:.1f} MB; CPU best of 5\n")
+    print("| compressor | CPU-s per 100k events | size ratio |\n|---|---:|---:|")
+    for name, mod, levels in (("zlib", zlib, (1, 6)), ("ISA-L", isal_zlib, (0, 1, 2, 3))):
+        for level in levels:
+            best, out = 1e9, 0
+            for _ in range(5):
+                t0 = time.process_time()
+                out = sum(len(c.compress(b) + c.flush())
+                          for b in bodies for c in [mod.compressobj(level, mod.DEFLATED, 31)])
+                best = min(best, time.process_time() - t0)
+            print(f"| {name} level {level} | {best / n * 1e5:.3f} | {raw / out:.1f}x |")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     p.add_argument("--events", type=int, default=200_000)
@@ -217,7 +252,12 @@ def main() -> None:
                    help="also run `sink splunk` from this source tree (e.g. `git archive main | tar -x "
                         "-C TREE`), interleaved: a before/after in the same run")
     p.add_argument("--no-baseline", action="store_true", help="skip splunk-handler (faster A/B runs)")
+    p.add_argument("--gzip-levels", action="store_true",
+                   help="only compare zlib and ISA-L gzip levels on this input's request bodies")
     a = p.parse_args()
+    if a.gzip_levels:
+        gzip_levels(min(a.events, 100_000))
+        return
     if a.receiver:
         receiver_main(a.port)
         return

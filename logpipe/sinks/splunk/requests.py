@@ -16,8 +16,9 @@ from isal import isal_zlib
 from logpipe.sinks.splunk import _hec
 from logpipe.sinks.splunk.items import bundle_of
 
-#: isal (ISA-L) level 1: on this sink's bodies 2.3x less CPU than zlib level 1 (0.036 against
-#: 0.082 CPU-s per 100k events, bench/RESULTS.md), 13x smaller than the JSON (zlib 1: 15x)
+#: isal (ISA-L) level 1: on this sink's bodies 2.4x less CPU than zlib level 1 (0.038 against
+#: 0.092 CPU-s per 100k events, `bench/splunk.py --gzip-levels`), 12.6x smaller than the JSON
+#: (zlib 1: 14.1x)
 GZIP_LEVEL = 1
 #: Bodies above this are compressed in a worker thread (ISA-L releases the GIL).
 GZIP_THREAD_MIN = 32 << 10

@@ -6,29 +6,19 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any, TypeVar
 
 import pytest
 
 from logpipe.errors import SinkError
 from logpipe.spool import HDR_SIZE, Spool
 from logpipe.spool._records import DiskReader, RecentRecords, header
-
-T = TypeVar("T")
-
-
-def run(coro: Coroutine[Any, Any, T]) -> T:
-    return asyncio.run(coro)
+from tests.unit.spool.test_spool import drain, run
 
 
-async def take_all(s: Spool, max_items: int = 7, max_bytes: int = 1 << 20) -> list[bytes]:
-    out: list[bytes] = []
-    while (chunk := await s.next_chunk(max_items, max_bytes, timeout=0.05)) is not None:
-        out.extend(chunk.items)
-        s.done(chunk.id)
-    return out
+async def take_all(s: Spool) -> list[bytes]:
+    """Everything in the spool, taken in chunks of at most 7 items (so reads cross chunk limits)."""
+    return await drain(s, max_items=7)
 
 
 def items(n: int, start: int = 0) -> list[bytes]:

@@ -195,7 +195,7 @@ class Sender:
     def _batch_due(self) -> float | None:
         """Seconds until a batch should go (≤ 0: now); None when nothing is waiting.
 
-        By bytes, a chunk is due once it can fill a request on every lane (``--batch-size`` ×
+        By bytes, a chunk is due once it can fill a request on every lane (``--batch-size`` times the
         lanes): due at one request's worth, a chunk spread over the lanes made requests a
         quarter as big, and httpx spends ~1 ms of CPU per request whatever its size (212 → 137
         requests and ~8 % less CPU per 200k events, bench/RESULTS.md). By time, the batch

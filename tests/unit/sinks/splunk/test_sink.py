@@ -767,6 +767,25 @@ def test_requests_are_gzipped_kept_alive_and_several_in_flight(tmp_path: Path) -
     assert len({d["headers"].get("X-Splunk-Request-Channel") for d in posts}) == 1
 
 
+def test_compression_none_sends_every_body_uncompressed(tmp_path: Path) -> None:
+    """--compression none: no request carries Content-Encoding (the double would gunzip it), the
+    bodies are the plain envelopes, and every event arrives once, in order per source."""
+    n = 600
+    with HecDouble(token=TOKEN) as hec:
+        sink = make_sink(tmp_path, [hec.url], batch_bytes=16 << 10, batch_timeout=0.05,
+                         compression="none")
+
+        async def go() -> None:
+            await sink.start()
+            await feed(sink, records(n, sources=["a", "b", "c"]), batch=200)
+            await sink.close()
+
+        asyncio.run(go())
+        assert_exactly_once_in_order(hec, n)
+        posts = [d for d in hec.details if d["path"].endswith("/event") and d.get("events")]
+    assert len(posts) > 1 and not any("Content-Encoding" in d["headers"] for d in posts)
+
+
 def test_pending_acks_are_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """With --ack and a HEC that acknowledges only after 0.3 s, the sink stops taking new
     requests once MAX_PENDING_ACKS (here 2) await their ack: before the first ack comes back

@@ -108,10 +108,16 @@ class _Handler(BaseHTTPRequestHandler):
         self._reply(200, {"text": "Success", "code": 0})
 
 
+class _Server(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if not isinstance(sys.exc_info()[1], ConnectionResetError):  # a sender exiting mid keep-alive
+            super().handle_error(request, client_address)
+
+
 def receiver_main(port: int) -> None:
     """Serve until killed; print the port first."""
     _Handler.counter = _Counter()
-    server = ThreadingHTTPServer(("127.0.0.1", port), _Handler)
+    server = _Server(("127.0.0.1", port), _Handler)
     server.daemon_threads = True
     print(server.server_address[1], flush=True)
     server.serve_forever(poll_interval=0.1)

@@ -7,6 +7,7 @@ import contextlib
 import os
 import sys
 import time
+from collections.abc import Awaitable
 from typing import Any
 
 import httpx
@@ -16,6 +17,7 @@ from logpipe.errors import SinkConfigError, SinkError, UsageError
 from logpipe.pipeline import Batch, Outcome, Sink
 from logpipe.sinks import SinkOptions
 from logpipe.sinks.splunk import _hec
+from logpipe.sinks.splunk.commits import GroupCommit
 from logpipe.sinks.splunk.config import RETRY_BASE, Secret, SplunkConfig, read_token
 from logpipe.sinks.splunk.endpoints import (
     Endpoint,
@@ -65,6 +67,9 @@ class SplunkSink(Sink):
         self._started = False
         self._closed = False
         self._writer = SpoolWriter(shared, self.endpoints)
+        #: what the pipeline can hand over before it waits for receipts: write a group then
+        #: (item bytes run larger than the pipeline's NDJSON bytes, hence half of them)
+        self._commits = GroupCommit(self._write_items, self._count_spooled, LANE_BATCHES, LANE_BYTES // 2)
 
     @property
     def channel(self) -> str:
@@ -168,8 +173,9 @@ class SplunkSink(Sink):
         """A transport error → its Verdict (kept for callers of the old method)."""
         return error_verdict(exc, ep, self._shared.token.scrub)
 
-    async def write(self, batch: Batch) -> Outcome:
-        """Encode envelopes and append them to the spool (durable); SPOOLED."""
+    async def write(self, batch: Batch) -> Awaitable[Outcome]:
+        """Encode envelopes and queue them for the spool; the receipt resolves to SPOOLED once
+        they are durable (several batches share one write and fdatasync: commits.py)."""
         self._raise_if_fatal()
         spool, sender = self._spool, self._sender
         if spool is None or sender is None:
@@ -180,12 +186,20 @@ class SplunkSink(Sink):
         for g, envelopes in groups.items():
             for bundle in cut_group(envelopes):
                 items.append((to_item(g, bundle), len(bundle)))
-        await self._writer.write(spool, sender, items, len(batch))
-        self._shared.counts.spooled += len(batch)
-        return Outcome.SPOOLED
+        return self._commits.add(items, len(batch))
+
+    async def _write_items(self, items: list[tuple[bytes, int]], records: int) -> None:
+        """Append one group's items (through a full disk: spooling.py)."""
+        spool, sender = self._spool, self._sender
+        assert spool is not None and sender is not None
+        await self._writer.write(spool, sender, items, records)
+
+    def _count_spooled(self, records: int) -> None:
+        self._shared.counts.spooled += records
 
     def stopping(self) -> None:
         """A stop was asked (SIGTERM/SIGINT): deliver for at most the drain timeout from now."""
+        self._commits.hurry()
         if self._writer.stop(self.config.drain_timeout):
             if self._spool is not None:
                 self._spool.use_reserve()
@@ -201,6 +215,7 @@ class SplunkSink(Sink):
             return
         sender, spool = self._sender, self._spool
         assert sender is not None and spool is not None
+        await self._commits.flush()  # the pipeline awaited its receipts; a direct caller may not have
         await self._drain(sender)
         self._shared.stop.set()
         for t in self._tasks:

@@ -51,10 +51,14 @@ def make_sink(tmp_path: Path, urls: list[str], **kw: Any) -> SplunkSink:
 
 
 async def feed(sink: SplunkSink, recs: list[dict[str, Any]], batch: int = 1000) -> None:
-    """Write ``recs`` to the sink in batches (each copy is the sink's own)."""
+    """Write ``recs`` to the sink in batches (each copy is the sink's own) and return once all
+    are spooled (their receipts resolved, in order), as the pipeline does before it commits."""
+    receipts = []
     for i in range(0, len(recs), batch):
         part = [dict(r) for r in recs[i:i + batch]]
-        await sink.write(Batch(part))
+        receipts.append(await sink.write(Batch(part)))
+    for receipt in receipts:
+        await receipt
 
 
 def seqs(hec: HecDouble) -> list[int]:

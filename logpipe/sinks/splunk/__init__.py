@@ -2,7 +2,7 @@
 
 Data path::
 
-    write(batch) ─► envelopes (_hec) ─► Spool.append (fsync) ─► Outcome.SPOOLED
+    write(batch) ─► envelopes ─► group commit ─► Spool.append (fsync) ─► receipt: SPOOLED
                                              │
               senders (--concurrency) ◄──────┘  chunks by bytes (--batch-size) and time
                  │  gzip, POST /services/collector/event, round robin over healthy --url's
@@ -32,8 +32,11 @@ From envelope to body the bytes are copied twice: the join into a spool item, an
 compression (or, uncompressed, the join) into the body; the spool writes each item with its
 frame header by ``writev`` and hands it out of memory, and a request's parts are views into it.
 
-A batch is durable (spooled) before ``write`` returns, so the collector's checkpoint may
-advance; delivery continues in the background and across restarts (the spool replays on open).
+A batch is durable (spooled) before its receipt resolves — ``write`` returns the receipt, and the
+pipeline commits the source only when it resolves — so the collector's checkpoint never passes
+an event that is not on disk; batches handed over within ``commits.COMMIT_DELAY`` share one
+append and one fsync. Delivery continues in the background and across restarts (the spool
+replays on open).
 
 Order, per source: each chunk is cut into ``--concurrency`` lanes by the source group; a lane
 sends one request at a time and retries it in place (a 413 half, a bad event's tail) before
@@ -54,7 +57,8 @@ Modules: ``config`` (settings, token), ``sink`` (the Sink: write → spool, drai
 ``sender`` (chunks → requests → POST, retry, split), ``acks`` (indexer acknowledgement),
 ``endpoints`` (URLs, TLS, backoff, transport errors), ``health`` (the start-up check),
 ``quarantine`` (dead letters), ``items`` (spool item format), ``requests`` (chunk → requests →
-body), ``spooling`` (a batch's items into the spool, full disk), ``state`` (what they share),
+body), ``commits`` (group commit, receipts), ``spooling`` (a group's items into the spool,
+full disk), ``state`` (what they share),
 ``_hec`` (the protocol, no I/O).
 
 Tuning through the environment (tests use short values):

@@ -139,13 +139,15 @@ def main() -> None:
             if a.only and a.only not in name:
                 continue
             c = cost[name] = best(fn, a.reps) * 300_000 / n
-            # the rows of the line path and the "now:" rows are alternatives to rows above, not extra steps
-            alternative = name.startswith(("LineNormaliser", "`sink", "EnvelopeEncoder.encode_grouped", "now:"))
+            # the line path's rows and the "now:" rows are alternatives to rows above, not extra steps
+            alternative = name.startswith(("LineNormaliser", "`sink", "EnvelopeEncoder.encode_grouped",
+                                           "now:"))
             total += 0.0 if alternative else c
             print(f"| {name} | {c:.3f} | {c / 0.3:.2f} |")
         print(f"| sum of the steps (old path; the normaliser rows left out: they include the loads row) | "
               f"{total:.3f} | {total / 0.3:.2f} |")
-        old = [k for k in cost if k.startswith(("spool ", "CRC32", "item slice", "split a group", "gzip level"))]
+        old_steps = ("spool ", "CRC32", "item slice", "split a group", "gzip level")
+        old = [k for k in cost if k.startswith(old_steps)]
         new = [k for k in cost if k.startswith(("spool item:", "spool write", "now:"))]
         if not a.only:
             print(f"| envelope → gzipped body (item join … gzip): before {sum(cost[k] for k in old):.3f}, "

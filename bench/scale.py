@@ -14,7 +14,9 @@ Per subject, a fresh directory of ``--files`` (10,000) files with 2 realistic JS
 
 Subjects: ``logpipe collect 'DIR/*.log' --to splunk`` (default options, spool on) into the
 counting receiver (bench/_hec_receiver.py), or with ``--ndjson`` ``logpipe collect 'DIR/*.log'``
-with NDJSON on stdout (read here); and syslog-ng 3.38 (``wildcard-file(max-files(files))``,
+with NDJSON on stdout (read here); with ``--baseline SRC`` the same rows again for the logpipe
+source tree at SRC (``git archive main | tar -x -C SRC``; run with ``PYTHONPATH=SRC``),
+interleaved with this tree's rows in the same run; and syslog-ng 3.38 (``wildcard-file(max-files(files))``,
 http() as in bench/e2e_hec.py, ``batch-timeout(1000)`` like logpipe's default; skipped if not
 installed; ``--no-syslog-ng``).
 """
@@ -74,7 +76,7 @@ def _cpu_pct(pid: int, seconds: float) -> float:
 
 def run_subject(name: str, a: argparse.Namespace, rec: Receiver, work: Path,
                 sng: str | None) -> dict[str, str]:
-    d = work / name
+    d = work / name.replace(" ", "_")
     shutil.rmtree(d, ignore_errors=True)
     logs = d / "logs"
     logs.mkdir(parents=True)
@@ -97,7 +99,9 @@ def run_subject(name: str, a: argparse.Namespace, rec: Receiver, work: Path,
                                  "-c", str(d / "ctl")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     else:
         env = splunk_env(rec.base, d / "state")
-        if name == "logpipe ndjson":
+        if name.startswith("main "):
+            env["PYTHONPATH"] = a.baseline
+        if name.endswith("ndjson"):
             proc = subprocess.Popen([*LOGPIPE, "collect", str(logs / "*.log")], stdout=subprocess.PIPE,
                                     stderr=subprocess.DEVNULL, env=env)
             reader = NdjsonReader(proc.stdout)
@@ -122,12 +126,14 @@ def run_subject(name: str, a: argparse.Namespace, rec: Receiver, work: Path,
         t0 = time.perf_counter()
         if not wait(initial, a.timeout):
             raise SystemExit(f"{name}: initial read incomplete: {events()}/{initial} (exit {proc.poll()})")
-        out["initial read"] = f"{time.perf_counter() - t0:.2f} s"
+        out["initial read"] = f"{time.perf_counter() - t0:.2f} s / {proc_cpu(proc.pid):.1f} CPU-s"
         time.sleep(2.0)
+        c_idle = proc_cpu(proc.pid)
         idle = _cpu_pct(proc.pid, a.idle)
+        c_idle = proc_cpu(proc.pid) - c_idle
         rss, _ = proc_rss_kib(proc.pid)
         out["RSS idle"] = f"{rss / 1024:.1f} MB"
-        out["idle CPU"] = f"{idle:.2f} %"
+        out["idle CPU"] = f"{idle:.2f} % ({c_idle:.2f} CPU-s)"
         out["fds"] = str(fd_count(proc.pid))
 
         # active phase
@@ -168,13 +174,15 @@ def run_subject(name: str, a: argparse.Namespace, rec: Receiver, work: Path,
             probes += 1
         stop.set()
         wt.join()
-        act_cpu = (proc_cpu(proc.pid) - c0) / (time.perf_counter() - w0) * 100
+        act_cs = proc_cpu(proc.pid) - c0
+        act_cpu = act_cs / (time.perf_counter() - w0) * 100
         want = initial + written[0] + probes
         if not wait(want, 60):
             raise SystemExit(f"{name}: {events()}/{want} events arrived")
         lat = reader.lat if reader is not None else rec.get("/lat")
         rss2, hwm = proc_rss_kib(proc.pid)
-        out["active CPU"] = f"{act_cpu:.1f} % ({written[0] / a.active_seconds:,.0f} lines/s)"
+        out["active CPU"] = (f"{act_cpu:.1f} % ({act_cs:.1f} CPU-s, "
+                             f"{written[0] / a.active_seconds:,.0f} lines/s)")
         out["RSS after active / peak"] = f"{rss2 / 1024:.1f} / {hwm / 1024:.1f} MB"
         out["delivery p50 / max"] = (f"{statistics.median(lat):.2f} / {max(lat):.2f} s ({len(lat)} probes)"
                                      if lat else "no probes")
@@ -199,6 +207,9 @@ def main() -> None:
     ap.add_argument("--timeout", type=float, default=300.0)
     ap.add_argument("--ndjson", action="store_true", help="also logpipe with NDJSON on stdout")
     ap.add_argument("--no-syslog-ng", action="store_true")
+    ap.add_argument("--baseline", metavar="SRC", help="also the logpipe tree at SRC (rows 'main …')")
+    ap.add_argument("--only", choices=["logpipe", "baseline", "syslog-ng"], action="append",
+                    help="run only these subjects (repeatable)")
     a = ap.parse_args()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 4 * a.files)), hard))
@@ -206,8 +217,13 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="lp-bench-scale-"))
     print(f"{a.files:,} files, {a.active:,} active at {a.active_rate:g} line/s each; "
           f"Python {sys.version.split()[0]}; {load_note()}")
-    names = ["logpipe --to splunk", *(["logpipe ndjson"] if a.ndjson else []),
-             *(["syslog-ng"] if sng else [])]
+    mine = ["logpipe --to splunk", *(["logpipe ndjson"] if a.ndjson else [])]
+    base = [n.replace("logpipe", "main", 1) for n in mine] if a.baseline else []
+    # interleaved: main, this tree, main, this tree … (a noisy machine drifts between rows)
+    names = [n for pair in zip(base, mine, strict=False) for n in pair] if base else list(mine)
+    names += ["syslog-ng"] if sng else []
+    if a.only:
+        names = [n for n in names if ("baseline" if n.startswith("main ") else n.split()[0]) in a.only]
     rows = []
     try:
         with Receiver(latency=True) as rec:

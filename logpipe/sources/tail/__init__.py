@@ -69,7 +69,7 @@ import asyncio
 import contextlib
 import os
 import time
-from collections import Counter
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -95,6 +95,7 @@ from logpipe.sources.tail.generations import (
     Generation,
     is_rotated_name,
 )
+from logpipe.sources.tail.notify import IN_MODIFY, RECONCILE_INTERVAL, DirWatcher
 from logpipe.sources.tail.reader import (
     _COLD,
     COLD_AFTER,
@@ -102,6 +103,7 @@ from logpipe.sources.tail.reader import (
     HOT_POLL,
     PASS_BUDGET,
     READ_CHUNK,
+    Outbox,
     TailFile,
 )
 
@@ -114,6 +116,9 @@ __all__ = [
 
 #: Checkpoint write period when something changed (Vector and Filebeat both use 1 s).
 CHECKPOINT_INTERVAL = 1.0
+#: inotify events are handled this long after the first of a burst: 1,000 files written once a
+#: second each make one pass per EVENT_GATHER, not one per write.
+EVENT_GATHER = 0.02
 
 
 class TailSource(Discovery, Source):
@@ -143,6 +148,7 @@ class TailSource(Discovery, Source):
         max_open: int | None = None,
         recheck: Callable[[str, os.stat_result], bool] | None = None,
         decoder_for: Callable[[str, int], Any] | None = None,
+        notify: bool = True,
     ) -> None:
         self.patterns = [os.path.abspath(os.path.expanduser(p)) for p in patterns]
         try:
@@ -167,8 +173,7 @@ class TailSource(Discovery, Source):
         self._started = time.time()
         self._gens: dict[int, Generation] = {}  # id(gen) -> gen: everything the checkpoint stores
         self._by_key: dict[tuple[int, int], list[Generation]] = {}
-        self._by_fp: dict[str, list[Generation]] = {}
-        self._fp_lens: Counter[int] = Counter()
+        self._by_name: dict[str, list[Generation]] = {}
         for st in self._store.load():
             g = Generation(st.dev, st.ino, st.fp, st.fp_len, st.offset, st.path,
                      max(st.seen, self._started), st.retired)
@@ -178,6 +183,15 @@ class TailSource(Discovery, Source):
             self._add_gen(g)
         self._files: dict[tuple[int, int], TailFile] = {}
         self._by_path: dict[str, TailFile] = {}
+        self._hot: dict[TailFile, None] = {}
+        self._lru: OrderedDict[TailFile, None] = OrderedDict()
+        self._waiting: dict[str, None] = {}  # paths found while every slot held unread data
+        self._cap_since: float | None = None
+        self._outbox = Outbox(self._ack)
+        self._watcher: DirWatcher | None = None
+        self._use_notify = notify
+        self._all_watched = False
+        self._scan_event: asyncio.Event | None = None
         self._open = 0
         self._dirty = False
         self._stopping = False
@@ -196,13 +210,7 @@ class TailSource(Discovery, Source):
         self._stop_event = asyncio.Event()
         self._scan()
         if self.once:
-            for f in list(self._files.values()):
-                # what is there now: a writer faster than us must not keep --once going forever
-                end = f.size_seen
-                while not self._stopping and f.pos < end and await self._pump(f, emit):
-                    pass
-                if not self._stopping:
-                    await self._flush_held(f, emit)
+            await self._read_once(emit)
             return
         scanner = asyncio.create_task(self._scanner(), name="tail-scan")
         checkpointer = asyncio.create_task(self._checkpointer(), name="tail-checkpoint")
@@ -215,7 +223,28 @@ class TailSource(Discovery, Source):
                 await scanner
             await checkpointer
 
+    async def _read_once(self, emit: Callable[[Batch], Awaitable[None]]) -> None:
+        """--once: read what is there now (a writer faster than us must not keep --once going
+        forever), every file — beyond the open-file cap too, a cap's worth at a time."""
+        done: set[TailFile] = set()
+        while not self._stopping:
+            for f in [x for x in self._files.values() if x not in done]:
+                end = f.size_seen
+                while not self._stopping and f.pos < end and await self._pump(f, emit):
+                    pass
+                if self._stopping:
+                    break
+                await self._flush_held(f, emit)
+                done.add(f)
+                if self._waiting:
+                    self._close_idle(f)  # finished: its slot goes to a file still waiting
+            if not self._waiting or not self._admit():
+                break
+        await self._outbox.flush(emit)
+
     async def _reader(self, emit: Callable[[Batch], Awaitable[None]]) -> None:
+        """Poll the files that are due (``_hot``), emit what they had as few batches as fit,
+        hand free slots to files waiting for one; sleep until the next poll or a wake-up."""
         wake = self._wake
         assert wake is not None
         while not self._stopping:
@@ -223,20 +252,32 @@ class TailSource(Discovery, Source):
             mono = time.monotonic()
             progressed = False
             soonest = _COLD
-            for f in list(self._files.values()):
+            for f in list(self._hot):
                 if self._stopping:
                     break
+                if self._files.get(f.key) is not f:
+                    self._hot.pop(f, None)
+                    continue
                 if f.next_poll <= mono:
                     got = await self._pump(f, emit)
                     progressed = progressed or got
                     f.polled(got, time.monotonic())
-                soonest = min(soonest, f.next_poll)
+                    if f.fd is not None:
+                        self._lru[f] = None
+                        self._lru.move_to_end(f)
                 deadline = f.lines.idle_deadline
                 if deadline is not None and f.gen is not None:
                     if time.monotonic() >= deadline:
                         await self._flush_groups(f, emit)
                     else:
                         soonest = min(soonest, deadline)
+                if f.next_poll == _COLD and f.lines.idle_deadline is None:
+                    self._hot.pop(f, None)
+                else:
+                    soonest = min(soonest, f.next_poll)
+            await self._outbox.flush(emit)
+            if self._waiting and not self._stopping and self._admit():
+                progressed = True
             if progressed:
                 await asyncio.sleep(0)
                 continue
@@ -247,16 +288,83 @@ class TailSource(Discovery, Source):
                     await asyncio.wait_for(wake.wait(), max(0.0, soonest - time.monotonic()))
 
     async def _scanner(self) -> None:
-        assert self._stop_event is not None
-        while not self._stopping:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop_event.wait(), self.rescan_interval)
-            if self._stopping:
-                return
-            try:
-                self._scan()
-            except OSError as exc:  # e.g. EMFILE from elsewhere in the process: retry next time
-                diagnostics.warning(f"tail: scan failed: {exc}", key="tail-scan")
+        """Discovery: a full scan every ``rescan_interval`` when polling; with inotify
+        (``notify``) a full scan every RECONCILE_INTERVAL, the files inotify does not cover
+        stat'ed every ``rescan_interval``, and events handled as they come (a burst gathered
+        for EVENT_GATHER first)."""
+        ev = asyncio.Event()
+        self._scan_event = ev
+        loop = asyncio.get_running_loop()
+        w = self._watcher
+        fd = w.fd if w is not None else None
+
+        def readable() -> None:  # once, until re-armed after reading (no spin while readable)
+            assert fd is not None
+            loop.remove_reader(fd)
+            ev.set()
+
+        if fd is not None:
+            loop.add_reader(fd, readable)
+        mono = time.monotonic()
+        next_tick, next_full = mono + self.rescan_interval, mono + self._full_interval()
+        try:
+            while not self._stopping:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(ev.wait(), max(0.0, next_tick - time.monotonic()))
+                if self._stopping:
+                    return
+                try:
+                    if ev.is_set():
+                        ev.clear()
+                        await asyncio.sleep(EVENT_GATHER)
+                        if self._stopping:
+                            return
+                        if self._on_events():
+                            next_full = 0.0
+                        assert fd is not None
+                        loop.add_reader(fd, readable)
+                    mono = time.monotonic()
+                    if mono >= next_full:
+                        self._scan()
+                        next_tick, next_full = mono + self.rescan_interval, mono + self._full_interval()
+                    elif mono >= next_tick:
+                        self._scan(self._uncovered())
+                        next_tick = mono + self.rescan_interval
+                except OSError as exc:  # e.g. EMFILE elsewhere in the process: retry next time
+                    diagnostics.warning(f"tail: scan failed: {exc}", key="tail-scan")
+        finally:
+            if fd is not None:
+                loop.remove_reader(fd)
+
+    def _full_interval(self) -> float:
+        if self._watcher is not None and self._all_watched:
+            return max(RECONCILE_INTERVAL, self.rescan_interval)
+        return self.rescan_interval
+
+    def _uncovered(self) -> list[str]:
+        """Attached files no inotify watch reports: stat'ed every ``rescan_interval``."""
+        return [p for p, f in self._by_path.items() if not f.covered]
+
+    def _on_events(self) -> bool:
+        """Handle the queued inotify events: a write to an open file wakes its reader; any
+        other change to a name a glob matches is looked at (``_scan(only=…)``). True when a
+        full rescan must follow (overflow, directories created/moved/removed)."""
+        assert self._watcher is not None
+        events, rescan = self._watcher.read()
+        look: set[str] = set()
+        woke = False
+        for path, mask in events:
+            f = self._by_path.get(path)
+            if f is not None and f.fd is not None and mask == IN_MODIFY:
+                f.poke()
+                woke = True
+            elif path not in self._waiting and (f is not None or self._matches(path)):
+                look.add(path)  # new, renamed, deleted, or idle-closed and grown
+        if look:
+            self._scan(look)
+        if woke and self._wake is not None:
+            self._wake.set()
+        return rescan
 
     async def _checkpointer(self) -> None:
         """Write the checkpoint every CHECKPOINT_INTERVAL when acks moved it. Never cancelled
@@ -322,6 +430,8 @@ class TailSource(Discovery, Source):
         self._stopping = True
         if self._wake is not None:
             self._wake.set()
+        if self._scan_event is not None:
+            self._scan_event.set()
         if self._stop_event is not None:
             self._stop_event.set()
 
@@ -341,5 +451,9 @@ class TailSource(Discovery, Source):
                     f.fd = None
             self._files.clear()
             self._by_path.clear()
+            self._hot.clear()
+            self._lru.clear()
             self._open = 0
+            if self._watcher is not None:
+                self._watcher.close()
             self._store.close()

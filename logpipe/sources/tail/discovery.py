@@ -9,17 +9,20 @@ import os
 import resource
 import stat as stat_mod
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from logpipe import diagnostics, identity, record
 from logpipe.sources.tail.generations import COPY_WAIT, FP_MAX, Generation, is_rotated_name
-from logpipe.sources.tail.reader import _COLD, Reader, TailFile
+from logpipe.sources.tail.notify import DirWatcher
+from logpipe.sources.tail.reader import Reader, TailFile
 
 #: Names a glob match skips: compressed rotated files.
 ARCHIVE_SUFFIXES = (".gz", ".zst", ".bz2", ".xz", ".lz4", ".zip", ".tgz")
 #: Scans that look again for unfinished renamed files the exclusion hook held back at first.
 RECOVER_SCANS = 60
+#: Files waiting this long for a slot under the open-file cap (every open one busy) are said.
+CAP_WARN_AFTER = 10.0
 #: ``**`` matches at most this many directory levels (Filebeat's ``recursive_glob`` depth).
 RECURSIVE_DEPTH = 8
 
@@ -71,6 +74,12 @@ class Discovery(Reader):
     _recover_scans: int
     _wake: Any
     _warned_cap: bool
+    _waiting: dict[str, None]
+    _cap_since: float | None
+    _watcher: DirWatcher | None
+    _use_notify: bool
+    _all_watched: bool
+    rescan_interval: float
     _recheck: Callable[[str, os.stat_result], bool] | None
     max_open: int
 
@@ -89,23 +98,76 @@ class Discovery(Reader):
                 seen.setdefault(pat, None)
         return list(seen)
 
-    def _scan(self) -> None:
-        """One discovery pass: rotation/deletion of known files, new files, reopen idle ones.
+    def _matches(self, path: str) -> bool:
+        """Would a glob pass (``_expand``) find ``path``? For an inotify event's file name:
+        same directory depth, ``glob``'s hidden-file rule, archives skipped."""
+        d, base = os.path.split(path)
+        for pat in self._globs:
+            pd, pb = os.path.split(pat)
+            if pat == path:
+                return True
+            if (glob.has_magic(pat) and d.count(os.sep) == pd.count(os.sep)
+                    and fnmatch.fnmatchcase(base, pb) and fnmatch.fnmatchcase(d, pd)
+                    and (not base.startswith(".") or pb.startswith("."))
+                    and not base.endswith(ARCHIVE_SUFFIXES)):
+                return True
+        return False
 
-        Synchronous (no await inside), so it never interleaves with the reader mid-update."""
-        now = time.time()
-        mono = time.monotonic()
+    @staticmethod
+    def _stat_regular(paths: Iterable[str]) -> dict[str, os.stat_result]:
         stats: dict[str, os.stat_result] = {}
-        for p in self._expand():
+        for p in paths:
             try:
                 st = os.stat(p)
             except OSError:
                 continue
             if stat_mod.S_ISREG(st.st_mode):
                 stats[p] = st
+        return stats
+
+    def _scan(self, only: Iterable[str] | None = None) -> None:
+        """One discovery pass: rotation/deletion of known files, new files, reopen idle ones —
+        over every glob match, or (``only``) over these paths (inotify events, files inotify
+        does not cover), which a path missing from them does not detach.
+
+        Synchronous (no await inside), so it never interleaves with the reader mid-update."""
+        now = time.time()
+        mono = time.monotonic()
+        if only is None:
+            self._watch_dirs()
+            stats = self._stat_regular(self._expand())
+            self._waiting = {p: None for p in self._waiting if p in stats}
+            attached = list(self._by_path.items())
+        else:
+            paths = set(only)
+            stats = self._stat_regular(paths)
+            attached = [(p, f) for p in paths if (f := self._by_path.get(p)) is not None]
+        woke = self._check_attached(attached, stats, now, mono)
+        # paths not attached yet: a known file under a new name, or a new file
+        if self._scanned and any(p not in self._by_path for p in stats):
+            self._merge_others()  # another command line may have read it since we started
+        for path, st in stats.items():
+            if path not in self._by_path and path not in self._waiting:
+                if not self._has_slot():
+                    self._waiting[path] = None  # opened by _admit once a slot is free
+                elif self._consider(path, st):
+                    woke = True
+        if self._recover_scans > 0:
+            self._scanned = True
+            woke = self._recover() or woke
+        if only is None or self._recover_scans <= 0:
+            woke = self._tend(now, mono) or woke
+        if self._resumed:
+            self._say_resumed()
+        if woke and self._wake is not None:
+            self._wake.set()
+
+    def _check_attached(self, attached: list[tuple[str, TailFile]],
+                        stats: dict[str, os.stat_result], now: float, mono: float) -> bool:
+        """Step 1 of a scan: files attached to a path — still there? grown? True: wake the
+        reader."""
         woke = False
-        # 1. files attached to a path: still there? grown?
-        for path, f in list(self._by_path.items()):
+        for path, f in attached:
             cur = stats.get(path)
             if cur is None or (cur.st_dev, cur.st_ino) != f.key:
                 self._detach(f, mono)
@@ -113,7 +175,7 @@ class Discovery(Reader):
                 continue
             if f.gen is not None:
                 f.gen.seen = now
-                f.gen.path = path
+                self._set_gen_path(f.gen, path)
             if self._recheck is not None and self._recheck(path, cur):
                 self._forget_file(f)  # the feedback guard recognised it late: stop reading
                 continue
@@ -128,34 +190,73 @@ class Discovery(Reader):
                     self._release_shadow(f, independent=True)
             if f.fd is None and cur.st_size != f.pos and self._reopen(f):
                 woke = True  # idle-closed and grown (or shrunk): read it again
-        # 2. paths not attached yet: a known file under a new name, or a new file
-        if self._scanned and any(p not in self._by_path for p in stats):
-            self._merge_others()  # another command line may have read it since we started
-        for path, st in stats.items():
-            if path in self._by_path:
-                continue
-            key = (st.st_dev, st.st_ino)
-            f2 = self._files.get(key)
-            if f2 is not None:
-                if f2.path is None:  # renamed to a name a glob matches: follow it, don't re-read
-                    f2.path = path
-                    self._by_path[path] = f2
-                    f2.poke()
-                    woke = True
-                # else: a hard link / second name of a file already read once
-                continue
-            if self._is_excluded is not None and self._is_excluded(path, st):
-                continue
-            if self._open_new(path, st):
-                woke = True
-        if self._recover_scans > 0:
-            self._scanned = True
-            woke = self._recover() or woke
-        woke = self._tend(now, mono) or woke
-        if self._resumed:
-            self._say_resumed()
-        if woke and self._wake is not None:
-            self._wake.set()
+        return woke
+
+    def _consider(self, path: str, st: os.stat_result) -> bool:
+        """A path no file is attached to: a known file under a new name (followed), or a new
+        file (opened). True when the reader has something new to do."""
+        key = (st.st_dev, st.st_ino)
+        f2 = self._files.get(key)
+        if f2 is not None:
+            if f2.path is None:  # renamed to a name a glob matches: follow it, don't re-read
+                f2.path = path
+                self._by_path[path] = f2
+                f2.covered = self._covered(path)
+                f2.poke()
+                return True
+            return False  # a hard link / second name of a file already read once
+        if self._is_excluded is not None and self._is_excluded(path, st):
+            return False
+        return self._open_new(path, st)
+
+    def _admit(self) -> bool:
+        """Open files waiting for a slot, as far as idle files can be closed for them; True
+        when one was opened (or dropped: gone meanwhile)."""
+        admitted = False
+        while self._waiting and self._has_slot():
+            path = next(iter(self._waiting))
+            del self._waiting[path]
+            admitted = True
+            st = self._stat_regular((path,)).get(path)
+            if st is not None and path not in self._by_path:
+                self._consider(path, st)
+        if not self._waiting or admitted:
+            self._cap_since = None
+        elif self._cap_since is None:
+            self._cap_since = time.monotonic()
+        elif not self._warned_cap and time.monotonic() - self._cap_since >= CAP_WARN_AFTER:
+            # (10,000 files at start wait a moment for slots: normal, not worth a warning)
+            self._warned_cap = True
+            diagnostics.warning(
+                f"open-file cap reached ({self.max_open} files, each with unread data); "
+                f"{len(self._waiting)} more wait for a free slot", key="tail-open-cap")
+        return admitted
+
+    def _watch_dirs(self) -> None:
+        """Watch (inotify) every directory a glob can match files in — the first full scan
+        sets the watcher up; polling where it cannot be (``notify``)."""
+        if self.once or not self._use_notify:
+            return
+        if self._watcher is None:
+            try:
+                self._watcher = DirWatcher()
+            except OSError as exc:
+                self._use_notify = False
+                diagnostics.info(f"tail: no inotify ({exc.strerror or exc}); polling every "
+                                 f"{self.rescan_interval:g} s", key="tail-no-inotify")
+                return
+        dirs: dict[str, None] = {}
+        for pat in self._globs:
+            d = os.path.dirname(pat)
+            for x in (sorted(glob.glob(d)) if glob.has_magic(d) else [d]):
+                dirs.setdefault(x, None)
+        self._all_watched = all([self._watcher.watch(d) for d in dirs])
+
+    def _covered(self, path: str) -> bool:
+        """Does an inotify watch report ``path``'s writes (its directory watched, no symlink)?"""
+        w = self._watcher
+        return (w is not None and w.watched(os.path.dirname(path))
+                and not os.path.islink(path))
 
     def _tend(self, now: float, mono: float) -> bool:
         """Step 3 of a scan: detached files keep their generation alive; a held-back copy is
@@ -201,33 +302,31 @@ class Discovery(Reader):
         if f.fd is None:  # idle-closed and now gone from its path: nothing left to read by fd
             self._forget_file(f)
 
-    def _make_capacity(self) -> bool:
-        if self._open < self.max_open:
-            return True
-        victim: TailFile | None = None
-        for f in self._files.values():
+    def _has_slot(self) -> bool:
+        """A free fd slot under the cap, made by closing the least recently read idle file
+        (read to its known size: nothing unread) — O(1) per open from the LRU order, not a
+        scan of every file. A closed file is reopened, after an identity check, when it grows."""
+        while self._open >= self.max_open and self._lru:
+            f, _ = self._lru.popitem(last=False)
             if (f.fd is not None and f.path is not None and f.shadow_gen is None
-                    and f.next_poll == _COLD and f.size_seen == f.pos
-                    and (victim is None or f.last_data < victim.last_data)):
-                victim = f
-        if victim is None:
-            if not self._warned_cap:
-                self._warned_cap = True
-                diagnostics.warning(
-                    f"open-file cap reached ({self.max_open} files busy); new files wait for a "
-                    "free slot", key="tail-open-cap")
-            return False
-        assert victim.fd is not None
-        with contextlib.suppress(OSError):
-            os.close(victim.fd)
-        victim.fd = None
-        self._open -= 1
-        return True
+                    and f.pos >= f.size_seen and self._files.get(f.key) is f):
+                self._close_idle(f)
+            # else: busy (unread data, renamed away, held back): back in the LRU when next read
+        return self._open < self.max_open
+
+    def _close_idle(self, f: TailFile) -> None:
+        """Close an idle file's fd; its state stays (reopened when it grows)."""
+        self._lru.pop(f, None)
+        if f.fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(f.fd)
+            f.fd = None
+            self._open -= 1
 
     def _reopen(self, f: TailFile) -> bool:
         """Reopen an idle-closed file that grew; the identity is checked again (inode here,
         fingerprint by the reader)."""
-        if f.path is None or not self._make_capacity():
+        if f.path is None or not self._has_slot():
             return False
         try:
             fd = os.open(f.path, os.O_RDONLY | os.O_CLOEXEC)
@@ -246,7 +345,7 @@ class Discovery(Reader):
     def _open_new(self, path: str, st: os.stat_result, recovering: bool = False) -> bool:
         """Open a file found at ``path`` and decide where to read it from (``recovering``: a
         file no glob matches, opened only if it is one this state dir had not finished)."""
-        if not self._make_capacity():
+        if not self._has_slot():
             return False
         try:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
@@ -276,6 +375,8 @@ class Discovery(Reader):
         defaults, level = self._origin_for(path)
         f = TailFile(key, path, fd, gen, pos, self._assembler(record.LineNormaliser(defaults, level)))
         f.size_seen = fst.st_size
+        f.hot = self._hot
+        f.poke()
         if self._decoder_for is not None:
             f.decoder = self._decoder_for(path, pos)
         if shadow is not None:
@@ -291,9 +392,10 @@ class Discovery(Reader):
                 gen.seen = time.time()
             return True
         self._by_path[path] = f
+        f.covered = self._covered(path)
         if gen is not None:
             gen.seen = time.time()
-            gen.path = path
+            self._set_gen_path(gen, path)
         return True
 
     def _lock(self, path: str, key: tuple[int, int]) -> bool:

@@ -11,15 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import os
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from logpipe import diagnostics
 from logpipe.checkpoint import fingerprint
-from logpipe.pipeline import Batch
+from logpipe.pipeline import BATCH_MAX_BYTES, BATCH_MAX_RECORDS, Batch
 from logpipe.sources._lines import LineAssembler, LineBatch
 from logpipe.sources.tail.generations import FP_MAX, SAMPLE_BYTES, Generation, Generations
 
@@ -40,9 +40,9 @@ DETACHED_IDLE_CLOSE = 60.0
 class TailFile:
     """An open (or idle-closed) file being read."""
 
-    __slots__ = ("base", "decoder", "detached_at", "fd", "gen", "held_since", "interval", "key",
-                 "last_data", "lines", "next_poll", "path", "pos", "shadow_file", "shadow_gen",
-                 "size_seen")
+    __slots__ = ("base", "covered", "decoder", "detached_at", "drained", "fd", "gen", "held_since",
+                 "hot", "interval", "key", "last_data", "lines", "next_poll", "path", "pos",
+                 "shadow_file", "shadow_gen", "size_seen")
 
     def __init__(self, key: tuple[int, int], path: str, fd: int, gen: Generation | None, pos: int,
                  lines: LineAssembler) -> None:
@@ -65,15 +65,29 @@ class TailFile:
         #: ``base`` and are mapped back to raw offsets where a mark is made
         self.decoder: Any = None
         self.held_since = self.last_data  # held back as a copy: since when (or last growth)
+        #: the files the reader looks at (its source's, shared): a poked file is put there, so
+        #: a reader pass costs what is due, not one look at each of 10,000 quiet files
+        self.hot: dict[TailFile, None] | None = None
+        #: an inotify watch reports its writes (its directory is watched, the path is no
+        #: symlink): no poll ladder — an empty poll makes it cold at once
+        self.covered = False
+        self.drained = False  # the last poll read to EOF (not stopped by PASS_BUDGET)
 
     def poke(self) -> None:
         """Poll this file soon (it changed, or its state did)."""
         self.next_poll = 0.0
         self.interval = HOT_POLL
+        if self.hot is not None:
+            self.hot[self] = None
 
     def polled(self, progressed: bool, now: float) -> None:
         """Schedule the next poll: at once after data, backing off when empty, then cold
-        (woken only by the rescan) — except detached files, which no rescan sees."""
+        (woken only by the rescan, or an inotify event) — except detached files, which no
+        rescan sees. A file inotify covers goes cold as soon as it was read to EOF."""
+        if self.covered and self.path is not None and (self.drained or not progressed):
+            self.next_poll = _COLD
+            self.interval = COLD_AFTER
+            return
         if progressed:
             self.next_poll = now
             self.interval = HOT_POLL
@@ -87,6 +101,10 @@ class TailFile:
 
 class Reader(Generations):
     """Reads the open files: pump, truncation (copytruncate), held lines, emit."""
+
+    _outbox: Outbox
+    _hot: dict[TailFile, None]  # files with a poll due or a multiline deadline (see TailFile.hot)
+    _lru: OrderedDict[TailFile, None]  # open files by last read, oldest first: victims to close
 
     async def _pump(self, f: TailFile, emit: Callable[[Batch], Awaitable[None]]) -> bool:
         """Read what ``f`` has (up to PASS_BUDGET); True when something was read."""
@@ -116,7 +134,8 @@ class Reader(Generations):
                 await self._retire(f, emit, "rewritten")
             elif len(prefix) > gen.fp_len:
                 self._set_fp(gen, prefix)
-        progressed = False
+        progressed = f.drained = False
+        f.size_seen = max(f.size_seen, size)
         budget = PASS_BUDGET
         gen = f.gen
         while budget > 0 and not self._stopping and f.gen is gen and f.fd is not None:
@@ -127,6 +146,7 @@ class Reader(Generations):
                                     key=f"tail-read:{gen.path}")
                 break
             if not data:
+                f.drained = True
                 break
             f.pos += len(data)
             budget -= len(data)
@@ -200,6 +220,8 @@ class Reader(Generations):
         self._forget_file(f)
 
     def _forget_file(self, f: TailFile) -> None:
+        self._hot.pop(f, None)
+        self._lru.pop(f, None)
         if f.path is not None:
             self._by_path.pop(f.path, None)
             f.path = None
@@ -241,7 +263,10 @@ class Reader(Generations):
 
     async def _emit_batches(self, f: TailFile, gen: Generation, batches: Iterable[LineBatch],
                             emit: Callable[[Batch], Awaitable[None]]) -> None:
+        """Queue ``batches`` in the outgoing batch (:class:`Outbox`); it goes out when full and
+        at the end of each reader pass (``Outbox.flush``)."""
         # every batch goes out, a batch with no record too: its ack moves the checkpoint
+        out = self._outbox
         for b in batches:
             self.lines_read += len(b.records)
             end = f.base + b.end
@@ -249,5 +274,58 @@ class Reader(Generations):
                 end = f.decoder.raw_offset(end)
             if end > gen.emitted:
                 gen.emitted = end
-            await emit(Batch(b.records, b.lines, ack=functools.partial(self._ack, gen, end),
-                             source=gen.path))
+            if out.full_with(b):
+                await out.flush(emit)
+            out.add(gen, end, b)
+
+
+class Outbox:
+    """Lines read from many files in one reader pass, sent as few big batches, not one small
+    batch per file: with 1,000 files each writing a line a second, a pass finds ~50 files with
+    one line each, and each batch costs the sinks a spool frame, an HEC request slot, an ack.
+
+    A batch is from one source with one ack (pipeline/_contracts.py): the tail source is one
+    source, and the ack commits each file's own offset (in emit order, so per file in order).
+    Lines of one file keep their order: everything the source emits goes through here, in
+    order. Capped at BATCH_MAX_RECORDS / BATCH_MAX_BYTES like any source's batch."""
+
+    __slots__ = ("_ack", "_acks", "_bytes", "_lines", "_records", "_sources")
+
+    def __init__(self, ack: Callable[[Generation, int], None]) -> None:
+        self._ack = ack
+        self._records: list[dict[str, Any]] = []
+        self._lines: list[bytes] = []
+        self._acks: dict[Generation, int] = {}  # gen -> end offset (ends only grow per gen)
+        self._bytes = 0
+        self._sources: set[str] = set()
+
+    def full_with(self, b: LineBatch) -> bool:
+        """Would ``b`` overflow the batch in hand (which is not empty)?"""
+        if not self._acks:
+            return False
+        return (len(self._records) + len(b.records) > BATCH_MAX_RECORDS
+                or self._bytes + sum(map(len, b.lines)) + len(b.lines) > BATCH_MAX_BYTES)
+
+    def add(self, gen: Generation, end: int, b: LineBatch) -> None:
+        self._records += b.records
+        self._lines += b.lines
+        self._bytes += sum(map(len, b.lines)) + len(b.lines)
+        self._acks.pop(gen, None)  # re-inserted last: acks follow emit order
+        self._acks[gen] = end
+        self._sources.add(gen.path)
+
+    async def flush(self, emit: Callable[[Batch], Awaitable[None]]) -> None:
+        """Emit the batch in hand (if any)."""
+        if not self._acks:
+            return
+        acks, ack = self._acks, self._ack
+
+        def ack_all() -> None:
+            for g, end in acks.items():
+                ack(g, end)
+
+        source = next(iter(self._sources)) if len(self._sources) == 1 else "tail"
+        batch = Batch(self._records, self._lines, ack=ack_all, source=source)
+        self._records, self._lines, self._acks, self._bytes = [], [], {}, 0
+        self._sources = set()
+        await emit(batch)

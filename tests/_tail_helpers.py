@@ -37,6 +37,7 @@ class CollectSink(Sink):
     def __init__(self) -> None:
         self.records: list[dict[str, Any]] = []
         self.lines: list[bytes] = []
+        self.batches = 0
         self._lock = threading.Lock()
         self._gate: asyncio.Event | None = None
         self._stalled = False
@@ -66,6 +67,7 @@ class CollectSink(Sink):
         with self._lock:
             self.records.extend(batch.records)
             self.lines.extend(batch.encoded())
+            self.batches += 1
         return Outcome.DELIVERED
 
     def snapshot(self) -> list[dict[str, Any]]:

@@ -10,8 +10,14 @@ How it behaves, and whose behaviour it follows (research/collector.md §1, "What
   only when they are the same inode with the same first bytes: look-alike files (three
   identical crash logs, prefixes of each other, a new ``a.log`` with the old one's banner) are
   distinct files, each read whole — unlike Vector's checksum, which skips them.
-- **Discovery**: globs are re-scanned every ``rescan_interval`` (1 s, Vector's
-  ``glob_minimum_cooldown_ms``). Files found after start are read from offset 0 (Vector RFC 3480:
+- **Discovery**: on Linux, inotify watches each directory the globs can match files in (one
+  watch per directory, not per file): a write wakes the reader at once, a new, renamed or
+  deleted name is looked at on its own, and a full rescan runs every RECONCILE_INTERVAL (10 s;
+  Fluent Bit re-globs every 60 s, Vector's notify mode every 300 s) and after an event queue
+  overflow. Elsewhere — not Linux, watch refused, a network or FUSE file system, or
+  ``LOGPIPE_TAIL_NOTIFY=0`` — globs are re-scanned every ``rescan_interval`` (1 s, Vector's
+  ``glob_minimum_cooldown_ms``) (``watch``, ``notify``). Files found after start are read
+  from offset 0 (Vector RFC 3480:
   a ``mv`` cannot be told from create+write). Files present at the first start with no
   checkpoint are read from 0 as well — logpipe ships what is there rather than tail from EOF
   (Fluent Bit's ``read_from_head=false`` loses the first lines). Compressed archives a glob
@@ -43,9 +49,14 @@ How it behaves, and whose behaviour it follows (research/collector.md §1, "What
   ``api-out.log.20261201T000000``) are looked for among the files of their directory — by
   inode and first bytes, or as a rotated-name copy of a truncated one — and exactly their
   unread lines are read, as renamed-away files (``discovery.Discovery._recover``).
-- **Open files** are capped at min(1024, 80 % of RLIMIT_NOFILE) (Vector PR #25252); beyond it the
-  least recently active idle file is closed and reopened — after an identity check — when it
-  grows. Idle files cost one ``stat`` per rescan; only files with recent data are polled fast.
+- **Open files** are capped at min(1024, 80 % of RLIMIT_NOFILE) (Vector PR #25252); beyond it
+  the least recently read file with nothing unread is closed (an LRU: O(1) per open) for a
+  file waiting for a slot, and reopened — after an identity check — when it grows. 10,000
+  files are read at start a cap's worth at a time, each slot freed as soon as its file is read
+  to its end. Only files with news are polled; a quiet file costs nothing with inotify and one
+  ``stat`` per rescan without.
+- **Batches**: the lines one reader pass finds in many files go out as few batches (up to
+  BATCH_MAX_RECORDS), one ack committing each file's offset (``reader.Outbox``).
 - **Checkpoints** (``logpipe.checkpoint``) advance only from batch acks (every sink accepted the
   lines), only to line ends — never past a partial line or lines still held by the multiline
   joiner — and are written at most once a second when changed, plus on ``aclose()``. On
@@ -59,8 +70,10 @@ How it behaves, and whose behaviour it follows (research/collector.md §1, "What
 - **--once** (``once=True``): read what is there, emit partial last lines too, return.
 
 Modules: ``generations`` (identity rules, copies, resume — no event loop), ``reader`` (one
-file: poll, read, truncation, lines → batches), ``discovery`` (globs, renames, reopen,
-recovery after a rotation while down); this one runs the loops and writes the checkpoints.
+file: poll, read, truncation, lines → batches), ``globs`` (what the patterns name),
+``discovery`` (new files, renames, the open-file cap, reopen, recovery after a rotation while
+down), ``notify`` (inotify through ctypes), ``watch`` (when discovery looks: events, partial
+and full scans); this one runs the reader loop and writes the checkpoints.
 """
 
 from __future__ import annotations
@@ -78,15 +91,7 @@ from logpipe.checkpoint import FORGET_AFTER, CheckpointStore
 from logpipe.errors import CheckpointError, UsageError
 from logpipe.multiline import Joiner
 from logpipe.pipeline import Batch, Source
-from logpipe.sources.tail.discovery import (
-    ARCHIVE_SUFFIXES,
-    RECOVER_SCANS,
-    RECURSIVE_DEPTH,
-    Discovery,
-    default_max_open,
-    default_origin,
-    expand_pattern,
-)
+from logpipe.sources.tail.discovery import RECOVER_SCANS, default_max_open, default_origin
 from logpipe.sources.tail.generations import (
     COPY_WAIT,
     FP_MAX,
@@ -95,7 +100,8 @@ from logpipe.sources.tail.generations import (
     Generation,
     is_rotated_name,
 )
-from logpipe.sources.tail.notify import IN_MODIFY, RECONCILE_INTERVAL, DirWatcher
+from logpipe.sources.tail.globs import ARCHIVE_SUFFIXES, RECURSIVE_DEPTH, expand_pattern
+from logpipe.sources.tail.notify import DirWatcher
 from logpipe.sources.tail.reader import (
     _COLD,
     COLD_AFTER,
@@ -106,6 +112,7 @@ from logpipe.sources.tail.reader import (
     Outbox,
     TailFile,
 )
+from logpipe.sources.tail.watch import Watching
 
 __all__ = [
     "ARCHIVE_SUFFIXES", "CHECKPOINT_INTERVAL", "COLD_AFTER", "COPY_WAIT", "DETACHED_IDLE_CLOSE",
@@ -116,12 +123,9 @@ __all__ = [
 
 #: Checkpoint write period when something changed (Vector and Filebeat both use 1 s).
 CHECKPOINT_INTERVAL = 1.0
-#: inotify events are handled this long after the first of a burst: 1,000 files written once a
-#: second each make one pass per EVENT_GATHER, not one per write.
-EVENT_GATHER = 0.02
 
 
-class TailSource(Discovery, Source):
+class TailSource(Watching, Source):
     """Tails files and globs into batches; see the module docstring for the rules.
 
     ``origin_for(path) -> (defaults, plain_level)`` names each file's records (default:
@@ -148,8 +152,9 @@ class TailSource(Discovery, Source):
         max_open: int | None = None,
         recheck: Callable[[str, os.stat_result], bool] | None = None,
         decoder_for: Callable[[str, int], Any] | None = None,
-        notify: bool = True,
+        notify: bool | None = None,
     ) -> None:
+        # (over 60 lines: every piece of state the mixins share is declared here, in one place)
         self.patterns = [os.path.abspath(os.path.expanduser(p)) for p in patterns]
         try:
             self._globs = [g for p in self.patterns for g in expand_pattern(p)]
@@ -174,13 +179,7 @@ class TailSource(Discovery, Source):
         self._gens: dict[int, Generation] = {}  # id(gen) -> gen: everything the checkpoint stores
         self._by_key: dict[tuple[int, int], list[Generation]] = {}
         self._by_name: dict[str, list[Generation]] = {}
-        for st in self._store.load():
-            g = Generation(st.dev, st.ino, st.fp, st.fp_len, st.offset, st.path,
-                     max(st.seen, self._started), st.retired)
-            if st.sample_fp:
-                g.sample_fp = (st.sample_fp, st.sample_len)
-                g.sample_end = st.sample_end
-            self._add_gen(g)
+        self._load_gens()
         self._files: dict[tuple[int, int], TailFile] = {}
         self._by_path: dict[str, TailFile] = {}
         self._hot: dict[TailFile, None] = {}
@@ -189,6 +188,10 @@ class TailSource(Discovery, Source):
         self._cap_since: float | None = None
         self._outbox = Outbox(self._ack)
         self._watcher: DirWatcher | None = None
+        # inotify unless told not to (``notify=False``, or LOGPIPE_TAIL_NOTIFY=0 in the
+        # environment: a file system where inotify misbehaves and is not detected as remote)
+        if notify is None:
+            notify = os.environ.get("LOGPIPE_TAIL_NOTIFY", "1").lower() not in ("0", "false", "no")
         self._use_notify = notify
         self._all_watched = False
         self._scan_event: asyncio.Event | None = None
@@ -202,6 +205,16 @@ class TailSource(Discovery, Source):
         # counters (tests, summaries)
         self.lines_read = 0
         self.truncations = 0
+
+    def _load_gens(self) -> None:
+        """The generations of the checkpoint (every command line's of this state dir)."""
+        for st in self._store.load():
+            g = Generation(st.dev, st.ino, st.fp, st.fp_len, st.offset, st.path,
+                           max(st.seen, self._started), st.retired)
+            if st.sample_fp:
+                g.sample_fp = (st.sample_fp, st.sample_len)
+                g.sample_end = st.sample_end
+            self._add_gen(g)
 
     # --- the Source contract ----------------------------------------------------------------------
     async def run(self, emit: Callable[[Batch], Awaitable[None]]) -> None:
@@ -286,85 +299,6 @@ class TailSource(Discovery, Source):
             else:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(wake.wait(), max(0.0, soonest - time.monotonic()))
-
-    async def _scanner(self) -> None:
-        """Discovery: a full scan every ``rescan_interval`` when polling; with inotify
-        (``notify``) a full scan every RECONCILE_INTERVAL, the files inotify does not cover
-        stat'ed every ``rescan_interval``, and events handled as they come (a burst gathered
-        for EVENT_GATHER first)."""
-        ev = asyncio.Event()
-        self._scan_event = ev
-        loop = asyncio.get_running_loop()
-        w = self._watcher
-        fd = w.fd if w is not None else None
-
-        def readable() -> None:  # once, until re-armed after reading (no spin while readable)
-            assert fd is not None
-            loop.remove_reader(fd)
-            ev.set()
-
-        if fd is not None:
-            loop.add_reader(fd, readable)
-        mono = time.monotonic()
-        next_tick, next_full = mono + self.rescan_interval, mono + self._full_interval()
-        try:
-            while not self._stopping:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(ev.wait(), max(0.0, next_tick - time.monotonic()))
-                if self._stopping:
-                    return
-                try:
-                    if ev.is_set():
-                        ev.clear()
-                        await asyncio.sleep(EVENT_GATHER)
-                        if self._stopping:
-                            return
-                        if self._on_events():
-                            next_full = 0.0
-                        assert fd is not None
-                        loop.add_reader(fd, readable)
-                    mono = time.monotonic()
-                    if mono >= next_full:
-                        self._scan()
-                        next_tick, next_full = mono + self.rescan_interval, mono + self._full_interval()
-                    elif mono >= next_tick:
-                        self._scan(self._uncovered())
-                        next_tick = mono + self.rescan_interval
-                except OSError as exc:  # e.g. EMFILE elsewhere in the process: retry next time
-                    diagnostics.warning(f"tail: scan failed: {exc}", key="tail-scan")
-        finally:
-            if fd is not None:
-                loop.remove_reader(fd)
-
-    def _full_interval(self) -> float:
-        if self._watcher is not None and self._all_watched:
-            return max(RECONCILE_INTERVAL, self.rescan_interval)
-        return self.rescan_interval
-
-    def _uncovered(self) -> list[str]:
-        """Attached files no inotify watch reports: stat'ed every ``rescan_interval``."""
-        return [p for p, f in self._by_path.items() if not f.covered]
-
-    def _on_events(self) -> bool:
-        """Handle the queued inotify events: a write to an open file wakes its reader; any
-        other change to a name a glob matches is looked at (``_scan(only=…)``). True when a
-        full rescan must follow (overflow, directories created/moved/removed)."""
-        assert self._watcher is not None
-        events, rescan = self._watcher.read()
-        look: set[str] = set()
-        woke = False
-        for path, mask in events:
-            f = self._by_path.get(path)
-            if f is not None and f.fd is not None and mask == IN_MODIFY:
-                f.poke()
-                woke = True
-            elif path not in self._waiting and (f is not None or self._matches(path)):
-                look.add(path)  # new, renamed, deleted, or idle-closed and grown
-        if look:
-            self._scan(look)
-        if woke and self._wake is not None:
-            self._wake.set()
-        return rescan
 
     async def _checkpointer(self) -> None:
         """Write the checkpoint every CHECKPOINT_INTERVAL when acks moved it. Never cancelled

@@ -1,10 +1,10 @@
-"""Finding the files to tail: globs (``**`` bounded), new files, renames, idle reopen, recovery."""
+"""Finding the files to tail: new files, renames, the open-file cap, idle reopen, recovery
+(what the globs name: ``globs``; when to look: ``watch``)."""
 
 from __future__ import annotations
 
 import contextlib
 import fnmatch
-import glob
 import os
 import resource
 import stat as stat_mod
@@ -14,33 +14,14 @@ from typing import Any
 
 from logpipe import diagnostics, identity, record
 from logpipe.sources.tail.generations import COPY_WAIT, FP_MAX, Generation, is_rotated_name
+from logpipe.sources.tail.globs import ARCHIVE_SUFFIXES, expand, glob_dirs, stat_regular
 from logpipe.sources.tail.notify import DirWatcher
 from logpipe.sources.tail.reader import Reader, TailFile
 
-#: Names a glob match skips: compressed rotated files.
-ARCHIVE_SUFFIXES = (".gz", ".zst", ".bz2", ".xz", ".lz4", ".zip", ".tgz")
 #: Scans that look again for unfinished renamed files the exclusion hook held back at first.
 RECOVER_SCANS = 60
 #: Files waiting this long for a slot under the open-file cap (every open one busy) are said.
 CAP_WARN_AFTER = 10.0
-#: ``**`` matches at most this many directory levels (Filebeat's ``recursive_glob`` depth).
-RECURSIVE_DEPTH = 8
-
-
-def expand_pattern(pattern: str) -> list[str]:
-    """The plain globs one pattern stands for: a ``**`` path component becomes 0 to
-    RECURSIVE_DEPTH ``*`` levels (``a/**/b`` → ``a/b``, ``a/*/b``, …); ``a/**`` is
-    ``a/**/*``. A ``**`` inside a component (``x**.log``) is a plain ``*``, as in ``glob``.
-    Raises ValueError for more than one ``**`` component (depth**2 globs per rescan)."""
-    parts = pattern.split(os.sep)
-    where = [i for i, part in enumerate(parts) if part == "**"]
-    if not where:
-        return [pattern]
-    if len(where) > 1:
-        raise ValueError(f"{pattern}: at most one '**' per pattern")
-    i = where[0]
-    head, rest = parts[:i], parts[i + 1:] or ["*"]
-    return [os.sep.join(head + ["*"] * k + rest) for k in range(RECURSIVE_DEPTH + 1)]
 
 
 def default_origin(path: str) -> tuple[dict[str, Any], str]:
@@ -83,48 +64,6 @@ class Discovery(Reader):
     _recheck: Callable[[str, os.stat_result], bool] | None
     max_open: int
 
-    def _expand(self) -> list[str]:
-        seen: dict[str, None] = {}
-        for pat in self._globs:
-            if glob.has_magic(pat):
-                # (``**`` already expanded to bounded ``*`` levels: expand_pattern.)
-                # Compressed archives a glob like ``app.log*`` also matches (logrotate's .gz,
-                # logpipe rotate's .zst) are not text: skipped, as Filebeat's docs advise with
-                # ``exclude_files: ['\.gz$']``. Named literally, a file is always read.
-                for p in sorted(glob.glob(pat)):
-                    if not p.endswith(ARCHIVE_SUFFIXES):
-                        seen.setdefault(p, None)
-            else:
-                seen.setdefault(pat, None)
-        return list(seen)
-
-    def _matches(self, path: str) -> bool:
-        """Would a glob pass (``_expand``) find ``path``? For an inotify event's file name:
-        same directory depth, ``glob``'s hidden-file rule, archives skipped."""
-        d, base = os.path.split(path)
-        for pat in self._globs:
-            pd, pb = os.path.split(pat)
-            if pat == path:
-                return True
-            if (glob.has_magic(pat) and d.count(os.sep) == pd.count(os.sep)
-                    and fnmatch.fnmatchcase(base, pb) and fnmatch.fnmatchcase(d, pd)
-                    and (not base.startswith(".") or pb.startswith("."))
-                    and not base.endswith(ARCHIVE_SUFFIXES)):
-                return True
-        return False
-
-    @staticmethod
-    def _stat_regular(paths: Iterable[str]) -> dict[str, os.stat_result]:
-        stats: dict[str, os.stat_result] = {}
-        for p in paths:
-            try:
-                st = os.stat(p)
-            except OSError:
-                continue
-            if stat_mod.S_ISREG(st.st_mode):
-                stats[p] = st
-        return stats
-
     def _scan(self, only: Iterable[str] | None = None) -> None:
         """One discovery pass: rotation/deletion of known files, new files, reopen idle ones —
         over every glob match, or (``only``) over these paths (inotify events, files inotify
@@ -135,12 +74,12 @@ class Discovery(Reader):
         mono = time.monotonic()
         if only is None:
             self._watch_dirs()
-            stats = self._stat_regular(self._expand())
+            stats = stat_regular(expand(self._globs))
             self._waiting = {p: None for p in self._waiting if p in stats}
             attached = list(self._by_path.items())
         else:
             paths = set(only)
-            stats = self._stat_regular(paths)
+            stats = stat_regular(paths)
             attached = [(p, f) for p in paths if (f := self._by_path.get(p)) is not None]
         woke = self._check_attached(attached, stats, now, mono)
         # paths not attached yet: a known file under a new name, or a new file
@@ -217,7 +156,7 @@ class Discovery(Reader):
             path = next(iter(self._waiting))
             del self._waiting[path]
             admitted = True
-            st = self._stat_regular((path,)).get(path)
+            st = stat_regular((path,)).get(path)
             if st is not None and path not in self._by_path:
                 self._consider(path, st)
         if not self._waiting or admitted:
@@ -245,12 +184,7 @@ class Discovery(Reader):
                 diagnostics.info(f"tail: no inotify ({exc.strerror or exc}); polling every "
                                  f"{self.rescan_interval:g} s", key="tail-no-inotify")
                 return
-        dirs: dict[str, None] = {}
-        for pat in self._globs:
-            d = os.path.dirname(pat)
-            for x in (sorted(glob.glob(d)) if glob.has_magic(d) else [d]):
-                dirs.setdefault(x, None)
-        self._all_watched = all([self._watcher.watch(d) for d in dirs])
+        self._all_watched = all([self._watcher.watch(d) for d in glob_dirs(self._globs)])
 
     def _covered(self, path: str) -> bool:
         """Does an inotify watch report ``path``'s writes (its directory watched, no symlink)?"""

@@ -139,14 +139,9 @@ class Reader(Generations):
         budget = PASS_BUDGET
         gen = f.gen
         while budget > 0 and not self._stopping and f.gen is gen and f.fd is not None:
-            try:
-                data = os.pread(f.fd, READ_CHUNK, f.pos)
-            except OSError as exc:
-                diagnostics.warning(f"cannot read {f.path or gen.path}: {exc.strerror or exc}",
-                                    key=f"tail-read:{gen.path}")
-                break
+            data = self._read_chunk(f, gen)
             if not data:
-                f.drained = True
+                f.drained = data is not None
                 break
             f.pos += len(data)
             budget -= len(data)
@@ -167,6 +162,17 @@ class Reader(Generations):
             # `pm2 reloadLogs`, a slow app with WatchedFileHandler) — its next line would be lost
             await self._finish(f, emit)
         return progressed
+
+    @staticmethod
+    def _read_chunk(f: TailFile, gen: Generation) -> bytes | None:
+        """Up to READ_CHUNK bytes at ``f.pos`` (b"": EOF; None: a read error, said)."""
+        assert f.fd is not None
+        try:
+            return os.pread(f.fd, READ_CHUNK, f.pos)
+        except OSError as exc:
+            diagnostics.warning(f"cannot read {f.path or gen.path}: {exc.strerror or exc}",
+                                key=f"tail-read:{gen.path}")
+            return None
 
     async def _still_written(self, f: TailFile) -> bool:
         """True (and the close postponed by another DETACHED_IDLE_CLOSE) when another process

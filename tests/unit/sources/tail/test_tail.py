@@ -93,7 +93,7 @@ def test_new_file_with_three_lines_within_50ms_is_delivered(tmp_path: Path) -> N
     """A file created after start and given 3 lines within 50 ms is found by the re-scan
     (≤ 1 s) and all 3 lines arrive, read from offset 0."""
     with TailRunner([str(tmp_path / "*.log")], str(tmp_path / "state"), rescan_interval=1.0) as r:
-        time.sleep(0.3)  # let the first scan run with no files present
+        wait_for(lambda: r.source._scanned, 5, message="the first scan (no files present)")
         t0 = time.monotonic()
         with open(tmp_path / "new.log", "ab", buffering=0) as f:
             for i in range(3):
@@ -115,8 +115,9 @@ def test_partial_line_across_restart_is_one_record(tmp_path: Path) -> None:
     pattern = str(tmp_path / "*.log")
     p1 = collector(state, pattern)
     with collector_stdout(p1) as got1:
+        # marker.log is read after a.log in the same pass (glob order): "marker" out means
+        # "abc" was read (and held, no newline)
         wait_for(lambda: any(r.get("message") == "marker" for r in got1()), 10, message="marker")
-        time.sleep(0.3)  # the reader has certainly seen "abc" by now (same first pass)
         assert stop(p1) == 0
     assert messages(got1()) == ["marker"]
     with open(tmp_path / "a.log", "ab") as f:
@@ -190,7 +191,8 @@ def test_copy_of_a_live_file_is_not_read_until_the_original_is_truncated(tmp_pat
         with open(log, "ab") as f:
             f.write(b"".join(b'{"seq":%d}\n' % i for i in range(100, 150)))
         shutil.copyfile(log, tmp_path / "app.log.1")
-        time.sleep(0.5)
+        wait_for(lambda: str(tmp_path / "app.log.1") in r.source._by_path, 5,
+                 message="the copy seen (held back) before the truncate")
         os.truncate(log, 0)
         r.sink.resume(r.loop)
         with open(log, "ab") as f:
@@ -198,7 +200,8 @@ def test_copy_of_a_live_file_is_not_read_until_the_original_is_truncated(tmp_pat
         wait_for(lambda: len(r.sink.records) >= 160, 5, message="160 records")
         # round 2: the original delivers lines the copy does not hold, then is truncated
         shutil.copyfile(log, tmp_path / "app.log.2")
-        time.sleep(0.5)
+        wait_for(lambda: str(tmp_path / "app.log.2") in r.source._by_path, 5,
+                 message="the second copy seen (held back)")
         with open(log, "ab") as f:
             f.write(b"".join(b'{"seq":%d}\n' % i for i in range(160, 170)))
         wait_for(lambda: len(r.sink.records) >= 170, 5, message="170 records")
@@ -250,7 +253,11 @@ def test_excluded_files_are_never_opened(tmp_path: Path) -> None:
     with TailRunner([str(tmp_path / "*.log")], str(tmp_path / "state"), is_excluded=excluded,
                     rescan_interval=0.1) as r:
         wait_for(lambda: len(r.sink.records) >= 1, 5)
-        time.sleep(0.4)  # a few rescans: still excluded
+        with open(tmp_path / "own.log", "ab") as f:
+            f.write(b"more of logpipe's own output\n")
+        # own.log grew: looked at again (rescan or inotify event), and still not opened
+        wait_for(lambda: sum(p.endswith("own.log") for p, _ in asked) >= 2, 5,
+                 message="own.log asked about again")
         held = _open_paths()
         recs = r.stop()
     assert messages(recs) == ["mine"]
@@ -503,7 +510,8 @@ def test_backpressure_keeps_rotation_tracking_and_new_files(tmp_path: Path,
         r.sink.stall(r.loop)
         with open(log, "ab") as f:
             f.write(b"".join(b'{"seq":%d}\n' % i for i in range(1, 40_001)))
-        time.sleep(0.3)
+        (f_log,) = r.source._files.values()
+        wait_for(lambda: f_log.pos > 10, 5, message="the reader into the new lines (then stalled)")
         os.rename(log, tmp_path / "app.log.1")
         with open(tmp_path / "app.log.1", "ab") as f:  # the writer's old fd, still writing
             f.write(b"".join(b'{"seq":%d}\n' % i for i in range(40_001, 40_101)))
@@ -574,7 +582,8 @@ def test_multiline_joiner_commits_only_lines_that_left_it(tmp_path: Path) -> Non
     log.write_bytes(b"one\nA-start\n")
     with TailRunner([str(log)], str(state), joiner_factory=PairJoiner) as r:
         wait_for(lambda: len(r.sink.records) >= 1, 5)
-        time.sleep(0.4)
+        wait_for(lambda: any(f.lines.held == 1 for f in list(r.source._files.values())), 5,
+                 message="A-start held by the joiner")
         recs1 = r.stop()
     assert messages(recs1) == ["one"]
     assert _checkpoint_offsets(state) == {str(log): 4}
@@ -596,7 +605,8 @@ def test_real_joiner_traceback_then_json_chunks(tmp_path: Path) -> None:
     state = tmp_path / "state"
     log.write_bytes(b"Traceback (most recent call last):\n  File \"x.py\", line 1, in <module>\n")
     with TailRunner([str(log)], str(state), joiner_factory=Joiner, rescan_interval=0.1) as r:
-        time.sleep(0.3)  # the first chunk is read and held by the joiner
+        wait_for(lambda: any(f.lines.held > 0 for f in list(r.source._files.values())), 5,
+                 message="the first chunk held by the joiner")
         with open(log, "ab") as f:
             f.write(b"ValueError: bad\n" + b"".join(b'{"seq":%d}\n' % i for i in range(5)))
         wait_for(lambda: len(r.sink.records) >= 6, 5, message="6 records")

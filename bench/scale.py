@@ -100,15 +100,15 @@ def run_subject(name: str, a: argparse.Namespace, rec: Receiver, work: Path,
     else:
         env = splunk_env(rec.base, d / "state")
         if name.startswith("main "):
-            env["PYTHONPATH"] = a.baseline
+            env["PYTHONPATH"] = a.baseline  # (cwd is the subject's own dir: ``-m`` puts it first)
         if name.endswith("ndjson"):
             proc = subprocess.Popen([*LOGPIPE, "collect", str(logs / "*.log")], stdout=subprocess.PIPE,
-                                    stderr=subprocess.DEVNULL, env=env)
+                                    stderr=subprocess.DEVNULL, env=env, cwd=d)
             reader = NdjsonReader(proc.stdout)
             reader.start()
         else:
             proc = subprocess.Popen([*LOGPIPE, "collect", str(logs / "*.log"), "--to", "splunk"],
-                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=d)
 
     def events() -> int:
         return reader.events if reader is not None else rec.count()["events"]

@@ -56,7 +56,7 @@ How it behaves, and whose behaviour it follows (research/collector.md §1, "What
   to its end. Only files with news are polled; a quiet file costs nothing with inotify and one
   ``stat`` per rescan without.
 - **Batches**: the lines one reader pass finds in many files go out as few batches (up to
-  BATCH_MAX_RECORDS), one ack committing each file's offset (``reader.Outbox``).
+  OUTBOX_RECORDS, 256), one ack committing each file's offset (``reader.Outbox``).
 - **Checkpoints** (``logpipe.checkpoint``) advance only from batch acks (every sink accepted the
   lines), only to line ends — never past a partial line or lines still held by the multiline
   joiner — and are written at most once a second when changed, plus on ``aclose()``. On

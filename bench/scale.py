@@ -16,7 +16,8 @@ Subjects: ``logpipe collect 'DIR/*.log' --to splunk`` (default options, spool on
 counting receiver (bench/_hec_receiver.py), or with ``--ndjson`` ``logpipe collect 'DIR/*.log'``
 with NDJSON on stdout (read here); with ``--baseline SRC`` the same rows again for the logpipe
 source tree at SRC (``git archive main | tar -x -C SRC``; run with ``PYTHONPATH=SRC``),
-interleaved with this tree's rows in the same run; and syslog-ng 3.38 (``wildcard-file(max-files(files))``,
+interleaved with this tree's rows in the same run (``--poll``: logpipe without inotify, the
+polling fallback); and syslog-ng 3.38 (``wildcard-file(max-files(files))``,
 http() as in bench/e2e_hec.py, ``batch-timeout(1000)`` like logpipe's default; skipped if not
 installed; ``--no-syslog-ng``).
 """
@@ -99,6 +100,8 @@ def run_subject(name: str, a: argparse.Namespace, rec: Receiver, work: Path,
                                  "-c", str(d / "ctl")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     else:
         env = splunk_env(rec.base, d / "state")
+        if a.poll:
+            env["LOGPIPE_TAIL_NOTIFY"] = "0"
         if name.startswith("main "):
             env["PYTHONPATH"] = a.baseline  # (cwd is the subject's own dir: ``-m`` puts it first)
         if name.endswith("ndjson"):
@@ -207,6 +210,8 @@ def main() -> None:
     ap.add_argument("--timeout", type=float, default=300.0)
     ap.add_argument("--ndjson", action="store_true", help="also logpipe with NDJSON on stdout")
     ap.add_argument("--no-syslog-ng", action="store_true")
+    ap.add_argument("--poll", action="store_true",
+                    help="logpipe without inotify (LOGPIPE_TAIL_NOTIFY=0): the polling fallback")
     ap.add_argument("--baseline", metavar="SRC", help="also the logpipe tree at SRC (rows 'main …')")
     ap.add_argument("--only", choices=["logpipe", "baseline", "syslog-ng"], action="append",
                     help="run only these subjects (repeatable)")

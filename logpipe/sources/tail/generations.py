@@ -68,7 +68,7 @@ class Generation:
     """One generation of one file: identity, committed and emitted offsets."""
 
     __slots__ = ("committed", "dev", "emitted", "fp", "fp_len", "head", "ino", "path", "retired",
-                 "sample", "sample_end", "sample_fp", "seen")
+                 "sample", "sample_end", "sample_fp", "sample_hashed", "seen")
 
     def __init__(self, dev: int, ino: int, fp: str, fp_len: int, committed: int, path: str,
                  seen: float, retired: bool = False) -> None:
@@ -90,6 +90,9 @@ class Generation:
         self.sample_end = 0
         #: (hash, length) of a sample loaded from the checkpoint, when ``sample`` is unknown
         self.sample_fp: tuple[str, int] | None = None
+        #: (sample, its hash): hashed once per sample, not once per checkpoint write — with
+        #: 10,000 files the checkpoint is encoded every second while any of them is active
+        self.sample_hashed: tuple[bytes, str] | None = None
 
     @property
     def key(self) -> tuple[int, int]:
@@ -99,7 +102,10 @@ class Generation:
         st = FileState(self.dev, self.ino, self.fp, self.fp_len, self.committed, self.path,
                        self.seen, self.retired)
         if self.sample is not None:
-            st.sample_fp, st.sample_len = fingerprint(self.sample), len(self.sample)
+            hashed = self.sample_hashed
+            if hashed is None or hashed[0] is not self.sample:
+                hashed = self.sample_hashed = (self.sample, fingerprint(self.sample))
+            st.sample_fp, st.sample_len = hashed[1], len(self.sample)
             st.sample_end = self.sample_end
         elif self.sample_fp is not None:
             st.sample_fp, st.sample_len = self.sample_fp

@@ -95,6 +95,7 @@ class DirWatcher:
             raise OSError(errno.ENOSYS, "no inotify in libc") from None
         self._add.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32]
         self._add.restype = ctypes.c_int
+        self._rm = getattr(libc, "inotify_rm_watch", None)
         fd = init(_IN_NONBLOCK | _IN_CLOEXEC)
         if fd < 0:
             e = ctypes.get_errno()
@@ -149,10 +150,10 @@ class DirWatcher:
                 pos += _EVENT.size + length
                 if mask & (IN_Q_OVERFLOW | IN_DELETE_SELF | IN_MOVE_SELF | IN_IGNORED):
                     rescan = True
-                    if mask & IN_IGNORED:  # the watch is gone: forget it (re-added by a scan)
-                        d = self._dirs.pop(wd, None)
-                        if d is not None:
-                            self._wds.pop(d, None)
+                    if mask & (IN_IGNORED | IN_MOVE_SELF):
+                        # the watch is gone, or follows a directory now elsewhere: forget it
+                        # (a scan watches whatever is at that path now)
+                        self._forget(wd, remove=bool(mask & IN_MOVE_SELF))
                     continue
                 directory = self._dirs.get(wd)
                 if directory is None or not name:
@@ -163,6 +164,13 @@ class DirWatcher:
                     continue
                 events.append((os.path.join(directory, os.fsdecode(name)), mask))
         return events, rescan
+
+    def _forget(self, wd: int, remove: bool) -> None:
+        d = self._dirs.pop(wd, None)
+        if d is not None:
+            self._wds.pop(d, None)
+        if remove and self._rm is not None and self.fd is not None:
+            self._rm(self.fd, wd)
 
     def close(self) -> None:
         if self.fd is not None:

@@ -150,3 +150,24 @@ def test_glob_match_of_an_event_name_agrees_with_the_glob_pass(tmp_path: Path) -
         found = set(expand(globs))
         candidates = {str(tmp_path / n) for n in names}
         assert {p for p in candidates if matches(globs, p)} == found, pattern
+
+
+@needs_inotify
+def test_a_watched_directory_renamed_and_made_again_is_watched_again(tmp_path: Path) -> None:
+    """``mv logs logs.old; mkdir logs``: the watch that followed the old directory is dropped
+    and the new one is looked at — a file written there arrives within seconds (not at the
+    10 s full rescan), and the old file's last line is still read."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / "a.log").write_bytes(b"a1\n")
+    with TailRunner([str(logs / "*.log")], str(tmp_path / "state"), rescan_interval=0.2) as r:
+        wait_for(lambda: len(r.sink.records) >= 1, 10)
+        os.rename(logs, tmp_path / "logs.old")
+        with open(tmp_path / "logs.old" / "a.log", "ab") as f:
+            f.write(b"a2\n")
+        wait_for(lambda: len(r.sink.records) >= 2, 5, message="a2 (the move handled)")
+        logs.mkdir()
+        (logs / "b.log").write_bytes(b"b1\n")
+        wait_for(lambda: len(r.sink.records) >= 3, 5, message="b1")
+        recs = r.stop()
+    assert sorted(x["message"] for x in recs) == ["a1", "a2", "b1"]

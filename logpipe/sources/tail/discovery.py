@@ -83,14 +83,16 @@ class Discovery(Reader):
             attached = [(p, f) for p in paths if (f := self._by_path.get(p)) is not None]
         woke = self._check_attached(attached, stats, now, mono)
         # paths not attached yet: a known file under a new name, or a new file
-        if self._scanned and any(p not in self._by_path for p in stats):
+        new = [p for p in stats if p not in self._by_path and p not in self._waiting]
+        if self._scanned and new:
             self._merge_others()  # another command line may have read it since we started
-        for path, st in stats.items():
-            if path not in self._by_path and path not in self._waiting:
-                if not self._has_slot():
-                    self._waiting[path] = None  # opened by _admit once a slot is free
-                elif self._consider(path, st):
-                    woke = True
+        for path in new:
+            if path in self._by_path:
+                continue  # (attached meanwhile: a renamed file followed)
+            if not self._has_slot():
+                self._waiting[path] = None  # opened by _admit once a slot is free
+            elif self._consider(path, stats[path]):
+                woke = True
         if self._recover_scans > 0:
             self._scanned = True
             woke = self._recover() or woke
@@ -152,6 +154,8 @@ class Discovery(Reader):
         """Open files waiting for a slot, as far as idle files can be closed for them; True
         when one was opened (or dropped: gone meanwhile)."""
         admitted = False
+        if self._scanned and self._waiting and self._has_slot():
+            self._merge_others()  # another command line may have read them since
         while self._waiting and self._has_slot():
             path = next(iter(self._waiting))
             del self._waiting[path]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import time
 from collections import OrderedDict
@@ -38,6 +39,11 @@ _COLD = float("inf")
 #: flight while 10,000 files are read at start — bench/scale.py, RSS idle with ``--to splunk``:
 #: 2,048 → 116 MB, 1,024 → 98 MB, 512 → 100 MB, 256 → 93 MB (first read 3.1 s vs 5.2 s).
 OUTBOX_RECORDS = min(256, BATCH_MAX_RECORDS)
+#: Only batches of fewer records than this are merged (a trickle: a line or a few per file per
+#: pass). Merging builds their record dicts (one batch holds one per-file ``fill``: the
+#: normaliser's lazy ``NormalisedLines`` cannot span files), ~1 µs a line at a trickle's rate;
+#: bulk reads keep the line path's bytes-only batches.
+OUTBOX_BELOW = 64
 #: A file renamed to a name no glob matches is closed after sitting at EOF this long.
 DETACHED_IDLE_CLOSE = 60.0
 
@@ -275,8 +281,9 @@ class Reader(Generations):
 
     async def _emit_batches(self, f: TailFile, gen: Generation, batches: Iterable[LineBatch],
                             emit: Callable[[Batch], Awaitable[None]]) -> None:
-        """Queue ``batches`` in the outgoing batch (:class:`Outbox`); it goes out when full and
-        at the end of each reader pass (``Outbox.flush``)."""
+        """Queue small ``batches`` in the outgoing batch (:class:`Outbox`; it goes out when
+        full and at the end of each reader pass); a big one goes out as it is, after what the
+        outbox holds (order per file, acks in emit order)."""
         # every batch goes out, a batch with no record too: its ack moves the checkpoint
         out = self._outbox
         for b in batches:
@@ -286,6 +293,13 @@ class Reader(Generations):
                 end = f.decoder.raw_offset(end)
             if end > gen.emitted:
                 gen.emitted = end
+            if len(b.records) >= OUTBOX_BELOW:
+                # a bulk read: its records stay as the line path made them (dicts built only
+                # if a sink asks: ``record.NormalisedLines``), no merging needed
+                await out.flush(emit)
+                await emit(Batch(b.records, b.lines, ack=functools.partial(self._ack, gen, end),
+                                 source=gen.path))
+                continue
             if out.full_with(b):
                 await out.flush(emit)
             out.add(gen, end, b)
@@ -293,8 +307,9 @@ class Reader(Generations):
 
 class Outbox:
     """Lines read from many files in one reader pass, sent as few big batches, not one small
-    batch per file: with 1,000 files each writing a line a second, a pass finds ~50 files with
+    batch per file: with 1,000 files each writing a line a second, a pass finds ~20 files with
     one line each, and each batch costs the sinks a spool frame, an HEC request slot, an ack.
+    Records become plain dicts here (see OUTBOX_BELOW).
 
     A batch is from one source with one ack (pipeline/_contracts.py): the tail source is one
     source, and the ack commits each file's own offset (in emit order, so per file in order).
@@ -319,7 +334,7 @@ class Outbox:
                 or self._bytes + sum(map(len, b.lines)) + len(b.lines) > BATCH_MAX_BYTES)
 
     def add(self, gen: Generation, end: int, b: LineBatch) -> None:
-        self._records += b.records
+        self._records += b.records  # (a NormalisedLines builds its dicts: few, see OUTBOX_BELOW)
         self._lines += b.lines
         self._bytes += sum(map(len, b.lines)) + len(b.lines)
         self._acks.pop(gen, None)  # re-inserted last: acks follow emit order

@@ -69,7 +69,8 @@ How it behaves, and whose behaviour it follows (research/collector.md §1, "What
   fds kept) and checkpoint writes run in their own task.
 - **--once** (``once=True``): read what is there, emit partial last lines too, return.
 
-Modules: ``generations`` (identity rules, copies, resume — no event loop), ``reader`` (one
+Modules: ``generations`` (identity rules, copies, resume — no event loop; ``names``: the
+rotated-name rules they use), ``reader`` (one
 file: poll, read, truncation, lines → batches), ``globs`` (what the patterns name),
 ``discovery`` (new files, renames, the open-file cap, reopen, recovery after a rotation while
 down), ``notify`` (inotify through ctypes), ``watch`` (when discovery looks: events, partial
@@ -98,9 +99,9 @@ from logpipe.sources.tail.generations import (
     FP_MIN_COPY,
     SAMPLE_BYTES,
     Generation,
-    is_rotated_name,
 )
 from logpipe.sources.tail.globs import ARCHIVE_SUFFIXES, RECURSIVE_DEPTH, expand_pattern
+from logpipe.sources.tail.names import is_rotated_name
 from logpipe.sources.tail.notify import DirWatcher
 from logpipe.sources.tail.reader import (
     _COLD,

@@ -13,8 +13,9 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from logpipe import diagnostics, identity, record
-from logpipe.sources.tail.generations import COPY_WAIT, FP_MAX, Generation, is_rotated_name
+from logpipe.sources.tail.generations import COPY_WAIT, FP_MAX, Generation
 from logpipe.sources.tail.globs import ARCHIVE_SUFFIXES, expand, glob_dirs, stat_regular
+from logpipe.sources.tail.names import is_rotated_name
 from logpipe.sources.tail.notify import DirWatcher
 from logpipe.sources.tail.reader import Reader, TailFile
 

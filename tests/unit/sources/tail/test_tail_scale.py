@@ -10,8 +10,8 @@ import pytest
 
 from logpipe import checkpoint
 from logpipe.sources.tail import reader as tail_reader
-from logpipe.sources.tail.generations import is_rotated_name, rotated_from
 from logpipe.sources.tail.globs import expand, expand_pattern, matches
+from logpipe.sources.tail.names import is_rotated_name, rotated_from
 from logpipe.sources.tail.notify import DirWatcher
 from tests._tail_helpers import TailRunner, run_once
 from tests.helpers import wait_for

@@ -44,6 +44,9 @@ def reserve_bytes(encoder: _hec.EnvelopeEncoder, host: str) -> int:
     lane_ndjson = LANE_BYTES + BATCH_MAX_BYTES + pipeack.RECORD_MAX_BYTES
     held_raw = READ_SIZE + 2 * pipeack.RECORD_MAX_BYTES
     records = (LANE_BATCHES + 1) * BATCH_MAX_RECORDS + held_raw // MIN_AVG_LINE
-    head = len(encoder.encode({record.TIME: None}, b"{}")) - 2 + _TIME_TEXT + 1  # + newline
+    # a probe with a real time (same epoch-text length as any time this century): a probe
+    # without one would make the encoder warn that a record is sent with the send time
+    probe = {record.TIME: "2026-01-01T00:00:00.000000Z"}
+    head = len(encoder.encode(probe, b"{}")) - 2 + _TIME_TEXT + 1  # + newline
     per_record = head + _ITEM_OVERHEAD + _NORMALISED_KEYS + len(host.encode())
     return 2 * (lane_ndjson + held_raw) + records * per_record

@@ -3,6 +3,8 @@ memory at its bounds (sinks/splunk/reserve.py): the lane full, plus stdin's chun
 
 from __future__ import annotations
 
+import io
+
 from logpipe import identity, pipeack, record
 from logpipe.pipeline import BATCH_MAX_RECORDS
 from logpipe.sinks.splunk import _hec
@@ -48,3 +50,11 @@ def test_reserve_covers_large_records_whose_metadata_repeats_in_the_envelope() -
     total, ndjson = _spool_bytes(enc, [big] * count)
     assert ndjson >= LANE_BYTES + READ_SIZE
     assert total <= reserve_bytes(enc, identity.hostname()), total
+
+
+def test_sizing_the_reserve_says_nothing(diag: io.BytesIO) -> None:
+    """Sizing the reserve at start-up encodes a probe envelope; it must not make the encoder warn
+    that a record without a time is sent with the send time (every `sink splunk` start said so)."""
+    enc = _hec.EnvelopeEncoder(host="h")
+    assert reserve_bytes(enc, "h") > 0
+    assert b"sent with the time it is sent" not in diag.getvalue()
